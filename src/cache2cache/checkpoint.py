@@ -1,0 +1,336 @@
+"""Fuser checkpoints: our format, and import/export of the published (thu-nics/C2C) layout.
+
+Our format, written by `C2CModel.save_pretrained(dir)`: exactly two files,
+    c2c_config.json      C2CConfig: format version, pair fingerprints, fuser hparams, layer map
+    fuser.safetensors    the FuserStack state dict (`fusers.{receiver_layer}.{published key}`)
+
+The published layout (SPEC §5.8), read and written here:
+    <pair>/config.json                   training recipe; `model.base_model` / `model.teacher_model`
+    <pair>/final/projector_{i}.pt        state dict of fuser i (read with weights_only=True)
+    <pair>/final/projector_{i}.json      {"class": "C2CProjector", "init_args": {...}}
+    <pair>/final/projector_config.json   {"0": {"1": {"<receiver layer>": [[<sharer layer>, i]]}}}
+
+Loading is strict: every key and shape must match, and pickled code never runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_model
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .config import CONFIG_NAME, C2CConfig, FuserConfig, ModelFingerprint
+from .fuser import C2CFuser, FuserStack
+from .model import C2CModel
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "fuser.safetensors"
+PUBLISHED_MAP = "projector_config.json"
+PUBLISHED_CLASS = "C2CProjector"
+_PUBLISHED_ARGS = ("source_dim", "target_dim", "source_num_heads", "target_num_heads") + tuple(
+    f.name for f in fields(FuserConfig) if f.name not in ("gate_init", "anneal_schedule", "zero_init")
+)
+
+
+# --------------------------------------------------------------------------------------- our format
+
+
+def save_c2c(model: C2CModel, directory: str | Path) -> Path:
+    """Write `c2c_config.json` and `fuser.safetensors` into `directory`.
+
+    Each file is written to a temporary name in the same folder and renamed into place, so an
+    interrupted save never leaves a half-written checkpoint behind.
+
+    Returns:
+        The directory.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config_text = json.dumps(model.config.to_dict(), indent=2) + "\n"
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".saving-") as tmp:
+        save_model(model.fusers, os.path.join(tmp, WEIGHTS_NAME), metadata={"format": "pt", "c2c_format_version": str(model.config.format_version)})
+        Path(tmp, CONFIG_NAME).write_text(config_text)
+        os.replace(os.path.join(tmp, WEIGHTS_NAME), directory / WEIGHTS_NAME)
+        os.replace(os.path.join(tmp, CONFIG_NAME), directory / CONFIG_NAME)
+    return directory
+
+
+def load_fuser_weights(fusers: FuserStack, path: str | Path) -> None:
+    """Load `fuser.safetensors` into `fusers`, failing on any missing, unexpected or mis-shaped tensor."""
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read fuser weights {path}: {err}. The file is missing or corrupt; re-save the checkpoint.") from err
+    _load_strict(fusers, state, str(path))
+
+
+def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """`load_state_dict(strict=True)` with one error listing every missing, unexpected or mis-shaped key."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{k}: file {tuple(state[k].shape)} != model {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        lines = [f"{source} does not match the fuser architecture:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+        if wrong:
+            lines.append(f"  wrong shapes ({len(wrong)}): {'; '.join(wrong[:8])}")
+        lines.append("Fix: load it for the pair and fuser sizes it was trained with (see its config).")
+        raise ValueError("\n".join(lines))
+    module.load_state_dict(state, strict=True)
+
+
+# --------------------------------------------------------------------------------------- loading
+
+
+def load_c2c(
+    path_or_hub_id: str | Path,
+    *,
+    receiver: PreTrainedModel | str | None = None,
+    sharer: PreTrainedModel | str | None = None,
+    receiver_tokenizer: PreTrainedTokenizerBase | str | None = None,
+    sharer_tokenizer: PreTrainedTokenizerBase | str | None = None,
+    subfolder: str | None = None,
+    revision: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+) -> C2CModel:
+    """Load a C2C pair: fusers from a checkpoint, receiver and sharer as given or as recorded.
+
+    Args:
+        path_or_hub_id: A folder saved by `save_pretrained`, a published-layout folder (the pair
+            folder or its `final/`), or a hub repo id (with `subfolder` for multi-pair repos such as
+            `nics-efc/C2C_Fuser`, subfolder `qwen3_0.6b+qwen2.5_0.5b_Fuser`).
+        receiver: A loaded model, or a hub id / local folder / GGUF / alias to load; default: the
+            one the checkpoint records.
+        sharer: Same, for the sharer.
+        receiver_tokenizer: A tokenizer or where to load it; default: next to the receiver when the
+            receiver is given by name.
+        sharer_tokenizer: Same, for the sharer.
+        subfolder: Folder inside `path_or_hub_id`.
+        revision: Hub revision.
+        dtype: dtype for models loaded here (default: each model's own).
+        device: Device for models loaded here and for the fusers (default: the receiver's).
+
+    Returns:
+        The `C2CModel`, fusers cast to the receiver's dtype and in eval mode.
+    """
+    directory = _resolve_dir(path_or_hub_id, subfolder, revision)
+    if (directory / CONFIG_NAME).is_file():
+        config = C2CConfig.load(directory)
+        recorded = (config.receiver.name_or_path, config.sharer.name_or_path)
+        published = None
+    else:
+        final = _published_final_dir(directory)
+        published = _read_published(final)
+        recorded = _published_pair_ids(final)
+    receiver, receiver_tokenizer = _resolve_model("receiver", receiver, receiver_tokenizer, recorded[0], dtype, device)
+    sharer, sharer_tokenizer = _resolve_model("sharer", sharer, sharer_tokenizer, recorded[1], dtype, device)
+    if published is None:
+        fusers = _build_empty_fusers(config)
+        load_fuser_weights(fusers, directory / WEIGHTS_NAME)
+    else:
+        config, fusers = _published_to_fusers(published, receiver, sharer)
+    model = C2CModel(receiver, sharer, fusers, config, receiver_tokenizer, sharer_tokenizer)
+    model.check_pair()
+    model.fusers.to(device=model.device, dtype=model.receiver.dtype)
+    return model.eval()
+
+
+def _build_empty_fusers(config: C2CConfig) -> FuserStack:
+    """Fusers of the right shapes, uninitialised (their weights are about to be overwritten)."""
+    with torch.device("meta"):
+        stack = FuserStack(config.layer_map, {t: C2CFuser(**config.fuser_kwargs()) for t in config.layer_map})
+    return stack.to_empty(device="cpu")
+
+
+def _resolve_dir(path_or_hub_id: str | Path, subfolder: str | None, revision: str | None) -> Path:
+    local = Path(path_or_hub_id).expanduser()
+    if local.exists():
+        directory = local / subfolder if subfolder else local
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory} is not a folder; check the path and subfolder")
+        return directory
+    repo_id = str(path_or_hub_id)
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+        raise FileNotFoundError(f"{repo_id!r} is neither an existing folder nor a hub repo id (owner/name)")
+    from huggingface_hub import snapshot_download
+
+    patterns = [f"{subfolder.rstrip('/')}/*", f"{subfolder.rstrip('/')}/**"] if subfolder else None
+    try:
+        root = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except Exception as err:  # the hub raises many types (offline, 404, auth); all mean "could not fetch"
+        raise FileNotFoundError(
+            f"could not download {repo_id!r}{f' (subfolder {subfolder!r})' if subfolder else ''} from the Hugging Face hub: {err}. "
+            "Check the id and your connection, or download it elsewhere and pass the local folder."
+        ) from err
+    return root / subfolder if subfolder else root
+
+
+def _resolve_model(
+    role: str,
+    model: PreTrainedModel | str | None,
+    tokenizer: PreTrainedTokenizerBase | str | None,
+    recorded: str | None,
+    dtype: torch.dtype | str | None,
+    device: str | torch.device | None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
+    """Load `model` (and its tokenizer) when given by name, falling back to the recorded name."""
+    from .loading import load_model, load_tokenizer
+
+    name = model if isinstance(model, str) else (recorded if model is None else None)
+    if model is None and not recorded:
+        raise ValueError(f"the checkpoint does not record its {role}; pass {role}= (a model or a hub id / path)")
+    if name is not None:
+        logger.info("loading %s %s", role, name)
+        model = load_model(name, dtype=dtype, device=device or "cpu")
+        if tokenizer is None:
+            tokenizer = name
+    if isinstance(tokenizer, str):
+        tokenizer = load_tokenizer(tokenizer)
+    return model, tokenizer  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------- published
+
+
+def _published_final_dir(directory: Path) -> Path:
+    for candidate in (directory, directory / "final"):
+        if (candidate / PUBLISHED_MAP).is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{directory} holds no C2C checkpoint: expected {CONFIG_NAME} (cache2cache format) or {PUBLISHED_MAP} "
+        "(published layout, in the folder or its final/)"
+    )
+
+
+def _published_pair_ids(final: Path) -> tuple[str | None, str | None]:
+    """Receiver and sharer ids from the pair folder's `config.json`, when present."""
+    for candidate in (final.parent / "config.json", final / "config.json"):
+        if candidate.is_file():
+            try:
+                model_cfg = json.loads(candidate.read_text()).get("model", {})
+            except json.JSONDecodeError:
+                logger.warning("ignoring unreadable %s", candidate)
+                continue
+            teacher = model_cfg.get("teacher_model")
+            return model_cfg.get("base_model"), teacher if isinstance(teacher, str) else None
+    return None, None
+
+
+def _decode_arg(value: Any) -> Any:
+    """Undo the reference's JSON encoding of constructor arguments (`{"__type__": ..., "value": ...}`)."""
+    if isinstance(value, dict) and "__type__" in value:
+        return value["value"]
+    return value
+
+
+def _read_published(final: Path) -> dict[str, Any]:
+    """Read `projector_config.json`, every `projector_{i}.json` and every `projector_{i}.pt`."""
+    try:
+        mapping = json.loads((final / PUBLISHED_MAP).read_text())
+        per_layer = mapping["0"]["1"]
+        layer_map = {int(t): (int(pairs[0][0]), int(pairs[0][1])) for t, pairs in per_layer.items()}
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as err:
+        raise ValueError(f"{final / PUBLISHED_MAP} is not a published layer map ({err}); expected {{'0': {{'1': {{layer: [[src, idx]]}}}}}}") from err
+    projectors: dict[int, tuple[dict[str, Any], dict[str, torch.Tensor]]] = {}
+    for idx in sorted({i for _, i in layer_map.values()}):
+        meta_path, weights_path = final / f"projector_{idx}.json", final / f"projector_{idx}.pt"
+        if not meta_path.is_file() or not weights_path.is_file():
+            raise FileNotFoundError(f"{final} lacks projector_{idx}.json or projector_{idx}.pt, which {PUBLISHED_MAP} refers to")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("class") != PUBLISHED_CLASS:
+            raise ValueError(f"{meta_path}: class {meta.get('class')!r} is not supported; only {PUBLISHED_CLASS} (the published fuser) is")
+        args = {k: _decode_arg(v) for k, v in meta.get("init_args", {}).items() if k != "dtype"}
+        try:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(
+                f"{weights_path} holds more than tensors (pickled objects or code) and was refused: {err}. "
+                "Only plain state dicts load; re-save it with torch.save(module.state_dict())."
+            ) from err
+        if not isinstance(state, dict):
+            raise ValueError(f"{weights_path} does not hold a state dict (got {type(state).__name__})")
+        projectors[idx] = (args, state)
+    return {"layer_map": layer_map, "projectors": projectors}
+
+
+def _published_to_fusers(published: dict[str, Any], receiver: PreTrainedModel, sharer: PreTrainedModel) -> tuple[C2CConfig, FuserStack]:
+    """Build strict fusers from the published files and check them against the models' shapes."""
+    r, s = ModelFingerprint.from_model(receiver), ModelFingerprint.from_model(sharer)
+    layer_map = {t: src for t, (src, _) in published["layer_map"].items()}
+    fuser_cfg: FuserConfig | None = None
+    fusers: dict[int, C2CFuser] = {}
+    built: dict[int, C2CFuser] = {}
+    for t, (_, idx) in sorted(published["layer_map"].items()):
+        args, state = published["projectors"][idx]
+        expect = {"source_dim": s.head_dim, "source_num_heads": s.num_key_value_heads, "target_dim": r.head_dim, "target_num_heads": r.num_key_value_heads}
+        wrong = [f"{k}: checkpoint {args.get(k)} != model {v}" for k, v in expect.items() if args.get(k) != v]
+        if wrong:
+            raise ValueError(
+                f"published projector_{idx} was trained for other KV shapes than receiver {r.name_or_path!r} / sharer {s.name_or_path!r}: "
+                + "; ".join(wrong)
+                + ". Fix: pass the receiver and sharer this checkpoint was trained for."
+            )
+        unknown = set(args) - set(_PUBLISHED_ARGS) - {"zero_init"}
+        if unknown:
+            raise ValueError(f"published projector_{idx}.json has init_args this fuser does not know: {sorted(unknown)}")
+        if idx not in built:
+            built[idx] = C2CFuser(**args)
+            _load_strict(built[idx], state, f"projector_{idx}.pt")
+        fusers[t] = built[idx]
+        if fuser_cfg is None:
+            fuser_cfg = FuserConfig(**{k: v for k, v in args.items() if k in {f.name for f in fields(FuserConfig)}})
+    config = C2CConfig(r, s, fuser_cfg or FuserConfig(), layer_map, "custom")
+    config.validate()
+    return config, FuserStack(layer_map, fusers)
+
+
+def export_published(model: C2CModel, directory: str | Path) -> Path:
+    """Write `model`'s fusers in the published layout (`config.json` + `final/projector_*`).
+
+    Projector index i is the i-th mapped receiver layer (the receiver layer itself when every layer
+    is mapped, as in the published checkpoints).
+
+    Returns:
+        The pair folder.
+    """
+    directory = Path(directory)
+    final = directory / "final"
+    final.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    init_args = {k: v for k, v in cfg.fuser_kwargs().items() if k in _PUBLISHED_ARGS}
+    dtype_name = str(model.receiver.dtype).removeprefix("torch.")
+    init_args["dtype"] = {"__type__": "torch.dtype", "value": dtype_name}
+    mapping: dict[str, list[list[int]]] = {}
+    for idx, (t, s) in enumerate(cfg.layer_map.items()):
+        fuser = model.fusers.fusers[str(t)]
+        torch.save({k: v.detach().cpu().clone() for k, v in fuser.state_dict().items()}, final / f"projector_{idx}.pt")
+        (final / f"projector_{idx}.json").write_text(json.dumps({"class": PUBLISHED_CLASS, "init_args": init_args}, indent=2))
+        mapping[str(t)] = [[s, idx]]
+    (final / PUBLISHED_MAP).write_text(json.dumps({"0": {"1": mapping}}))
+    recipe = {
+        "model": {
+            "base_model": cfg.receiver.name_or_path,
+            "teacher_model": cfg.sharer.name_or_path,
+            "projector": {"type": PUBLISHED_CLASS, "params": {k: v for k, v in asdict(cfg.fuser).items() if k in _PUBLISHED_ARGS}},
+            "mapping": "last_aligned" if cfg.layer_map_name == "terminal" else "k_nearest",
+        }
+    }
+    (directory / "config.json").write_text(json.dumps(recipe, indent=2))
+    return directory

@@ -1,0 +1,249 @@
+"""The C2C fuser: maps a sharer's KV-cache into a receiver's KV-cache, one receiver layer at a time.
+
+Read top to bottom, this file is the method of the paper (SPEC §2.2), with the published parameter
+names so that a released `projector_{i}.pt` loads into `C2CFuser` with strict key checks:
+
+    for K (and, with its own weights, V), per token:
+        z = mlp1(in([sharer heads flattened ; receiver heads flattened]))     # feature fusion
+        P = proj_out(proj_mlp2(z))                                            # projected K, (Ht, Dt)
+        w = sigmoid(scalar_head(scalar_mlp2(z)))                              # one weight per receiver KV head
+        g = gate(gate_logit)                                                  # Gumbel-sigmoid (train) / hard (eval)
+        K_fused = K_receiver + g * w * P                                      # residual add
+
+`FuserStack` holds one fuser per mapped receiver layer and fuses all layers in one `forward`, which
+is what DDP needs (a wrapped module must be called through its own forward).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+AnnealSchedule = Literal["geometric", "linear"]
+
+
+class FFNBlock(nn.Module):
+    """Pre-norm residual FFN block: `y = x + Dropout(W2 · GELU(W1 · RMSNorm(x)))`, bias-free, exact GELU.
+
+    Args:
+        hidden_dim: Width of the residual stream h.
+        intermediate_dim: Width of the inner layer i.
+        dropout: Dropout probability on the block output.
+    """
+
+    def __init__(self, hidden_dim: int, intermediate_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.RMSNorm(hidden_dim, eps=1e-6)
+        self.w1 = nn.Linear(hidden_dim, intermediate_dim, bias=False)
+        self.w2 = nn.Linear(intermediate_dim, hidden_dim, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x`: (..., h) -> (..., h)."""
+        return x + self.dropout(self.w2(F.gelu(self.w1(self.norm(x)))))
+
+
+class FFNStack(nn.Module):
+    """`num_blocks` FFN blocks in sequence (zero blocks is the identity). Keys: `blocks.{j}.*`."""
+
+    def __init__(self, hidden_dim: int, intermediate_dim: int, num_blocks: int, dropout: float) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(FFNBlock(hidden_dim, intermediate_dim, dropout) for _ in range(num_blocks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x`: (..., h) -> (..., h)."""
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class C2CFuser(nn.Module):
+    """The published C2C fuser for one receiver layer (SPEC §2.2), with separate K and V paths.
+
+    Args:
+        source_dim: Sharer head_dim Ds.
+        target_dim: Receiver head_dim Dt.
+        source_num_heads: Sharer KV heads Hs.
+        target_num_heads: Receiver KV heads Ht.
+        hidden_dim: Width h of the fusion network (published: 1024).
+        intermediate_dim: Inner width i of the FFN blocks (published: 1024).
+        num_layers: Depth L >= 3: one fusion block, then L-2 projection blocks.
+        dropout: Dropout inside the FFN blocks.
+        initial_temperature: Gate temperature at step 0.
+        final_temperature: Gate temperature once annealed.
+        anneal_steps: Steps over which the temperature anneals.
+        zero_init: Zero `proj_out`, so an untrained fuser adds nothing (fusion starts as the identity).
+        gate_init: Initial K and V gate logits. The published value is 0.0, which is a *closed* gate
+            at eval time; small-scale runs open it (e.g. +3) so fusion is not randomly dropped while the
+            gate logit is still near 0 (see docs/method.md).
+        anneal_schedule: `"geometric"` (published code) or `"linear"` (the paper's wording).
+
+    State-dict keys equal the published `projector_{i}.pt`: `key_in.*`, `key_mlp1.blocks.0.*`,
+    `key_proj_mlp2.blocks.*`, `key_proj_out.*`, `key_scalar_mlp2.blocks.0.*`, `key_scalar_head.*`,
+    the same with `value_`, plus `key_gate_logit`, `value_gate_logit` and the `gate_temperature` buffer.
+    """
+
+    def __init__(
+        self,
+        source_dim: int,
+        target_dim: int,
+        source_num_heads: int,
+        target_num_heads: int,
+        hidden_dim: int = 1024,
+        intermediate_dim: int = 1024,
+        num_layers: int = 3,
+        dropout: float = 0.1,
+        initial_temperature: float = 1.0,
+        final_temperature: float = 0.001,
+        anneal_steps: int = 1929,
+        zero_init: bool = False,
+        gate_init: float = 0.0,
+        anneal_schedule: AnnealSchedule = "geometric",
+    ) -> None:
+        super().__init__()
+        if num_layers < 3:
+            raise ValueError(f"C2CFuser needs num_layers >= 3 (one fusion block, L-2 projection blocks), got {num_layers}")
+        if anneal_schedule not in ("geometric", "linear"):
+            raise ValueError(f"anneal_schedule must be 'geometric' or 'linear', got {anneal_schedule!r}")
+        self.source_num_heads, self.source_dim = source_num_heads, source_dim
+        self.target_num_heads, self.target_dim = target_num_heads, target_dim
+        self.initial_temperature, self.final_temperature = initial_temperature, final_temperature
+        self.anneal_steps, self.anneal_schedule = anneal_steps, anneal_schedule
+        in_features = source_num_heads * source_dim + target_num_heads * target_dim
+        out_features = target_num_heads * target_dim
+        h, i = hidden_dim, intermediate_dim
+        for kind in ("key", "value"):
+            setattr(self, f"{kind}_in", nn.Linear(in_features, h))
+            setattr(self, f"{kind}_mlp1", FFNStack(h, i, 1, dropout))
+            setattr(self, f"{kind}_proj_mlp2", FFNStack(h, i, num_layers - 2, dropout))
+            setattr(self, f"{kind}_proj_out", nn.Linear(h, out_features))
+            setattr(self, f"{kind}_scalar_mlp2", FFNStack(h, h, 1, dropout))
+            setattr(self, f"{kind}_scalar_head", nn.Linear(h, target_num_heads))
+            setattr(self, f"{kind}_gate_logit", nn.Parameter(torch.tensor(float(gate_init))))
+            if zero_init:
+                proj_out: nn.Linear = getattr(self, f"{kind}_proj_out")
+                nn.init.zeros_(proj_out.weight)
+                nn.init.zeros_(proj_out.bias)
+        self.register_buffer("gate_temperature", torch.tensor(float(initial_temperature)))
+
+    def update_temperature(self, step: int) -> None:
+        """Anneal the gate temperature to its value at optimizer step `step` (clamped at `anneal_steps`)."""
+        progress = min(step / max(self.anneal_steps, 1), 1.0)
+        t0, tf = self.initial_temperature, self.final_temperature
+        if self.anneal_schedule == "geometric":
+            value = t0 * (tf / t0) ** progress
+        else:
+            value = t0 + (tf - t0) * progress
+        self.gate_temperature.fill_(value)
+
+    def _gate(self, logit: torch.Tensor, shape: tuple[int, int, int, int]) -> torch.Tensor:
+        """Gate of shape broadcastable to `shape` = (B, Ht, N, 1).
+
+        Training: Gumbel-sigmoid with noise drawn per (batch, head, token). Eval: hard `logit > 0`, in
+        the logit's dtype (the reference upcasts to float32 here, which changes the output dtype).
+        """
+        if self.training:
+            u = torch.rand(shape, device=logit.device, dtype=torch.float32)
+            gumbel = -torch.log(-torch.log(u + 1e-20) + 1e-20)
+            return torch.sigmoid((logit + gumbel.to(logit.dtype)) / self.gate_temperature.to(logit.dtype))
+        return (logit > 0).to(logit.dtype).reshape(1, 1, 1, 1)
+
+    def _fuse_one(self, kind: str, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Fuse the K (`kind="key"`) or V (`kind="value"`) path.
+
+        Args:
+            source: Sharer cache tensor, (B, Hs, N, Ds).
+            target: Receiver cache tensor, (B, Ht, N, Dt).
+
+        Returns:
+            Fused receiver tensor, (B, Ht, N, Dt), in the receiver's dtype.
+        """
+        b, ht, n, dt = target.shape
+        dtype = getattr(self, f"{kind}_in").weight.dtype
+        if torch.is_autocast_enabled(target.device.type):
+            dtype = torch.get_autocast_dtype(target.device.type)
+        xs = source.transpose(1, 2).reshape(b, n, -1)  # (B, N, Hs*Ds)
+        xt = target.transpose(1, 2).reshape(b, n, -1)  # (B, N, Ht*Dt)
+        z = getattr(self, f"{kind}_mlp1")(getattr(self, f"{kind}_in")(torch.cat([xs, xt], dim=-1).to(dtype)))
+        projected = getattr(self, f"{kind}_proj_out")(getattr(self, f"{kind}_proj_mlp2")(z))
+        projected = projected.reshape(b, n, ht, dt).transpose(1, 2)  # (B, Ht, N, Dt)
+        weight = torch.sigmoid(getattr(self, f"{kind}_scalar_head")(getattr(self, f"{kind}_scalar_mlp2")(z)))
+        weight = weight.permute(0, 2, 1).unsqueeze(-1)  # (B, Ht, N, 1)
+        gate = self._gate(getattr(self, f"{kind}_gate_logit"), (b, ht, n, 1))
+        return (target + (gate * weight * projected).to(target.dtype)).to(target.dtype)
+
+    def forward(
+        self, source_kv: tuple[torch.Tensor, torch.Tensor], target_kv: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fuse one layer.
+
+        Args:
+            source_kv: Sharer `(K, V)`, each (B, Hs, N, Ds), post-RoPE keys as stored in a HF cache.
+            target_kv: Receiver `(K, V)`, each (B, Ht, N, Dt).
+
+        Returns:
+            Fused receiver `(K, V)`, each (B, Ht, N, Dt).
+        """
+        (ks, vs), (kt, vt) = source_kv, target_kv
+        if ks.shape[-2] != kt.shape[-2]:
+            raise ValueError(f"sharer and receiver caches must cover the same tokens, got {ks.shape[-2]} and {kt.shape[-2]}")
+        return self._fuse_one("key", ks, kt), self._fuse_one("value", vs, vt)
+
+
+class FuserStack(nn.Module):
+    """One `C2CFuser` per mapped receiver layer; `fusers[str(receiver_layer)]`.
+
+    Args:
+        layer_map: Receiver layer -> sharer layer, for every receiver layer that gets a fuser.
+        fusers: Receiver layer -> its fuser; same keys as `layer_map`.
+    """
+
+    def __init__(self, layer_map: dict[int, int], fusers: dict[int, C2CFuser]) -> None:
+        super().__init__()
+        if set(layer_map) != set(fusers):
+            raise ValueError(f"layer map covers receiver layers {sorted(layer_map)} but fusers exist for {sorted(fusers)}")
+        self.layer_map = dict(sorted(layer_map.items()))
+        self.fusers = nn.ModuleDict({str(t): fusers[t] for t in self.layer_map})
+
+    def update_temperature(self, step: int) -> None:
+        """Anneal every fuser's gate temperature to optimizer step `step`."""
+        for fuser in self.fusers.values():
+            fuser.update_temperature(step)
+
+    def forward(
+        self,
+        sharer_kv: list[tuple[torch.Tensor, torch.Tensor]],
+        receiver_kv: list[tuple[torch.Tensor, torch.Tensor]],
+        fusion_mask: torch.Tensor,
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Fuse every mapped receiver layer.
+
+        Receiver layers may hold fewer tokens than the sharer (a sliding-window layer keeps only the
+        last W tokens); fusion then pairs the trailing tokens, which are the same positions.
+
+        Args:
+            sharer_kv: Per sharer layer `(K, V)`, each (B, Hs, N, Ds).
+            receiver_kv: Per receiver layer `(K, V)`, each (B, Ht, N_l, Dt) with N_l <= N.
+            fusion_mask: (B, N) bool, True where a token is fused.
+
+        Returns:
+            Receiver layer -> fused `(K, V)`, each (B, Ht, N_l, Dt); unfused tokens keep receiver values.
+        """
+        fused: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for t, s in self.layer_map.items():
+            kt, vt = receiver_kv[t]
+            n = kt.shape[-2]
+            ks, vs = (x[..., x.shape[-2] - n :, :] for x in sharer_kv[s])
+            keep = ~fusion_mask[:, fusion_mask.shape[1] - n :].to(kt.device)[:, None, :, None]  # (B, 1, N_l, 1)
+            k, v = self.fusers[str(t)]((ks, vs), (kt, vt))
+            fused[t] = (torch.where(keep, kt, k), torch.where(keep, vt, v))
+        return fused
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters (buffers excluded)."""
+    return sum(math.prod(p.shape) for p in module.parameters())

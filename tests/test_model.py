@@ -1,0 +1,115 @@
+"""C2CModel invariants: closed gate == receiver alone, generate == hand loop, batching, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cache2cache import C2CModel, kv
+from cache2cache.model import C2CInputs
+from conftest import prompt_ids
+
+
+def _greedy(model, **kw):
+    return model.generate(max_new_tokens=6, do_sample=False, return_dict_in_generate=True, output_logits=True, **kw)
+
+
+def test_closed_gate_equals_the_receiver_alone(closed_pair):
+    ids = prompt_ids(2, 10)
+    ours = _greedy(closed_pair, input_ids=ids)
+    plain = _greedy(closed_pair.receiver, input_ids=ids)
+    assert torch.equal(ours.sequences, plain.sequences)
+    for a, b in zip(ours.logits, plain.logits, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_empty_fusion_mask_and_receiver_only_mode_equal_the_receiver_alone(pair):
+    ids = prompt_ids(1, 9)
+    plain = _greedy(pair.receiver, input_ids=ids)
+    for kw in ({"fusion_mask": torch.zeros_like(ids, dtype=torch.bool)}, {"fuse": False}):
+        ours = _greedy(pair, input_ids=ids, **kw)
+        assert torch.equal(ours.sequences, plain.sequences)
+        torch.testing.assert_close(ours.logits[0], plain.logits[0], rtol=1e-5, atol=1e-5)
+    fused = _greedy(pair, input_ids=ids)
+    assert not torch.allclose(fused.logits[0], plain.logits[0])  # an open gate changes the answer
+
+
+def test_fused_generate_matches_a_hand_written_greedy_loop(pair):
+    ids = prompt_ids(1, 11, seed=3)
+    out = _greedy(pair, input_ids=ids)
+    # By hand: prefill both on prompt[:-1], fuse every mapped layer, then a greedy loop on the cache.
+    recv, shr = pair.receiver, pair.sharer
+    with torch.no_grad():
+        cache = recv.model(input_ids=ids[:, :-1], use_cache=True).cache
+        sharer_layers = kv.layers(shr.model(input_ids=ids[:, :-1], use_cache=True).cache)
+        for t, s in pair.config.layer_map.items():
+            k, v = pair.fusers.fusers[str(t)](sharer_layers[s], kv.layers(cache)[t])
+            kv.replace_layer(cache, t, k, v)
+        seq, logits = ids, []
+        for _ in range(6):
+            step = recv(input_ids=seq[:, -1:], cache=cache, use_cache=True)
+            logits.append(step.logits[:, -1])
+            seq = torch.cat([seq, step.logits[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(out.sequences, seq)
+    for a, b in zip(out.logits, logits, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_left_padded_batch_matches_each_example_alone(pair):
+    a, b = prompt_ids(1, 7, seed=1)[0], prompt_ids(1, 12, seed=2)[0]
+    ids = torch.zeros(2, 12, dtype=torch.long)
+    mask = torch.zeros(2, 12, dtype=torch.long)
+    ids[0, 5:], mask[0, 5:] = a, 1
+    ids[1], mask[1] = b, 1
+    batch = _greedy(pair, input_ids=ids, attention_mask=mask)
+    for row, single_ids in enumerate((a, b)):
+        alone = _greedy(pair, input_ids=single_ids[None])
+        assert torch.equal(batch.sequences[row, 12:], alone.sequences[0, len(single_ids):])
+        torch.testing.assert_close(batch.logits[0][row], alone.logits[0][0], rtol=1e-4, atol=1e-4)
+
+
+def test_only_fuser_parameters_receive_gradients(pair):
+    pair.train()
+    assert not pair.receiver.training and not pair.sharer.training and pair.fusers.training
+    ids = prompt_ids(2, 14)
+    inputs = pair.inputs_from_ids(ids)
+    labels = ids.clone()
+    labels[:, :9] = -100
+    before = {n: p.clone() for n, p in pair.receiver.named_parameters()}
+    loss = pair(inputs, prompt_length=9, labels=labels).loss
+    loss.backward()
+    assert all(p.grad is None for p in pair.receiver.parameters())
+    assert all(p.grad is None for p in pair.sharer.parameters())
+    grads = [p.grad for p in pair.fusers.parameters()]
+    assert all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
+    torch.optim.SGD(pair.fuser_parameters(), lr=1.0).step()
+    assert all(torch.equal(p, before[n]) for n, p in pair.receiver.named_parameters())
+
+
+def test_forward_scores_the_continuation_like_generate(pair):
+    ids = prompt_ids(1, 10, seed=5)
+    inputs = pair.inputs_from_ids(ids)
+    with torch.no_grad():
+        logits = pair(inputs, prompt_length=10).logits  # prompt = all 10 tokens: one position scored
+    first = _greedy(pair, input_ids=ids).logits[0]
+    torch.testing.assert_close(logits[:, -1], first, rtol=1e-5, atol=1e-5)
+
+
+def test_input_errors_are_clear(pair):
+    with pytest.raises(ValueError, match="either chat messages or input_ids"):
+        pair.generate()
+    with pytest.raises(ValueError, match="receiver tokenizer"):
+        pair.generate("hello")
+    with pytest.raises(ValueError, match="outside the sharer's vocabulary"):
+        pair.generate(input_ids=torch.tensor([[5, 500, 7]]))
+    with pytest.raises(ValueError, match="must all be"):
+        C2CInputs(torch.ones(1, 3), torch.ones(1, 3), torch.ones(1, 4), torch.ones(1, 4), torch.ones(1, 3))
+    with pytest.raises(ValueError, match="prompt_length"):
+        pair(pair.inputs_from_ids(prompt_ids(1, 4)), prompt_length=0)
+
+
+def test_models_with_other_shapes_are_refused(pair):
+    from tiny import tiny_receiver
+
+    with pytest.raises(ValueError, match="num_hidden_layers: 3 != 4"):
+        C2CModel(tiny_receiver(num_hidden_layers=4), pair.sharer, pair.fusers, pair.config).check_pair()
