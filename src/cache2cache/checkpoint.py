@@ -191,17 +191,19 @@ def _resolve_model(
     device: str | torch.device | None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
     """Load `model` (and its tokenizer) when given by name, falling back to the recorded name."""
-    from .loading import load_model, load_tokenizer
-
     name = model if isinstance(model, str) else (recorded if model is None else None)
     if model is None and not recorded:
         raise ValueError(f"the checkpoint does not record its {role}; pass {role}= (a model or a hub id / path)")
     if name is not None:
+        from .loading import load_model
+
         logger.info("loading %s %s", role, name)
         model = load_model(name, dtype=dtype, device=device or "cpu")
         if tokenizer is None:
             tokenizer = name
     if isinstance(tokenizer, str):
+        from .loading import load_tokenizer
+
         tokenizer = load_tokenizer(tokenizer)
     return model, tokenizer  # type: ignore[return-value]
 

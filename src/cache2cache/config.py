@@ -62,6 +62,11 @@ class ModelFingerprint:
             sliding_window=window,
         )
 
+    def describe(self) -> str:
+        """Human-readable identity, e.g. `'Qwen/Qwen3-0.6B' (qwen3, 28 layers)`."""
+        name = repr(self.name_or_path) if self.name_or_path else "an unnamed model"
+        return f"{name} ({self.model_type}, {self.num_hidden_layers} layers)"
+
     def shape_mismatches(self, other: ModelFingerprint) -> list[str]:
         """Fields (other than the name) whose values differ, as `field: self != other` strings."""
         return [

@@ -160,7 +160,7 @@ class C2CModel(nn.Module):
             mismatch = expected.shape_mismatches(actual)
             if mismatch:
                 problems.append(
-                    f"{role}: the fusers were built for {expected.name_or_path!r} but got {actual.name_or_path!r}; "
+                    f"{role}: the fusers were built for {expected.describe()} but got {actual.describe()}; "
                     f"differing fields (saved != loaded): {'; '.join(mismatch)}"
                 )
             elif expected.name_or_path and actual.name_or_path and expected.name_or_path != actual.name_or_path:
