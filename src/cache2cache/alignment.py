@@ -1,0 +1,594 @@
+"""Cross-tokenizer token alignment (SPEC §4): equal-length receiver and sharer sequences.
+
+Fusion pairs token j of the receiver's cache with token j of the sharer's cache, so when the two
+models have different tokenizers both sequences must have exactly the same length and the same cut
+points. `TokenAligner` builds them from chat messages:
+
+1. Each side renders the SAME messages with ITS OWN chat template (`render_chat`; the plain-text
+   fallback `render_plain` when a tokenizer has no template) and tokenises the text with offsets.
+2. Each message's content is located in each rendered text (`_locate_contents`) and the character
+   spans become token ranges, which cut each side into alternating sections:
+   template 0, message 0, template 1, ..., message k-1, template k (always 2k+1 sections, some may
+   be empty, so `sections[2 * i + 1]` is message i).
+3. Template sections keep each side's native tokens; the shorter side is right-padded with its own
+   pad id, and those pads are 0 in that side's mask. Message sections keep the receiver's tokens and
+   map them 1:1 to sharer tokens (`TokenAligner.align_tokens`); they, and only they, are in the
+   fusion mask.
+
+Where this differs from the reference aligner:
+- Spans are found by rendering a placeholder copy of the conversation, not by the "followed by `<`"
+  heuristic: exact whenever the template inserts content verbatim; otherwise (a template that trims
+  or rewrites content) an in-order search anchored on the template text around each placeholder.
+- Token mappings are memoised per receiver token id, and aligned conversations per conversation.
+- Receiver and sharer tokenizers are never modified (the reference sets a missing pad to eos).
+- Batches are left-padded to a common length, so pads never appear inside a sequence beyond the
+  per-side template padding, and every row of a batch equals the same conversation aligned alone.
+- `strategy` defaults to `longest` (the paper's "maximal string coverage") and is validated.
+- Each message section reports whether its sharer tokens carry the receiver's text (`round_trip_ok`).
+
+Known lossiness of the 1:1 message mapping (inherent to one sharer token per receiver token):
+a receiver token the sharer splits into several tokens keeps only one of them (`first` or
+`longest`); a byte-level token holding part of a multi-byte character decodes to U+FFFD alone and
+maps to whatever the sharer makes of that; text the sharer cannot tokenize (whitespace for a
+word-level sharer, unknown words) maps to the sharer's unk token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal, get_args
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+Strategy = Literal["first", "longest"]
+Messages = list[dict[str, Any]]
+
+PLAIN_LINE = "{role}: {content}\n"
+PLAIN_GENERATION_PROMPT = "assistant:"
+
+_ANCHOR_CHARS = 16  # template characters on each side of a message used to disambiguate matches
+_SPECIAL_ROLES = ("eos", "bos", "unk", "pad")  # eos first: a pad that doubles as eos is mapped as eos
+
+
+class AlignmentError(ValueError):
+    """The receiver's and sharer's renderings of a conversation cannot be cut into matching sections."""
+
+
+@dataclass(frozen=True)
+class Section:
+    """A contiguous run of aligned positions `[start, end)` of one kind.
+
+    Attributes:
+        kind: "template" (chat-template text, not fused) or "message" (a message's content, fused).
+        message_index: The index in `messages` for a message section, None for a template section.
+        start: First aligned position.
+        end: One past the last aligned position.
+        round_trip_ok: Message sections only (None for templates): True when the sharer's tokens
+            decode to the same text as the receiver's, ignoring whitespace (word-level tokenizers do
+            not encode it). Holds whenever every receiver token maps to exactly one sharer token of
+            the same text; False means the mapping lost or replaced characters.
+    """
+
+    kind: Literal["template", "message"]
+    message_index: int | None
+    start: int
+    end: int
+    round_trip_ok: bool | None = None
+
+
+@dataclass(frozen=True)
+class AlignedSequence:
+    """One conversation aligned for both models; every list has the same length N.
+
+    Attributes:
+        receiver_ids: (N,) receiver token ids.
+        receiver_mask: (N,) 1 on real receiver tokens, 0 on the receiver's template padding.
+        sharer_ids: (N,) sharer token ids.
+        sharer_mask: (N,) 1 on real sharer tokens, 0 on the sharer's template padding.
+        fusion_mask: (N,) True exactly on message tokens.
+        sections: 2k+1 sections for k messages, alternating template/message, in order.
+        receiver_text: The receiver's rendered prompt.
+        sharer_text: The sharer's rendered prompt.
+    """
+
+    receiver_ids: list[int]
+    receiver_mask: list[int]
+    sharer_ids: list[int]
+    sharer_mask: list[int]
+    fusion_mask: list[bool]
+    sections: list[Section]
+    receiver_text: str
+    sharer_text: str
+
+    def __len__(self) -> int:
+        return len(self.receiver_ids)
+
+    @property
+    def message_sections(self) -> list[Section]:
+        """The message sections in message order; `message_sections[-1]` is the last message
+        (training supervises the receiver's tokens there)."""
+        return [s for s in self.sections if s.kind == "message"]
+
+
+@dataclass(frozen=True)
+class AlignedBatch:
+    """B aligned conversations, left-padded to a common length N.
+
+    Template padding stays inside each row (mask 0); left padding adds pads only at the start.
+
+    Attributes:
+        receiver_input_ids: (B, N) long.
+        receiver_attention_mask: (B, N) long, 0 on left padding and receiver template padding.
+        sharer_input_ids: (B, N) long.
+        sharer_attention_mask: (B, N) long, 0 on left padding and sharer template padding.
+        fusion_mask: (B, N) bool, True exactly on message tokens.
+        sequences: The B unpadded `AlignedSequence`s (section positions are relative to each).
+        left_padding: Number of left pads per row; row b's sequence starts at `left_padding[b]`.
+    """
+
+    receiver_input_ids: torch.Tensor
+    receiver_attention_mask: torch.Tensor
+    sharer_input_ids: torch.Tensor
+    sharer_attention_mask: torch.Tensor
+    fusion_mask: torch.Tensor
+    sequences: list[AlignedSequence]
+    left_padding: list[int]
+
+
+def render_plain(messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True) -> str:
+    """The plain-text fallback prompt for tokenizers without a chat template (base models).
+
+    One line `"{role}: {content}\\n"` per message, then `"assistant:"` when `add_generation_prompt`.
+
+    Example:
+        >>> render_plain([{"role": "user", "content": "Hi"}])
+        'user: Hi\\nassistant:'
+    """
+    text = "".join(PLAIN_LINE.format(role=m["role"], content=m["content"]) for m in messages)
+    return text + (PLAIN_GENERATION_PROMPT if add_generation_prompt else "")
+
+
+def render_chat(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    add_generation_prompt: bool = True,
+    enable_thinking: bool | None = None,
+) -> str:
+    """`messages` rendered with `tokenizer`'s own chat template, or `render_plain` if it has none.
+
+    Args:
+        tokenizer: Whose template to use.
+        messages: `{"role", "content"}` dicts.
+        add_generation_prompt: Append the assistant turn header.
+        enable_thinking: Passed only to templates that mention `enable_thinking` (Qwen3); None
+            passes nothing.
+    """
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return render_plain(messages, add_generation_prompt=add_generation_prompt)
+    extra = {}
+    if enable_thinking is not None and "enable_thinking" in str(template):
+        extra["enable_thinking"] = enable_thinking
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, **extra
+    )
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side's tokenised rendering: ids and the token range `[a, b)` of each message."""
+
+    text: str
+    ids: list[int]
+    ranges: list[tuple[int, int]]
+
+
+class TokenAligner:
+    """Aligns a sharer's tokens 1:1 to a receiver's, per token and per chat conversation.
+
+    Args:
+        receiver_tokenizer: The receiver's fast tokenizer.
+        sharer_tokenizer: The sharer's fast tokenizer.
+        strategy: How to pick one sharer token when a receiver token's text needs several:
+            "longest" (default, the paper's maximal string coverage: the candidate whose decoded
+            text is longest, the first on ties) or "first".
+        cache_size: Aligned conversations kept in the per-conversation LRU memo.
+
+    Raises:
+        ValueError: An unknown strategy, or a tokenizer without offsets (not a fast tokenizer).
+
+    Example:
+        >>> aligner = TokenAligner(receiver_tok, sharer_tok)
+        >>> seq = aligner.align_messages([{"role": "user", "content": "Hello"}])
+        >>> len(seq.receiver_ids) == len(seq.sharer_ids)
+        True
+    """
+
+    def __init__(
+        self,
+        receiver_tokenizer: PreTrainedTokenizerBase,
+        sharer_tokenizer: PreTrainedTokenizerBase,
+        strategy: Strategy = "longest",
+        cache_size: int = 4096,
+    ) -> None:
+        if strategy not in get_args(Strategy):
+            raise ValueError(f"strategy must be one of {get_args(Strategy)}, got {strategy!r}")
+        for side, tok in (("receiver", receiver_tokenizer), ("sharer", sharer_tokenizer)):
+            if not getattr(tok, "is_fast", False):
+                raise ValueError(
+                    f"the {side} tokenizer ({type(tok).__name__}) is not a fast tokenizer, and token alignment needs "
+                    "its character offsets: load it with AutoTokenizer.from_pretrained(..., use_fast=True)"
+                )
+            if not getattr(tok, "chat_template", None):
+                logger.info("the %s tokenizer has no chat template; using the plain-text fallback", side)
+        self.receiver_tokenizer = receiver_tokenizer
+        self.sharer_tokenizer = sharer_tokenizer
+        self.strategy: Strategy = strategy
+        self.cache_size = cache_size
+        self.receiver_pad_id = _pad_id(receiver_tokenizer)
+        self.sharer_pad_id = _pad_id(sharer_tokenizer)
+        self._sharer_vocab = sharer_tokenizer.get_vocab()
+        # Equal vocabularies mean equal ids for equal strings: the 1:1 map is the identity.
+        self._identity = receiver_tokenizer.get_vocab() == self._sharer_vocab
+        unk = sharer_tokenizer.unk_token_id
+        self._sharer_unk_id = unk if unk is not None else self.sharer_pad_id
+        self._receiver_roles: dict[int, str | None] = dict.fromkeys(_special_ids(receiver_tokenizer))
+        for role in reversed(_SPECIAL_ROLES):
+            token_id = getattr(receiver_tokenizer, f"{role}_token_id")
+            if token_id is not None:
+                self._receiver_roles[token_id] = role
+        self._token_map: dict[int, int] = {}
+        self._sequences: OrderedDict[tuple[str, bool, bool | None], AlignedSequence] = OrderedDict()
+
+    # ------------------------------------------------------------------------------ per token
+
+    def align_tokens(self, receiver_ids: Sequence[int]) -> list[int]:
+        """Map receiver token ids 1:1 to sharer token ids (same length, memoised per token id).
+
+        Each receiver token is decoded alone. A receiver special token maps to the sharer's token
+        of the same role (eos, bos, unk, pad), else to the sharer token with the same string, else
+        to the sharer's unk. Any other token's text is encoded by the sharer without special
+        tokens: no ids -> the sharer's unk (its pad id when it has no unk, see `_pad_id`); one
+        id -> that id; several -> `strategy`.
+
+        Args:
+            receiver_ids: (L,) receiver token ids.
+
+        Returns:
+            (L,) sharer token ids.
+        """
+        if self._identity:
+            return [int(i) for i in receiver_ids]
+        out = []
+        for token_id in receiver_ids:
+            token_id = int(token_id)
+            mapped = self._token_map.get(token_id)
+            if mapped is None:
+                mapped = self._token_map[token_id] = self._map_token(token_id)
+            out.append(mapped)
+        return out
+
+    def _map_token(self, token_id: int) -> int:
+        text = _token_text(self.receiver_tokenizer, token_id)
+        if token_id in self._receiver_roles:
+            role = self._receiver_roles[token_id]
+            mapped = getattr(self.sharer_tokenizer, f"{role}_token_id") if role else None
+            if mapped is None:
+                mapped = self._sharer_vocab.get(text, self._sharer_unk_id)
+            return mapped
+        candidates = self.sharer_tokenizer.encode(text, add_special_tokens=False)
+        if not candidates:
+            return self._sharer_unk_id
+        if len(candidates) == 1 or self.strategy == "first":
+            return candidates[0]
+        # max keeps the first of equally long candidates
+        return max(candidates, key=lambda c: len(_token_text(self.sharer_tokenizer, c)))
+
+    # ------------------------------------------------------------------------------ per conversation
+
+    def align_messages(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        enable_thinking: bool | None = None,
+    ) -> AlignedSequence:
+        """Render `messages` with each side's template and align the two token sequences.
+
+        Args:
+            messages: `{"role": str, "content": str}` dicts (system/user/assistant, any number).
+            add_generation_prompt: Append each side's assistant turn header (the last template section).
+            enable_thinking: Passed to templates that read it (see `render_chat`).
+
+        Returns:
+            An `AlignedSequence` of length N (lists), memoised per conversation and flags.
+
+        Raises:
+            AlignmentError: A message cannot be located in one side's rendering (its template drops
+                or rewrites it), so the sides would not have the same sections.
+            TypeError: A message is not a mapping with string `role` and `content`.
+        """
+        key = (_conversation_key(messages), add_generation_prompt, enable_thinking)
+        seq = self._sequences.get(key)
+        if seq is None:
+            seq = self._align([dict(m) for m in messages], add_generation_prompt, enable_thinking)
+            self._sequences[key] = seq
+            if len(self._sequences) > self.cache_size:
+                self._sequences.popitem(last=False)
+        else:
+            self._sequences.move_to_end(key)
+        # Fresh lists, so a caller editing its copy cannot corrupt the memo.
+        return replace(
+            seq,
+            receiver_ids=list(seq.receiver_ids),
+            receiver_mask=list(seq.receiver_mask),
+            sharer_ids=list(seq.sharer_ids),
+            sharer_mask=list(seq.sharer_mask),
+            fusion_mask=list(seq.fusion_mask),
+            sections=list(seq.sections),
+        )
+
+    def _align(self, messages: Messages, add_generation_prompt: bool, enable_thinking: bool | None) -> AlignedSequence:
+        sides = [
+            _encode_side(side, tok, messages, add_generation_prompt, enable_thinking)
+            for side, tok in (("receiver", self.receiver_tokenizer), ("sharer", self.sharer_tokenizer))
+        ]
+        receiver, sharer = sides
+        bounds = [_section_bounds(s) for s in sides]
+        assert len(bounds[0]) == len(bounds[1]) == 2 * len(messages) + 1, "both sides cut into 2k+1 sections"
+        r_ids: list[int] = []
+        r_mask: list[int] = []
+        s_ids: list[int] = []
+        s_mask: list[int] = []
+        fusion: list[bool] = []
+        sections: list[Section] = []
+        for n, ((ra, rb), (sa, sb)) in enumerate(zip(*bounds)):
+            start = len(r_ids)
+            r_part = receiver.ids[ra:rb]
+            if n % 2:  # message section: receiver tokens, sharer side mapped 1:1
+                s_part = self.align_tokens(r_part)
+                r_ids += r_part
+                s_ids += s_part
+                r_mask += [1] * len(r_part)
+                s_mask += [1] * len(r_part)
+                fusion += [True] * len(r_part)
+                ok = _squash(self.receiver_tokenizer.decode(r_part, skip_special_tokens=False)) == _squash(
+                    self.sharer_tokenizer.decode(s_part, skip_special_tokens=False)
+                )
+                sections.append(Section("message", n // 2, start, len(r_ids), ok))
+            else:  # template section: native tokens, the shorter side right-padded
+                s_part = sharer.ids[sa:sb]
+                width = max(len(r_part), len(s_part))
+                r_ids += r_part + [self.receiver_pad_id] * (width - len(r_part))
+                s_ids += s_part + [self.sharer_pad_id] * (width - len(s_part))
+                r_mask += [1] * len(r_part) + [0] * (width - len(r_part))
+                s_mask += [1] * len(s_part) + [0] * (width - len(s_part))
+                fusion += [False] * width
+                sections.append(Section("template", None, start, len(r_ids)))
+        return AlignedSequence(r_ids, r_mask, s_ids, s_mask, fusion, sections, receiver.text, sharer.text)
+
+    def align_batch(
+        self,
+        conversations: Sequence[Sequence[Mapping[str, Any]]],
+        *,
+        add_generation_prompt: bool = True,
+        enable_thinking: bool | None = None,
+    ) -> AlignedBatch:
+        """Align B conversations and left-pad them to a common length N.
+
+        Args:
+            conversations: B message lists (see `align_messages`).
+            add_generation_prompt: See `align_messages`.
+            enable_thinking: See `align_messages`.
+
+        Returns:
+            An `AlignedBatch` of (B, N) tensors; row b stripped of its `left_padding[b]` pads equals
+            `align_messages(conversations[b])`.
+        """
+        if not conversations:
+            raise ValueError("align_batch needs at least one conversation, got an empty list")
+        seqs = [
+            self.align_messages(c, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking)
+            for c in conversations
+        ]
+        width = max(len(s) for s in seqs)
+        shape = (len(seqs), width)
+        r_ids = torch.full(shape, self.receiver_pad_id, dtype=torch.long)
+        s_ids = torch.full(shape, self.sharer_pad_id, dtype=torch.long)
+        r_mask = torch.zeros(shape, dtype=torch.long)
+        s_mask = torch.zeros(shape, dtype=torch.long)
+        fusion = torch.zeros(shape, dtype=torch.bool)
+        pads = [width - len(s) for s in seqs]
+        for b, (seq, pad) in enumerate(zip(seqs, pads)):
+            r_ids[b, pad:] = torch.tensor(seq.receiver_ids, dtype=torch.long)
+            s_ids[b, pad:] = torch.tensor(seq.sharer_ids, dtype=torch.long)
+            r_mask[b, pad:] = torch.tensor(seq.receiver_mask, dtype=torch.long)
+            s_mask[b, pad:] = torch.tensor(seq.sharer_mask, dtype=torch.long)
+            fusion[b, pad:] = torch.tensor(seq.fusion_mask, dtype=torch.bool)
+        return AlignedBatch(r_ids, r_mask, s_ids, s_mask, fusion, seqs, pads)
+
+    def preview(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        enable_thinking: bool | None = None,
+    ) -> list[tuple[str, str, bool]]:
+        """Position-by-position view of an aligned conversation, for `c2c inspect`.
+
+        Returns:
+            N rows `(receiver token text, sharer token text, fused?)`; each token decoded alone,
+            and "" where that side is template padding.
+        """
+        seq = self.align_messages(
+            messages, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+        )
+        return [
+            (
+                _token_text(self.receiver_tokenizer, r) if rm else "",
+                _token_text(self.sharer_tokenizer, s) if sm else "",
+                f,
+            )
+            for r, rm, s, sm, f in zip(
+                seq.receiver_ids, seq.receiver_mask, seq.sharer_ids, seq.sharer_mask, seq.fusion_mask
+            )
+        ]
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id used to pad this side: pad, else eos, else unk, else 0 (always masked out)."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
+        if token_id is not None:
+            return token_id
+    return 0
+
+
+def _special_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    ids = set(tokenizer.all_special_ids)
+    ids.update(i for i, tok in tokenizer.added_tokens_decoder.items() if tok.special)
+    return ids
+
+
+def _token_text(tokenizer: PreTrainedTokenizerBase, token_id: int) -> str:
+    return tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())
+
+
+def _conversation_key(messages: Sequence[Mapping[str, Any]]) -> str:
+    """A canonical JSON string of the conversation (the memo key), after validating it."""
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise TypeError(
+                f"message {i} must be a mapping with string 'role' and 'content', got {m!r}; "
+                "token alignment needs plain-text content"
+            )
+    return json.dumps([dict(m) for m in messages], sort_keys=True, ensure_ascii=False, default=repr)
+
+
+def _encode_side(
+    side: str,
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Messages,
+    add_generation_prompt: bool,
+    enable_thinking: bool | None,
+) -> _Side:
+    """Render and tokenise one side, and turn each message's character span into a token range."""
+
+    def render(msgs: Messages) -> str:
+        try:
+            return render_chat(
+                tokenizer, msgs, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+            )
+        except Exception as e:  # a template's own error (raise_exception, bad roles) gets the side named
+            raise AlignmentError(f"the {side}'s chat template failed to render the conversation: {e}") from e
+
+    text, spans = _locate_contents(render, messages, side)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    ranges = []
+    lo = 0
+    for start, end in spans:
+        a = lo
+        if start == end:  # empty content: an empty range before the first token at or after it
+            while a < len(offsets) and offsets[a][0] < start:
+                a += 1
+            b = a
+        else:  # every token overlapping the span; one straddling the boundary goes with the message
+            while a < len(offsets) and offsets[a][1] <= start:
+                a += 1
+            b = a
+            while b < len(offsets) and offsets[b][0] < end:
+                b += 1
+        ranges.append((a, b))
+        lo = b
+    return _Side(text, list(enc["input_ids"]), ranges)
+
+
+def _section_bounds(side: _Side) -> list[tuple[int, int]]:
+    """Token ranges of the 2k+1 alternating template/message sections of one side."""
+    cuts = [0] + [i for r in side.ranges for i in r] + [len(side.ids)]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _locate_contents(
+    render: Callable[[Messages], str], messages: Messages, side: str
+) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered text and each message content's character span `[start, end)` in it, in order.
+
+    The conversation is rendered a second time with every content replaced by a unique
+    placeholder; the text between placeholders is the template's own text. If the real rendering
+    is exactly that text with the contents put back (the template inserts content verbatim), the
+    spans are exact. Otherwise each content, or its stripped form (templates that trim), is
+    searched after the previous match, preferring a match whose neighbours agree with the template
+    text around its placeholder (a content equal to a role name is not confused with the role
+    header), then the earliest.
+    """
+    text = render(messages)
+    marks = [f"\u27e6c2c-message-{i}\u27e7" for i in range(len(messages))]
+    skeleton = render([{**m, "content": mark} for m, mark in zip(messages, marks)])
+    pieces = []
+    cursor = 0
+    for i, mark in enumerate(marks):
+        at = skeleton.find(mark, cursor)
+        if at < 0:
+            raise AlignmentError(_missing(messages, i, side, "its chat template drops or reorders it"))
+        pieces.append(skeleton[cursor:at])
+        cursor = at + len(mark)
+    pieces.append(skeleton[cursor:])
+
+    contents = [m["content"] for m in messages]
+    spans = []
+    pos = 0
+    for piece, content in zip(pieces, contents):
+        pos += len(piece)
+        spans.append((pos, pos + len(content)))
+        pos += len(content)
+    if "".join(p + c for p, c in zip(pieces, contents + [""])) == text:
+        return text, spans
+
+    logger.debug("the %s's template does not insert content verbatim; locating messages by anchored search", side)
+    spans = []
+    cursor = 0
+    for i, content in enumerate(contents):
+        before, after = pieces[i][-_ANCHOR_CHARS:], pieces[i + 1][:_ANCHOR_CHARS]
+        best: tuple[int, int, int] | None = None  # (-score, start, end): higher score, then earliest
+        for variant in dict.fromkeys((content, content.strip())):
+            at = text.find(variant, cursor)
+            while at >= 0:
+                end = at + len(variant)
+                score = int(text.endswith(before, 0, at)) + int(text.startswith(after, end))
+                if best is None or (-score, at) < best[:2]:
+                    best = (-score, at, end)
+                if score == 2:
+                    break
+                at = text.find(variant, at + 1)
+        if best is None:
+            raise AlignmentError(_missing(messages, i, side, "its chat template rewrites the content"))
+        spans.append(best[1:])
+        cursor = best[2]
+    return text, spans
+
+
+def _missing(messages: Messages, i: int, side: str, why: str) -> str:
+    content = messages[i]["content"]
+    return (
+        f"message {i} (role {messages[i]['role']!r}, content {content[:40]!r}{'...' if len(content) > 40 else ''}) "
+        f"is not in the {side}'s rendered prompt ({why}), so the receiver and sharer sequences cannot be cut "
+        "into the same template/message sections. Fix: merge or drop that message before aligning (e.g. fold "
+        "a system prompt into the first user message), or give that tokenizer a chat template that renders "
+        "every message's content verbatim."
+    )
