@@ -9,13 +9,8 @@ import pytest
 import torch
 from toy_tokenizers import CORPUS, bpe_tokenizer, no_template_tokenizer, wordlevel_tokenizer
 
-from cache2cache.alignment import (
-    AlignedSequence,
-    AlignmentError,
-    TokenAligner,
-    render_chat,
-    render_plain,
-)
+from cache2cache.alignment import AlignedSequence, AlignmentError, TokenAligner
+from cache2cache.chat import render_chat, render_plain
 
 CHAT = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -86,10 +81,10 @@ def test_template_pads_are_masked(aligner: TokenAligner) -> None:
             part = mask[section.start : section.end]
             if section.kind == "message":
                 assert all(part)
-            else:  # real tokens first, then this side's padding
+            else:  # this side's padding first, so the section ends on a real token
                 real = sum(part)
-                assert part == [1] * real + [0] * (len(part) - real)
-                assert ids[section.start + real : section.end] == [pad] * (len(part) - real)
+                assert part == [0] * (len(part) - real) + [1] * real
+                assert ids[section.start : section.end - real] == [pad] * (len(part) - real)
         # native template tokens are kept: the unmasked template tokens are the side's own rendering
         native = [i for i, m, f in zip(ids, mask, seq.fusion_mask) if m and not f]
         text = seq.receiver_text if side == "receiver" else seq.sharer_text
@@ -141,11 +136,11 @@ def test_text_without_sharer_tokens_maps_to_unk() -> None:
     assert TokenAligner(receiver, sharer).align_tokens([space]) == [sharer.unk_token_id]
 
 
-def test_align_tokens_memoises_per_token_id() -> None:
+def test_align_tokens_memoises_per_token_text() -> None:
     aligner = TokenAligner(wordlevel_tokenizer(), bpe_tokenizer())
     ids = aligner.receiver_tokenizer.encode("the capital of France", add_special_tokens=False)
     first = aligner.align_tokens(ids)
-    assert set(aligner._token_map) == set(ids)
+    assert set(aligner._text_map) == {aligner.receiver_tokenizer.decode([i]) for i in ids}
     assert aligner.align_tokens(list(reversed(ids))) == list(reversed(first))
 
 
@@ -273,7 +268,7 @@ def test_trimming_template_is_located_by_anchors() -> None:
     sharer = aligner.sharer_tokenizer
     for section, header in zip(seq.sections[::2], ("<s>[user]", "</s>\n[assistant]", "</s>\n[assistant]")):
         real = sum(seq.sharer_mask[section.start : section.end])
-        assert seq.sharer_ids[section.start : section.start + real] == sharer.encode(header, add_special_tokens=False)
+        assert seq.sharer_ids[section.end - real : section.end] == sharer.encode(header, add_special_tokens=False)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -337,3 +332,21 @@ def test_bad_arguments_are_rejected() -> None:
         aligner.align_messages([CHAT[0], {"role": "user", "content": None}])
     with pytest.raises(ValueError, match="at least one conversation"):
         aligner.align_batch([])
+
+
+def test_generation_prompt_ends_on_a_real_receiver_token() -> None:
+    """The receiver runs the last prompt token over the fused cache: it must not be padding."""
+    for receiver, sharer in ((bpe_tokenizer(), wordlevel_tokenizer()), (wordlevel_tokenizer(), bpe_tokenizer())):
+        seq = TokenAligner(receiver, sharer).align_messages(CHAT[:1])
+        assert seq.receiver_mask[-1] == 1 and seq.sharer_mask[-1] == 1
+
+
+def test_words_unknown_to_the_receiver_reach_the_sharer_by_their_text() -> None:
+    """A receiver `<unk>` maps through the text it covers, so the sharer still sees the word."""
+    receiver, sharer = wordlevel_tokenizer(), bpe_tokenizer()
+    aligner = TokenAligner(receiver, sharer)
+    seq = aligner.align_messages([{"role": "user", "content": "zorbo"}])
+    (section,) = seq.message_sections
+    assert receiver.convert_ids_to_tokens(seq.receiver_ids[section.start : section.end]) == ["<unk>"]
+    mapped = sharer.decode(seq.sharer_ids[section.start : section.end])
+    assert mapped and mapped in "zorbo" and mapped != sharer.unk_token

@@ -10,16 +10,22 @@ points. `TokenAligner` builds them from chat messages:
    spans become token ranges, which cut each side into alternating sections:
    template 0, message 0, template 1, ..., message k-1, template k (always 2k+1 sections, some may
    be empty, so `sections[2 * i + 1]` is message i).
-3. Template sections keep each side's native tokens; the shorter side is right-padded with its own
-   pad id, and those pads are 0 in that side's mask. Message sections keep the receiver's tokens and
-   map them 1:1 to sharer tokens (`TokenAligner.align_tokens`); they, and only they, are in the
-   fusion mask.
+3. Template sections keep each side's native tokens; the shorter side is padded at the *start* of
+   the section with its own pad id (0 in that side's mask), so every section ends on a real token of
+   both sides. This matters for the last section, the generation prompt: the receiver runs the last
+   prompt token over the fused cache, and that token must be its real last template token. Message
+   sections keep the receiver's tokens and map them 1:1 to sharer tokens; they, and only they, are in
+   the fusion mask.
 
 Where this differs from the reference aligner:
 - Spans are found by rendering a placeholder copy of the conversation, not by the "followed by `<`"
   heuristic: exact whenever the template inserts content verbatim; otherwise (a template that trims
   or rewrites content) an in-order search anchored on the template text around each placeholder.
-- Token mappings are memoised per receiver token id, and aligned conversations per conversation.
+- Message tokens are mapped through the text they cover in the rendered prompt (their character
+  offsets), not by decoding the token id alone: a word the receiver does not know (its `<unk>`)
+  still reaches the sharer as the word itself, and a byte-level piece of a multi-byte character
+  maps as that character rather than as U+FFFD. Mappings are memoised per text, and aligned
+  conversations per conversation.
 - Receiver and sharer tokenizers are never modified (the reference sets a missing pad to eos).
 - Batches are left-padded to a common length, so pads never appear inside a sequence beyond the
   per-side template padding, and every row of a batch equals the same conversation aligned alone.
@@ -28,8 +34,7 @@ Where this differs from the reference aligner:
 
 Known lossiness of the 1:1 message mapping (inherent to one sharer token per receiver token):
 a receiver token the sharer splits into several tokens keeps only one of them (`first` or
-`longest`); a byte-level token holding part of a multi-byte character decodes to U+FFFD alone and
-maps to whatever the sharer makes of that; text the sharer cannot tokenize (whitespace for a
+`longest`); text the sharer cannot tokenize (whitespace for a
 word-level sharer, unknown words) maps to the sharer's unk token.
 """
 
@@ -45,13 +50,12 @@ from typing import Any, Literal, get_args
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .chat import render_chat
+
 logger = logging.getLogger(__name__)
 
 Strategy = Literal["first", "longest"]
 Messages = list[dict[str, Any]]
-
-PLAIN_LINE = "{role}: {content}\n"
-PLAIN_GENERATION_PROMPT = "assistant:"
 
 _ANCHOR_CHARS = 16  # template characters on each side of a message used to disambiguate matches
 _SPECIAL_ROLES = ("eos", "bos", "unk", "pad")  # eos first: a pad that doubles as eos is mapped as eos
@@ -142,46 +146,6 @@ class AlignedBatch:
     left_padding: list[int]
 
 
-def render_plain(messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True) -> str:
-    """The plain-text fallback prompt for tokenizers without a chat template (base models).
-
-    One line `"{role}: {content}\\n"` per message, then `"assistant:"` when `add_generation_prompt`.
-
-    Example:
-        >>> render_plain([{"role": "user", "content": "Hi"}])
-        'user: Hi\\nassistant:'
-    """
-    text = "".join(PLAIN_LINE.format(role=m["role"], content=m["content"]) for m in messages)
-    return text + (PLAIN_GENERATION_PROMPT if add_generation_prompt else "")
-
-
-def render_chat(
-    tokenizer: PreTrainedTokenizerBase,
-    messages: Sequence[Mapping[str, Any]],
-    *,
-    add_generation_prompt: bool = True,
-    enable_thinking: bool | None = None,
-) -> str:
-    """`messages` rendered with `tokenizer`'s own chat template, or `render_plain` if it has none.
-
-    Args:
-        tokenizer: Whose template to use.
-        messages: `{"role", "content"}` dicts.
-        add_generation_prompt: Append the assistant turn header.
-        enable_thinking: Passed only to templates that mention `enable_thinking` (Qwen3); None
-            passes nothing.
-    """
-    template = getattr(tokenizer, "chat_template", None)
-    if not template:
-        return render_plain(messages, add_generation_prompt=add_generation_prompt)
-    extra = {}
-    if enable_thinking is not None and "enable_thinking" in str(template):
-        extra["enable_thinking"] = enable_thinking
-    return tokenizer.apply_chat_template(
-        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, **extra
-    )
-
-
 @dataclass(frozen=True)
 class _Side:
     """One side's tokenised rendering: ids and the token range `[a, b)` of each message."""
@@ -189,6 +153,12 @@ class _Side:
     text: str
     ids: list[int]
     ranges: list[tuple[int, int]]
+    offsets: list[tuple[int, int]]
+
+    def token_text(self, i: int) -> str:
+        """The rendered text that token i covers."""
+        start, end = self.offsets[i]
+        return self.text[start:end]
 
 
 class TokenAligner:
@@ -245,7 +215,7 @@ class TokenAligner:
             token_id = getattr(receiver_tokenizer, f"{role}_token_id")
             if token_id is not None:
                 self._receiver_roles[token_id] = role
-        self._token_map: dict[int, int] = {}
+        self._text_map: dict[str, int] = {}
         self._sequences: OrderedDict[tuple[str, bool, bool | None], AlignedSequence] = OrderedDict()
 
     # ------------------------------------------------------------------------------ per token
@@ -253,7 +223,9 @@ class TokenAligner:
     def align_tokens(self, receiver_ids: Sequence[int]) -> list[int]:
         """Map receiver token ids 1:1 to sharer token ids (same length, memoised per token id).
 
-        Each receiver token is decoded alone. A receiver special token maps to the sharer's token
+        Each receiver token is decoded alone (`align_messages` uses the text each token covers in the
+        prompt instead, which also carries words the receiver only knows as `<unk>`). A receiver
+        special token maps to the sharer's token
         of the same role (eos, bos, unk, pad), else to the sharer token with the same string, else
         to the sharer's unk. Any other token's text is encoded by the sharer without special
         tokens: no ids -> the sharer's unk (its pad id when it has no unk, see `_pad_id`); one
@@ -267,23 +239,23 @@ class TokenAligner:
         """
         if self._identity:
             return [int(i) for i in receiver_ids]
-        out = []
-        for token_id in receiver_ids:
-            token_id = int(token_id)
-            mapped = self._token_map.get(token_id)
-            if mapped is None:
-                mapped = self._token_map[token_id] = self._map_token(token_id)
-            out.append(mapped)
-        return out
+        return [self._map_token(int(i), _token_text(self.receiver_tokenizer, int(i))) for i in receiver_ids]
 
-    def _map_token(self, token_id: int) -> int:
-        text = _token_text(self.receiver_tokenizer, token_id)
-        if token_id in self._receiver_roles:
+    def _map_token(self, token_id: int, text: str) -> int:
+        """One receiver token (its id and the text it stands for) to one sharer id."""
+        unknown_word = token_id == self.receiver_tokenizer.unk_token_id and text != self.receiver_tokenizer.unk_token
+        if token_id in self._receiver_roles and not unknown_word:
             role = self._receiver_roles[token_id]
             mapped = getattr(self.sharer_tokenizer, f"{role}_token_id") if role else None
             if mapped is None:
                 mapped = self._sharer_vocab.get(text, self._sharer_unk_id)
             return mapped
+        mapped = self._text_map.get(text)
+        if mapped is None:
+            mapped = self._text_map[text] = self._map_text(text)
+        return mapped
+
+    def _map_text(self, text: str) -> int:
         candidates = self.sharer_tokenizer.encode(text, add_special_tokens=False)
         if not candidates:
             return self._sharer_unk_id
@@ -353,8 +325,11 @@ class TokenAligner:
         for n, ((ra, rb), (sa, sb)) in enumerate(zip(*bounds)):
             start = len(r_ids)
             r_part = receiver.ids[ra:rb]
-            if n % 2:  # message section: receiver tokens, sharer side mapped 1:1
-                s_part = self.align_tokens(r_part)
+            if n % 2:  # message section: receiver tokens, sharer side mapped 1:1 through their text
+                if self._identity:
+                    s_part = list(r_part)
+                else:
+                    s_part = [self._map_token(receiver.ids[i], receiver.token_text(i)) for i in range(ra, rb)]
                 r_ids += r_part
                 s_ids += s_part
                 r_mask += [1] * len(r_part)
@@ -364,13 +339,13 @@ class TokenAligner:
                     self.sharer_tokenizer.decode(s_part, skip_special_tokens=False)
                 )
                 sections.append(Section("message", n // 2, start, len(r_ids), ok))
-            else:  # template section: native tokens, the shorter side right-padded
+            else:  # template section: native tokens, the shorter side padded at the section start
                 s_part = sharer.ids[sa:sb]
                 width = max(len(r_part), len(s_part))
-                r_ids += r_part + [self.receiver_pad_id] * (width - len(r_part))
-                s_ids += s_part + [self.sharer_pad_id] * (width - len(s_part))
-                r_mask += [1] * len(r_part) + [0] * (width - len(r_part))
-                s_mask += [1] * len(s_part) + [0] * (width - len(s_part))
+                r_ids += [self.receiver_pad_id] * (width - len(r_part)) + r_part
+                s_ids += [self.sharer_pad_id] * (width - len(s_part)) + s_part
+                r_mask += [0] * (width - len(r_part)) + [1] * len(r_part)
+                s_mask += [0] * (width - len(s_part)) + [1] * len(s_part)
                 fusion += [False] * width
                 sections.append(Section("template", None, start, len(r_ids)))
         return AlignedSequence(r_ids, r_mask, s_ids, s_mask, fusion, sections, receiver.text, sharer.text)
@@ -515,7 +490,7 @@ def _encode_side(
                 b += 1
         ranges.append((a, b))
         lo = b
-    return _Side(text, list(enc["input_ids"]), ranges)
+    return _Side(text, list(enc["input_ids"]), ranges, [tuple(o) for o in offsets])
 
 
 def _section_bounds(side: _Side) -> list[tuple[int, int]]:
