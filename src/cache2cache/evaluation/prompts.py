@@ -1,0 +1,128 @@
+"""The prompts of the paper's multiple-choice evaluation and of the T2T baseline, as chat messages.
+
+- `mc_prompt` / `mc_messages`: the receiver's (and C2C's) single user turn, the reference's non-CoT
+  `build_prompt` byte for byte for four options (SPEC §6.3). The instruction line names the letters
+  of the item's own options: "A/B/C/D" for four, "A/B/C" for three, "A/B/C/D/E" for five. (The
+  reference always writes "A/B/C/D", which tells a model not to pick E on a five-option ARC item.)
+- `mc_training_messages`: the MMLU/OpenBookQA chat form used for training (SPEC §5.2).
+- `background_prompt` / `t2t_messages`: the T2T baseline (SPEC §6.7). The sharer writes background
+  for the question stem alone; the receiver then reads a 3-turn chat ending in `mc_prompt`.
+
+Messages are `{"role": ..., "content": ...}` dicts for `tokenizer.apply_chat_template`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .answers import letter
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .tasks import MultipleChoiceItem
+
+Message = dict[str, str]
+
+T2T_BACKGROUND_PROMPT = (
+    "In one clear sentence, describe the most essential background knowledge needed to answer the "
+    "question: {question}\n\nDo NOT directly solve or give answer to the question."
+)
+"""The sharer's stage-1 prompt in T2T; `{question}` is the question stem without options.
+
+This is the wording of the paper's appendix (Text 3, "Prompt for Sharer model in T2T Evaluation"),
+which is also the `background_prompt` of the reference's `unified_eval.yaml` plus the "Do NOT ..."
+sentence its gradio demo appends after a blank line. We use it rather than the evaluator's code default
+("Briefly describe the most useful background to solve the problem:\\n\\n{question}") because it is
+what the paper reports: one sentence of background, and the sharer told not to answer. The paper's PDF
+text does not show the whitespace between the two sentences; the blank line follows the gradio demo.
+"""
+
+
+def format_choices(choices: Sequence[str]) -> str:
+    """The lettered option block of the reference: one `"A. {text}\\n"` line per option."""
+    return "".join(f"{letter(i)}. {text}\n" for i, text in enumerate(choices))
+
+
+def mc_prompt(question: str, choices: Sequence[str], *, use_template: bool = True) -> str:
+    """The multiple-choice user message of the paper's evaluation (SPEC §6.3).
+
+    Args:
+        question: The question stem.
+        choices: The option texts, lettered A, B, ... in order.
+        use_template: False gives the bare `question + "\\n\\nChoices:\\n" + choices` variant.
+
+    Returns:
+        The user message text. With `use_template`, it ends in "The correct answer is" so the reply
+        continues that sentence. The option block ends in a newline, so three newlines precede
+        "Instructions:", as in the reference.
+    """
+    block = format_choices(choices)
+    if not use_template:
+        return question + "\n\nChoices:\n" + block
+    answer_format = "/".join(letter(i) for i in range(len(choices)))
+    return (
+        "Accurately answer the following question:\n\n"
+        + question
+        + "\n\nChoices:\n"
+        + block
+        + "\n\nInstructions:\n"
+        "- Carefully read the question and all options.\n"
+        "- Select the single most correct answer.\n"
+        f'- Respond ONLY in the following format: "The correct answer is {answer_format}".\n'
+        "- Do not include any explanations, additional text, or punctuation besides the answer.\n\n"
+        "The correct answer is"
+    )
+
+
+def mc_messages(item: MultipleChoiceItem, *, use_template: bool = True) -> list[Message]:
+    """The evaluation chat for one item: a single user turn holding `mc_prompt`."""
+    return [{"role": "user", "content": mc_prompt(item.question, item.choices, use_template=use_template)}]
+
+
+def mc_training_messages(item: MultipleChoiceItem) -> list[Message]:
+    """The training chat for one item (SPEC §5.2): the question and options, then the gold letter.
+
+    Returns:
+        `[user "Question: {q}\\n\\nChoices:\\nA. ...\\nB. ...", assistant "The correct answer is {L}."]`,
+        the user text stripped as in the reference's MMLU/OpenBookQA chat datasets.
+    """
+    user = f"Question: {item.question}\n\nChoices:\n{format_choices(item.choices)}".strip()
+    return [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": f"The correct answer is {letter(item.answer)}."},
+    ]
+
+
+def background_prompt(question: str, template: str = T2T_BACKGROUND_PROMPT) -> str:
+    """The T2T sharer's stage-1 user message: `template` with `{question}` replaced by the stem.
+
+    Raises:
+        ValueError: if `template` has no `{question}` placeholder.
+    """
+    if "{question}" not in template:
+        raise ValueError(f"the T2T background template must contain '{{question}}'; got {template!r}")
+    return template.replace("{question}", question)
+
+
+def background_messages(item: MultipleChoiceItem, template: str = T2T_BACKGROUND_PROMPT) -> list[Message]:
+    """The T2T stage-1 chat for one item: a single user turn asking for background, no options shown."""
+    return [{"role": "user", "content": background_prompt(item.question, template)}]
+
+
+def t2t_messages(question_stem_prompt: str, background: str, mc_prompt: str) -> list[Message]:
+    """The T2T stage-2 chat the receiver answers (SPEC §6.7).
+
+    Args:
+        question_stem_prompt: The stage-1 user message (`background_prompt(item.question)`).
+        background: The sharer's stage-1 reply.
+        mc_prompt: The full multiple-choice prompt (`mc_prompt(item.question, item.choices)`).
+
+    Returns:
+        `[user question_stem_prompt, assistant background, user mc_prompt]`.
+    """
+    return [
+        {"role": "user", "content": question_stem_prompt},
+        {"role": "assistant", "content": background},
+        {"role": "user", "content": mc_prompt},
+    ]

@@ -1,0 +1,84 @@
+"""The evaluation, training and T2T prompts, checked character for character against SPEC §5.2, §6.3 and §6.7."""
+
+from __future__ import annotations
+
+import pytest
+
+from cache2cache.evaluation.prompts import (
+    T2T_BACKGROUND_PROMPT,
+    background_messages,
+    background_prompt,
+    mc_messages,
+    mc_prompt,
+    mc_training_messages,
+    t2t_messages,
+)
+from cache2cache.evaluation.tasks import MultipleChoiceItem
+
+ITEM = MultipleChoiceItem("x", "Which gas do plants absorb?", ["Oxygen", "Carbon dioxide", "Helium", "Neon"], 1)
+
+# SPEC §6.3 with `{question}` and `{choices}` filled in; `{choices}` is "A. ...\n" per option, so the
+# block's own newline plus the template's "\n\n" put three newlines before "Instructions:".
+PAPER_PROMPT = (
+    "Accurately answer the following question:\n\n"
+    "Which gas do plants absorb?\n\n"
+    "Choices:\n"
+    "A. Oxygen\nB. Carbon dioxide\nC. Helium\nD. Neon\n"
+    "\n\n"
+    "Instructions:\n"
+    "- Carefully read the question and all options.\n"
+    "- Select the single most correct answer.\n"
+    '- Respond ONLY in the following format: "The correct answer is A/B/C/D".\n'
+    "- Do not include any explanations, additional text, or punctuation besides the answer.\n\n"
+    "The correct answer is"
+)
+
+
+def test_paper_prompt_is_exact() -> None:
+    assert mc_prompt(ITEM.question, ITEM.choices) == PAPER_PROMPT
+    assert mc_messages(ITEM) == [{"role": "user", "content": PAPER_PROMPT}]
+
+
+def test_prompt_without_template() -> None:
+    expected = "Which gas do plants absorb?\n\nChoices:\nA. Oxygen\nB. Carbon dioxide\nC. Helium\nD. Neon\n"
+    assert mc_prompt(ITEM.question, ITEM.choices, use_template=False) == expected
+    assert mc_messages(ITEM, use_template=False)[0]["content"] == expected
+
+
+@pytest.mark.parametrize(("choices", "letters"), [(["p", "q", "r"], "A/B/C"), (list("vwxyz"), "A/B/C/D/E")])
+def test_letters_follow_the_number_of_choices(choices: list[str], letters: str) -> None:
+    prompt = mc_prompt("Q?", choices)
+    assert f'"The correct answer is {letters}"' in prompt
+    assert prompt.count("\n" + letters[-1] + ". ") == 1 and f"{letters[-1]}. {choices[-1]}\n" in prompt
+
+
+def test_training_messages_follow_spec_5_2() -> None:
+    assert mc_training_messages(ITEM) == [
+        {"role": "user", "content": "Question: Which gas do plants absorb?\n\nChoices:\nA. Oxygen\nB. Carbon dioxide\nC. Helium\nD. Neon"},
+        {"role": "assistant", "content": "The correct answer is B."},
+    ]  # fmt: skip
+
+
+def test_t2t_prompts() -> None:
+    stage1 = background_prompt(ITEM.question)
+    assert stage1 == (
+        "In one clear sentence, describe the most essential background knowledge needed to answer the question: "
+        "Which gas do plants absorb?\n\nDo NOT directly solve or give answer to the question."
+    )
+    assert "Oxygen" not in stage1  # the sharer sees the stem only
+    assert background_messages(ITEM) == [{"role": "user", "content": stage1}]
+    assert background_prompt("Q?", "Context for {question}") == "Context for Q?"
+    with pytest.raises(ValueError, match="must contain '\\{question\\}'"):
+        background_prompt("Q?", "no placeholder")
+    assert "{question}" in T2T_BACKGROUND_PROMPT
+    assert t2t_messages(stage1, "Plants take in CO2.", PAPER_PROMPT) == [
+        {"role": "user", "content": stage1},
+        {"role": "assistant", "content": "Plants take in CO2."},
+        {"role": "user", "content": PAPER_PROMPT},
+    ]
+
+
+def test_braces_in_questions_are_kept_verbatim() -> None:
+    question = "In Python, what does {x} == {'x'} print? {question}"
+    assert question in mc_prompt(question, ["True", "False"])
+    assert question in background_prompt(question)
