@@ -6,26 +6,44 @@ A frozen **receiver** LLM answers from its own KV-cache fused, layer by layer, w
     from cache2cache import C2CModel
     model = C2CModel.from_pretrained("path/or/hub-id", receiver="Qwen/Qwen3-0.6B", sharer="Qwen/Qwen2.5-0.5B-Instruct")
     print(model.generate([{"role": "user", "content": "Say hello."}], max_new_tokens=32))
+
+The public names are imported lazily (PEP 562), so `import cache2cache.cli` (and `c2c --help`)
+never pays for torch and transformers.
 """
 
-from .config import C2CConfig, FuserConfig, ModelFingerprint
-from .fuser import C2CFuser, FuserStack, count_parameters
-from .layer_map import build_layer_map, depth_map, terminal_map
-from .model import C2CInputs, C2CModel, build_fusers
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "C2CConfig",
-    "C2CFuser",
-    "C2CInputs",
-    "C2CModel",
-    "FuserConfig",
-    "FuserStack",
-    "ModelFingerprint",
-    "build_fusers",
-    "build_layer_map",
-    "count_parameters",
-    "depth_map",
-    "terminal_map",
-]
+_EXPORTS = {
+    "C2CConfig": "config",
+    "FuserConfig": "config",
+    "ModelFingerprint": "config",
+    "C2CFuser": "fuser",
+    "FuserStack": "fuser",
+    "count_parameters": "fuser",
+    "build_layer_map": "layer_map",
+    "depth_map": "layer_map",
+    "terminal_map": "layer_map",
+    "C2CInputs": "model",
+    "C2CModel": "model",
+    "build_fusers": "model",
+    "TokenAligner": "alignment",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cache2cache' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
