@@ -1,0 +1,55 @@
+"""Training fusers: recipes, data, the loop, checkpoints and resume, single-process or torchrun.
+
+    from cache2cache.training import load_train_config, run_training
+    final = run_training(load_train_config("recipes/tiny.yaml"))          # what `c2c train` does
+
+    from cache2cache.training import TrainConfig, TrainingOptions, OutputOptions, train_fusers
+    final = train_fusers(model, conversations, held_out,                  # a C2CModel you built
+                         TrainConfig(training=TrainingOptions(max_steps=200, learning_rate=3e-3),
+                                     output=OutputOptions(output_dir="runs/demo")))
+
+Modules: `config` (the recipe schema and its checks), `data` (conversations -> batches), `loop`
+(`train_fusers`, `run_training`), `state` (checkpoints and resume), `distributed` (torchrun).
+The names below are imported lazily (PEP 562): `c2c train --help` reads the recipe schema without
+loading the training loop.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ConfigError": "config",
+    "DataOptions": "config",
+    "DataSource": "config",
+    "ModelOptions": "config",
+    "OutputOptions": "config",
+    "TrainConfig": "config",
+    "TrainingOptions": "config",
+    "load_train_config": "config",
+    "validate_recipe": "config",
+    "ChatDataset": "data",
+    "ExampleEncoder": "data",
+    "TrainingBatch": "data",
+    "TrainingExample": "data",
+    "collate": "data",
+    "load_source": "data",
+    "run_training": "loop",
+    "train_fusers": "loop",
+    "find_latest_checkpoint": "state",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cache2cache.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
