@@ -1,0 +1,341 @@
+"""`EvalConfig`: an evaluation run (`c2c eval`), from a YAML recipe plus `--key value` overrides.
+
+A recipe is one flat mapping (every key optional except the task and the models):
+
+    kind: eval
+    receiver: smollm2-135m-instruct        # models: hub id, folder, .gguf or fetched alias
+    sharer: gemma-3-270m
+    fuser: null                            # a checkpoint; required by the c2c mode
+    task: arc_easy                         # items: see `cache2cache.evaluation.tasks.load_task`
+    split: validation
+    modes: [receiver, sharer, t2t]         # receiver | sharer | t2t | c2c, side by side
+    answer_method: loglik                  # generate (the paper's) | loglik
+    output_dir: runs/eval/arc_easy
+
+`load_eval_config(path, overrides)` reads the file, applies the overrides (strings are parsed as YAML;
+a list field also takes "a,b,c") and checks everything. Every problem is collected and raised at once
+as one `ConfigError` naming the field, the value, what was expected and the fix. `validate_recipe` is
+the same check for `c2c validate` (kind `eval`). This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ..training.config import ConfigError, read_recipe
+from .prompts import T2T_BACKGROUND_PROMPT
+
+MODES: tuple[str, ...] = ("receiver", "sharer", "t2t", "c2c")
+"""Evaluation modes, in report order."""
+PAPER_RESPONSE_PREFIX = "The correct answer is"
+"""The loglik mode's default response prefix with the paper's prompt (SPEC §6.4 `response_text`)."""
+CONFIG_FILE = "config.yaml"
+ITEMS_FILE = "items.jsonl"
+
+Mode = Literal["receiver", "sharer", "t2t", "c2c"]
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# Fields that may change between a run and its --resume without changing any finished item's result.
+RESUMABLE_CHANGES: frozenset[str] = frozenset(
+    {"modes", "limit", "batch_size", "latency_items", "device", "output_dir", "resume", "overwrite"}
+)
+
+
+def _opt(default: Any, help: str) -> Any:  # noqa: A002 - the argparse word
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation run; each field's `metadata["help"]` is its `c2c eval --help` line."""
+
+    kind: Literal["eval"] = _opt("eval", "recipe kind (always 'eval')")
+    receiver: str | None = _opt(None, "receiver: hub id, local folder, .gguf or fetched alias (default with --fuser: the recorded one)")
+    sharer: str | None = _opt(None, "sharer: hub id, local folder, .gguf or fetched alias (default with --fuser: the recorded one)")
+    fuser: str | None = _opt(None, "trained fuser checkpoint (folder, published layout or hub id); required by the c2c mode")
+    subfolder: str | None = _opt(None, "folder inside --fuser (e.g. qwen3_0.6b+qwen2.5_0.5b_Fuser)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _opt("auto", "dtype of the models (auto: the checkpoint's; bfloat16 is ~7x faster on recent CPUs)")
+    device: str = _opt("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:N")
+    task: str = _opt("", "task name (see --list_tasks), bigbench:<task>, or a .jsonl / .jsonl.gz file")
+    split: str | None = _opt(None, "split of a registered task (default: its first, usually test)")
+    subjects: list[str] | None = _opt(None, "keep these subjects only (comma-separated)")
+    limit: int | None = _opt(None, "keep the first N items")
+    sample: int | None = _opt(None, "keep N items drawn with --seed (instead of --limit)")
+    seed: int = _opt(0, "seed of --sample")
+    data_dir: str | None = _opt(None, "where local benchmark data lives (default: the c2c fetch cache)")
+    modes: list[Mode] = field(
+        default_factory=lambda: list(MODES), metadata={"help": "comma-separated modes run side by side: receiver, sharer, t2t, c2c"}
+    )
+    answer_method: Literal["generate", "loglik"] = _opt("generate", "generate: greedy reply + answer extraction (the paper's); loglik: rank choices by log-probability")
+    loglik_target: Literal["letters", "texts"] = _opt("letters", "loglik: score the letters ' A', ' B', ... after the response prefix (SPEC 6.4), or each choice's full text (lm-eval style)")
+    prompt_style: Literal["paper", "plain"] = _opt("paper", "paper: the paper's multiple-choice prompt; plain: the question text alone (needs loglik_target texts or generate)")
+    response_prefix: str | None = _opt(None, "loglik: text after the generation prompt, before the scored choice (default: 'The correct answer is' for paper prompts, '' for plain)")
+    max_new_tokens: int = _opt(64, "generate: most answer tokens (paper: 64)")
+    communication_max_new_tokens: int = _opt(256, "t2t: most background tokens the sharer writes (paper: 256)")
+    background_prompt: str = _opt(T2T_BACKGROUND_PROMPT, "t2t: the sharer's prompt; {question} is the stem without options")
+    enable_thinking: bool = _opt(False, "passed to chat templates that read it (Qwen3); off as in the paper")
+    batch_size: int = _opt(8, "items per batch for untimed items")
+    latency_items: int | None = _opt(None, "time only the first N items, at batch size 1 (default: all items, all at batch size 1; 0: none)")
+    output_dir: str = _opt("runs/eval", "run folder: config.yaml, items.jsonl, summary.json, results.md, results.png")
+    resume: bool = _opt(False, "continue a run in output_dir, skipping finished items")
+    overwrite: bool = _opt(False, "replace the results of a previous run in output_dir")
+
+    @property
+    def response_text(self) -> str:
+        """The loglik response prefix in effect (`response_prefix`, or the prompt style's default)."""
+        if self.response_prefix is not None:
+            return self.response_prefix
+        return PAPER_RESPONSE_PREFIX if self.prompt_style == "paper" else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict of every field."""
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        """The config as YAML (what the run folder's `config.yaml` holds)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=120)
+
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.name != "kind")
+"""The overridable fields, in recipe order."""
+
+
+# ----------------------------------------------------------------------------------- parsing
+
+
+def _expected(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_expected(a) for a in inner) + " or null"
+    if origin is list:
+        return f"a list of {_expected(typing.get_args(tp)[0])}"
+    return {int: "an integer", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(tp: Any, value: Any) -> tuple[bool, Any]:
+    """`(ok, value)`: `value` checked (and, for comma-separated lists, split) against annotation `tp`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if type(None) in args:
+        if value is None:
+            return True, None
+        return _convert(next(a for a in args if a is not type(None)), value)
+    if origin is Literal:
+        return value in args, value
+    if origin is list:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            return False, value
+        converted = [_convert(args[0], v) for v in value]
+        return all(ok for ok, _ in converted), [v for _, v in converted]
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is str:
+        return isinstance(value, str), value
+    raise TypeError(f"unsupported EvalConfig annotation {tp!r}")
+
+
+def parse_eval_config(raw: Mapping[str, Any]) -> tuple[EvalConfig, list[str]]:
+    """An `EvalConfig` from a raw mapping, and its structural problems (unknown keys, wrong types).
+
+    Fields with problems keep their defaults.
+    """
+    problems: list[str] = []
+    hints = typing.get_type_hints(EvalConfig)
+    names = [f.name for f in dataclasses.fields(EvalConfig)]
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(f"{key}: unknown key; {hint}valid keys: {', '.join(names)}")
+            continue
+        ok, converted = _convert(hints[key], value)
+        if not ok:
+            close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(hints[key])], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{key}: got {value!r} ({type(value).__name__}), expected {_expected(hints[key])}{hint}")
+            continue
+        values[key] = converted
+    return EvalConfig(**values), problems
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> list[str]:
+    """Set `overrides` (field name -> value; strings parsed as YAML) in `raw`, in place; returns problems."""
+    problems = []
+    hints = typing.get_type_hints(EvalConfig)
+    for name, value in overrides.items():
+        if name not in FIELDS:
+            close = difflib.get_close_matches(name, FIELDS, n=3)
+            hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close else ""
+            problems.append(f"override --{name}: no such eval field{hint} (see `c2c eval --help`)")
+            continue
+        if isinstance(value, str) and value.strip():
+            if value.strip() in ("null", "~"):
+                value = None
+            elif str not in (hints[name], *typing.get_args(hints[name])):  # text fields keep the text as typed
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    pass  # the type check reports it
+        raw[name] = value
+    return problems
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def check_eval_config(config: EvalConfig, *, check_files: bool = True) -> list[str]:
+    """Every value problem of a parsed config and, with `check_files`, every file problem.
+
+    Args:
+        config: The parsed config.
+        check_files: Also check that the task's file, the models (fetched aliases, local folders),
+            the fuser folder exist and that `output_dir` holds no other run.
+    """
+    c = config
+    problems: list[str] = []
+    if not c.task:
+        problems.append("task: missing; give a task name (see `c2c eval --list_tasks`), bigbench:<task> or a .jsonl file")
+    if not c.modes:
+        problems.append(f"modes: empty; name at least one of {', '.join(MODES)}")
+    duplicates = sorted({m for m in c.modes if c.modes.count(m) > 1})
+    if duplicates:
+        problems.append(f"modes: {duplicates} listed more than once; list each mode once")
+    if "c2c" in c.modes and not c.fuser:
+        problems.append(
+            "modes: 'c2c' needs a trained fuser: pass --fuser <checkpoint> (c2c eval never runs untrained fusers), "
+            "or drop c2c, e.g. --modes receiver,sharer,t2t"
+        )
+    for role in ("receiver", "sharer"):
+        if not getattr(c, role) and not c.fuser:
+            problems.append(f"{role}: missing; give a hub id, a local folder, a .gguf file or a fetched alias (or --fuser, which records both)")
+    if c.subfolder and not c.fuser:
+        problems.append("subfolder: a folder inside --fuser; give --fuser too, or drop --subfolder")
+    if c.prompt_style == "plain" and c.answer_method == "loglik" and c.loglik_target == "letters":
+        problems.append(
+            "loglik_target: 'letters' needs the options listed in the prompt, but prompt_style 'plain' sends the question "
+            "alone; use --loglik_target texts (score each choice's text) or --prompt_style paper"
+        )
+    for name in ("batch_size", "max_new_tokens", "communication_max_new_tokens", "limit", "sample"):
+        value = getattr(c, name)
+        if value is not None and value < 1:
+            problems.append(f"{name}: got {value}, expected a positive integer")
+    if c.limit is not None and c.sample is not None:
+        problems.append("limit and sample: give either limit (the first N items) or sample (N random items), not both")
+    if c.latency_items is not None and c.latency_items < 0:
+        problems.append(f"latency_items: got {c.latency_items}, expected >= 0 (0 times no item; null times every item)")
+    if "{question}" not in c.background_prompt:
+        problems.append("background_prompt: must contain '{question}' (where the question stem goes)")
+    if not _DEVICE.match(c.device):
+        problems.append(f"device: got {c.device!r}, expected auto, cpu, mps, cuda or cuda:N")
+    if c.subjects is not None and not c.subjects:
+        problems.append("subjects: empty; name at least one subject, or null for all")
+    if c.resume and c.overwrite:
+        problems.append("resume and overwrite: choose one (resume keeps finished items, overwrite discards them)")
+    if not c.output_dir:
+        problems.append("output_dir: empty; give the run folder, e.g. runs/eval/arc_easy")
+    if check_files:
+        problems += _file_problems(c)
+    return problems
+
+
+def _file_problems(c: EvalConfig) -> list[str]:
+    from .. import assets
+    from .tasks import list_tasks
+
+    problems: list[str] = []
+    registered = [name for name in list_tasks() if "<" not in name]
+    if c.task and c.task not in registered and not c.task.startswith("bigbench:"):
+        if not Path(c.task).expanduser().is_file():
+            close = difflib.get_close_matches(c.task, registered, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            problems.append(f"task: {c.task!r} is neither a known task{hint} nor an existing file; see `c2c eval --list_tasks`")
+        elif c.split is not None:
+            problems.append(f"split: {c.task!r} is a file and has no splits; drop split")
+    for role in ("receiver", "sharer"):
+        name = getattr(c, role)
+        if name and name in assets.ASSETS and not assets.is_fetched(name):
+            problems.append(f"{role}: {name!r} is not fetched; run `c2c fetch {name}`")
+        elif name and _path_like(name) and not Path(name).expanduser().exists():
+            problems.append(f"{role}: {name!r} does not exist (relative paths resolve against {Path.cwd()})")
+    if c.fuser and _path_like(c.fuser) and not Path(c.fuser).expanduser().exists():
+        problems.append(f"fuser: {c.fuser!r} does not exist (relative paths resolve against {Path.cwd()})")
+    items = Path(c.output_dir).expanduser() / ITEMS_FILE
+    if items.is_file() and items.stat().st_size and not (c.resume or c.overwrite):
+        problems.append(
+            f"output_dir: {c.output_dir!r} already holds a run ({ITEMS_FILE}); continue it with --resume, "
+            "replace it with --overwrite, or choose another --output_dir"
+        )
+    return problems
+
+
+def _path_like(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or name.endswith(".gguf") or name.count("/") > 1
+
+
+# ----------------------------------------------------------------------------------- loading
+
+
+def load_eval_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    check_files: bool = True,
+) -> EvalConfig:
+    """Read an eval recipe, apply overrides and check everything.
+
+    Args:
+        path: A YAML recipe (`kind: eval`); None starts from the defaults.
+        overrides: Field name -> value; strings are parsed as YAML, list fields also take "a,b".
+        check_files: Also check the task file, models, fuser and output_dir (see `check_eval_config`).
+
+    Returns:
+        The validated `EvalConfig`.
+
+    Raises:
+        ConfigError: listing every problem found.
+
+    Example:
+        >>> cfg = load_eval_config("recipes/eval/smollm2_gemma3_arc_easy_validation.yaml", {"limit": "20"})  # doctest: +SKIP
+    """
+    source = str(path) if path is not None else "<command line>"
+    raw = read_recipe(path) if path is not None else {}
+    if raw.get("kind", "eval") != "eval":
+        raise ConfigError(source, [f"kind: got {raw.get('kind')!r}; `c2c eval` reads eval recipes (kind: eval)"])
+    problems = apply_overrides(raw, overrides or {})
+    config, structural = parse_eval_config(raw)
+    problems += structural + check_eval_config(config, check_files=check_files)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def validate_recipe(raw: Mapping[str, Any], *, source: str, check_files: bool = True) -> list[str]:
+    """Every problem of a raw eval recipe (the `eval` validator of `c2c validate`).
+
+    Args:
+        raw: The recipe as read from YAML.
+        source: Its name, for messages.
+        check_files: Also check task files, models, the fuser and output_dir.
+
+    Returns:
+        The problems; empty when the recipe is valid.
+    """
+    config, problems = parse_eval_config(raw)
+    return problems + check_eval_config(config, check_files=check_files)

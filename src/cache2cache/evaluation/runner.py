@@ -1,0 +1,428 @@
+"""`run_eval`: answer the same multiple-choice items in several modes, side by side (`c2c eval`).
+
+Modes (SPEC §6):
+
+- `receiver`: the receiver alone, through the C2C code path with fusion off (`fuse=False`).
+- `sharer`: the sharer alone, prompted with its own chat template (`render_chat`; base models get
+  the plain-text fallback and their BOS token).
+- `t2t`: text-to-text (SPEC §6.7). Stage 1: the sharer writes background from the question stem
+  alone (`background_messages`, greedy, `communication_max_new_tokens`). Stage 2: the receiver
+  answers the 3-turn chat [background prompt, background, question] (`t2t_messages`).
+- `c2c`: the receiver reads its cache fused with the sharer's (needs trained fusers).
+
+Answer methods: `generate` (greedy, `max_new_tokens`, `extract_choice`) and `loglik` (SPEC §6.4:
+the response prefix follows the generation prompt, then either the letters " A", " B", ... are read
+from the next-token distribution, or each choice's text is scored as a continuation, lm-eval style).
+Untimed items run in batches (left padding); the first `latency_items` items run one at a time and
+are timed stage by stage (`timing.py`). Results go to a run folder (see `run_eval`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from .. import kv
+from ..chat import render_chat
+from ..model import C2CModel
+from .answers import extract_choice, letter, letters
+from .config import EvalConfig
+from .prompts import background_messages, background_prompt, mc_messages, t2t_messages
+from .rundir import RunFolder
+from .scoring import append_continuations, append_tokens, continuation_logprobs, next_token_logprobs, split_continuation
+from .tasks import MultipleChoiceItem, TaskError, load_task
+from .timing import StageClock, timed_forward, timed_generate
+
+logger = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
+PLAIN_STOP = "\nuser:"
+"""Where a template-less (base) sharer starts a new user turn of the plain-text chat; generation stops there."""
+
+
+@dataclass
+class Answer:
+    """One mode's answer to one item (before it becomes a per-item record)."""
+
+    pred: int | None
+    prompt: str
+    prompt_tokens: int
+    output: str | None = None
+    output_tokens: int = 0
+    scores: list[float] | None = None
+
+
+@dataclass
+class EvalResult:
+    """What `run_eval` produced.
+
+    Attributes:
+        output_dir: The run folder.
+        summary: The content of `summary.json`.
+        records: The per-item records of this run's items and modes (as in `items.jsonl`).
+    """
+
+    output_dir: Path
+    summary: dict[str, Any]
+    records: list[dict[str, Any]]
+
+
+def build_model(config: EvalConfig) -> C2CModel:
+    """The models an eval config names.
+
+    With `fuser`: `C2CModel.from_pretrained` (models default to those the checkpoint records; a
+    checkpoint for another pair is refused by its shape check). Without: the receiver and sharer
+    alone, wrapped with a single small placeholder fuser that never runs (only `receiver`, `sharer`
+    and `t2t` are allowed then; `check_eval_config` refuses `c2c`).
+
+    Raises:
+        ValueError: The checkpoint does not fit the models; OSError: a model cannot be found.
+    """
+    from .. import C2CModel, FuserConfig
+    from ..loading import load_model, load_tokenizer
+
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = None if config.dtype == "auto" else getattr(torch, config.dtype)
+    if config.fuser:
+        return C2CModel.from_pretrained(
+            config.fuser, receiver=config.receiver, sharer=config.sharer, subfolder=config.subfolder, dtype=dtype, device=device
+        ).eval()
+    receiver = load_model(config.receiver, dtype=dtype, device=device)
+    sharer = load_model(config.sharer, dtype=dtype, device=device)
+    placeholder = FuserConfig(hidden_dim=8, intermediate_dim=8, num_layers=3, dropout=0.0)
+    return C2CModel.from_models(
+        receiver, sharer, fuser=placeholder, layer_map={0: 0},
+        receiver_tokenizer=load_tokenizer(config.receiver), sharer_tokenizer=load_tokenizer(config.sharer),
+    ).eval()  # fmt: skip
+
+
+def question_text(item: MultipleChoiceItem, style: str) -> str:
+    """The receiver's question turn: the paper's multiple-choice prompt, or the bare question (plain)."""
+    return mc_messages(item)[0]["content"] if style == "paper" else item.question
+
+
+def answer_messages(item: MultipleChoiceItem, style: str) -> Messages:
+    """The single-turn chat the receiver, the sharer and C2C answer."""
+    return [{"role": "user", "content": question_text(item, style)}]
+
+
+def t2t_stage2_messages(item: MultipleChoiceItem, background: str, config: EvalConfig) -> Messages:
+    """The T2T receiver's 3-turn chat: [background request, the sharer's background, the question]."""
+    return t2t_messages(background_prompt(item.question, config.background_prompt), background, question_text(item, config.prompt_style))
+
+
+class Evaluator:
+    """Answers batches of items in one mode; holds the model and the run's settings.
+
+    Args:
+        model: The pair (its fusers are only used by the `c2c` mode).
+        config: The run's settings (answer method, prompts, token budgets).
+    """
+
+    def __init__(self, model: C2CModel, config: EvalConfig) -> None:
+        if model.receiver_tokenizer is None or model.sharer_tokenizer is None:
+            raise ValueError("evaluation renders chat prompts, so the C2CModel needs receiver_tokenizer and sharer_tokenizer")
+        self.model = model
+        self.config = config
+        self.receiver_tokenizer: PreTrainedTokenizerBase = model.receiver_tokenizer
+        self.sharer_tokenizer: PreTrainedTokenizerBase = model.sharer_tokenizer
+        self._letter_ids: dict[tuple[int, str, int], list[list[int]]] = {}
+
+    # ------------------------------------------------------------------------------ modes
+
+    def answer(self, mode: str, items: Sequence[MultipleChoiceItem], *, timed: bool = False) -> list[dict[str, Any]]:
+        """Per-item records of `mode` for `items` (one batch; `timed` needs a single item)."""
+        if timed and len(items) != 1:
+            raise ValueError(f"timed batches hold one item (SPEC §6.8 times batch size 1), got {len(items)}")
+        clock = StageClock(self.model.device) if timed else None
+        extra: list[dict[str, Any]] = [{} for _ in items]
+        if mode in ("receiver", "c2c"):
+            convs = [answer_messages(it, self.config.prompt_style) for it in items]
+            answers = self._receiver_answers(convs, items, fuse=mode == "c2c", clock=clock)
+        elif mode == "sharer":
+            answers = self._sharer_answers([answer_messages(it, self.config.prompt_style) for it in items], items, clock)
+        elif mode == "t2t":
+            answers, extra, clock = self._t2t(items, timed)
+        else:
+            raise ValueError(f"unknown mode {mode!r}; choose from receiver, sharer, t2t, c2c")
+        return [
+            _record(mode, item, answer, clock.breakdown() if clock else None, len(items), more)
+            for item, answer, more in zip(items, answers, extra, strict=True)
+        ]
+
+    def _t2t(self, items: Sequence[MultipleChoiceItem], timed: bool) -> tuple[list[Answer], list[dict[str, Any]], StageClock | None]:
+        stage1 = StageClock(self.model.device) if timed else None
+        convs = [background_messages(it, self.config.background_prompt) for it in items]
+        backgrounds, counts, prompts = self._sharer_generate(convs, self.config.communication_max_new_tokens, stage1, "stage1")
+        stage2 = StageClock(self.model.device) if timed else None
+        convs2 = [t2t_stage2_messages(it, bg, self.config) for it, bg in zip(items, backgrounds)]
+        answers = self._receiver_answers(convs2, items, fuse=False, clock=stage2)
+        extra = [{"stage1_prompt": p, "background": bg, "background_tokens": n} for p, bg, n in zip(prompts, backgrounds, counts)]
+        clock = None
+        if stage1 is not None and stage2 is not None:
+            clock = StageClock(self.model.device)
+            clock.ms = {"stage1": stage1.breakdown()["total"], "stage2": stage2.breakdown()["total"]}
+        return answers, extra, clock
+
+    # ------------------------------------------------------------------------------ receiver side
+
+    def _receiver_answers(self, convs: list[Messages], items: Sequence[MultipleChoiceItem], *, fuse: bool, clock: StageClock | None) -> list[Answer]:
+        model, cfg, tok = self.model, self.config, self.receiver_tokenizer
+        texts = [render_chat(tok, c, add_generation_prompt=True, enable_thinking=cfg.enable_thinking) for c in convs]
+        inputs = model.encode(convs, enable_thinking=cfg.enable_thinking)
+        prompt_len = inputs.input_ids.shape[1]
+        counts = inputs.attention_mask.sum(dim=1).tolist()
+        if cfg.answer_method == "generate":
+            kwargs: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "do_sample": False}
+            if clock is not None:
+                out = timed_generate(model, inputs, fuse=fuse, clock=clock, **kwargs)
+            else:
+                out = model.generate_from_inputs(inputs, fuse=fuse, **kwargs)
+            return self._generated(out[:, prompt_len:], tok, model.receiver.generation_config, texts, counts, items)
+        rows, tails, reads = self._loglik_rows(tok, texts, items)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+
+        def forward(chunk_rows: list[int], chunk_tails: list[list[int]]) -> torch.Tensor:
+            batch = append_continuations(inputs, chunk_rows, chunk_tails, pad)
+            if clock is not None:
+                return timed_forward(model, batch, prompt_len, fuse=fuse, clock=clock)
+            return model.forward(batch, prompt_len, enabled=fuse).logits
+
+        return self._loglik_answers(forward, rows, tails, reads, texts, counts, items, tok)
+
+    # ------------------------------------------------------------------------------ sharer side
+
+    def _sharer_encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded sharer ids; a template-less (base) tokenizer gets its special tokens (BOS)."""
+        tok = self.sharer_tokenizer
+        previous, tok.padding_side = tok.padding_side, "left"
+        try:
+            enc = tok(texts, add_special_tokens=not tok.chat_template, padding=True, return_tensors="pt")
+        finally:
+            tok.padding_side = previous
+        device = self.model.sharer.device
+        return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+    def _sharer_texts(self, convs: list[Messages]) -> list[str]:
+        return [render_chat(self.sharer_tokenizer, c, add_generation_prompt=True, enable_thinking=self.config.enable_thinking) for c in convs]
+
+    def _sharer_generate(
+        self, convs: list[Messages], max_new_tokens: int, clock: StageClock | None, stage: str
+    ) -> tuple[list[str], list[int], list[str]]:
+        """Greedy sharer replies: (texts, generated token counts, rendered prompts)."""
+        tok, sharer = self.sharer_tokenizer, self.model.sharer
+        texts = self._sharer_texts(convs)
+        ids, mask = self._sharer_encode(texts)
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": _pad_id(tok)}
+        if not tok.chat_template:
+            kwargs.update(stop_strings=[PLAIN_STOP], tokenizer=tok)
+        with clock.stage(stage) if clock is not None else nullcontext():
+            out = sharer.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        new = out[:, ids.shape[1] :]
+        counts = _generated_lengths(new, sharer.generation_config, tok)
+        replies = [tok.decode(row[:n], skip_special_tokens=True).split(PLAIN_STOP)[0].strip() for row, n in zip(new.tolist(), counts)]
+        return replies, counts, texts
+
+    def _sharer_answers(self, convs: list[Messages], items: Sequence[MultipleChoiceItem], clock: StageClock | None) -> list[Answer]:
+        cfg, tok, sharer = self.config, self.sharer_tokenizer, self.model.sharer
+        if cfg.answer_method == "generate":
+            replies, counts, texts = self._sharer_generate(convs, cfg.max_new_tokens, clock, "generate")
+            prompt_counts = self._sharer_encode(texts)[1].sum(dim=1).tolist()
+            return [
+                Answer(extract_choice(r, len(it.choices), it.choices), t, p, r, n)
+                for r, n, t, p, it in zip(replies, counts, texts, prompt_counts, items)
+            ]
+        texts = self._sharer_texts(convs)
+        ids, mask = self._sharer_encode(texts)
+        prompt_len = ids.shape[1]
+        rows, tails, reads = self._loglik_rows(tok, texts, items)
+
+        def forward(chunk_rows: list[int], chunk_tails: list[list[int]]) -> torch.Tensor:
+            full, full_mask = append_tokens(ids, mask, chunk_rows, chunk_tails, _pad_id(tok))
+            keep = full.shape[1] - prompt_len + 1  # columns P-1 .. end; Gemma's vocabulary is 262k wide
+            with clock.stage("score") if clock is not None else nullcontext():
+                return sharer(
+                    input_ids=full, attention_mask=full_mask, position_ids=kv.positions(full_mask), logits_to_keep=keep
+                ).logits
+
+        return self._loglik_answers(forward, rows, tails, reads, texts, mask.sum(dim=1).tolist(), items, tok)
+
+    # ------------------------------------------------------------------------------ shared helpers
+
+    def _generated(self, new: torch.Tensor, tok: PreTrainedTokenizerBase, generation_config: Any, texts: list[str],
+                   prompt_counts: list[int], items: Sequence[MultipleChoiceItem]) -> list[Answer]:  # fmt: skip
+        counts = _generated_lengths(new, generation_config, tok)
+        answers = []
+        for row, n, text, p, item in zip(new.tolist(), counts, texts, prompt_counts, items):
+            reply = tok.decode(row[:n], skip_special_tokens=True).strip()
+            answers.append(Answer(extract_choice(reply, len(item.choices), item.choices), text, p, reply, n))
+        return answers
+
+    def _continuations(self, tok: PreTrainedTokenizerBase, delimiter: str, item: MultipleChoiceItem) -> list[list[int]]:
+        """Each choice's scored tokens after the response prefix: `delimiter + letter` or `delimiter + text`."""
+        prefix = self.config.response_text
+        if self.config.loglik_target == "texts":
+            return [split_continuation(tok, prefix, delimiter + choice) for choice in item.choices]
+        key = (id(tok), delimiter, len(item.choices))
+        if key not in self._letter_ids:
+            self._letter_ids[key] = [split_continuation(tok, prefix, delimiter + L) for L in letters(len(item.choices))]
+        return self._letter_ids[key]
+
+    def _loglik_rows(
+        self, tok: PreTrainedTokenizerBase, texts: list[str], items: Sequence[MultipleChoiceItem]
+    ) -> tuple[list[int], list[list[int]], list[tuple[int, list[int] | None]]]:
+        """The scored rows and how to read them.
+
+        Letters that are single, distinct tokens (" A", " B", ... in real vocabularies) are read from
+        one row per item, the next-token distribution after the response prefix (SPEC §6.4). Otherwise
+        (choice texts, or letters a toy vocabulary splits) each choice is its own row and scores the
+        sum of its tokens' log-probabilities.
+
+        Returns:
+            `rows` (the prompt row each scored row extends), `tails` (response prefix + continuation
+            tokens per row) and per item `(first row, letter ids or None)`.
+        """
+        prefix = self.config.response_text
+        prefix_ids = tok.encode(prefix, add_special_tokens=False) if prefix else []
+        rows: list[int] = []
+        tails: list[list[int]] = []
+        reads: list[tuple[int, list[int] | None]] = []
+        for b, (text, item) in enumerate(zip(texts, items)):
+            context = text + prefix
+            continuations = self._continuations(tok, "" if not context or context[-1].isspace() else " ", item)
+            firsts = [c[0] for c in continuations if len(c) == 1]
+            if self.config.loglik_target == "letters" and len(set(firsts)) == len(continuations):
+                reads.append((len(rows), firsts))
+                rows.append(b)
+                tails.append(list(prefix_ids))
+                continue
+            reads.append((len(rows), None))
+            for continuation in continuations:
+                rows.append(b)
+                tails.append(list(prefix_ids) + continuation)
+        return rows, tails, reads
+
+    def _loglik_answers(self, forward: Any, rows: list[int], tails: list[list[int]], reads: list[tuple[int, list[int] | None]],
+                        texts: list[str], prompt_counts: list[int], items: Sequence[MultipleChoiceItem], tok: PreTrainedTokenizerBase) -> list[Answer]:  # fmt: skip
+        """Run `forward(rows, tails) -> (R, T + 1, V) logits` in chunks of `batch_size` rows; score choices."""
+        wanted: dict[int, list[int]] = {first: ids for first, ids in reads if ids is not None}
+        prefix = self.config.response_text
+        prefix_len = len(tok.encode(prefix, add_special_tokens=False)) if prefix else 0
+        values: list[Any] = []
+        step = self.config.batch_size
+        for start in range(0, len(rows), step):
+            chunk_tails = tails[start : start + step]
+            logits = forward(rows[start : start + step], chunk_tails)
+            for i, tail in enumerate(chunk_tails):
+                r = start + i
+                if r in wanted:  # the letters' log-probabilities as the next token
+                    values.append(next_token_logprobs(logits[i : i + 1], [len(tail)])[0][wanted[r]].tolist())
+                else:  # the continuation's summed log-probability (-inf for an empty continuation)
+                    per_token = continuation_logprobs(logits[i : i + 1], [tail])[0][prefix_len:]
+                    values.append(float(per_token.sum()) if len(per_token) else float("-inf"))
+        answers = []
+        for (first, ids), text, p, item in zip(reads, texts, prompt_counts, items):
+            scores = values[first] if ids is not None else values[first : first + len(item.choices)]
+            pred = max(range(len(scores)), key=scores.__getitem__)
+            answers.append(Answer(pred, text + self.config.response_text, p, None, 0, scores))
+        return answers
+
+
+def _pad_id(tok: PreTrainedTokenizerBase) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+
+def _generated_lengths(new: torch.Tensor, generation_config: Any, tok: PreTrainedTokenizerBase) -> list[int]:
+    """Tokens generated per row: up to and including the first end-of-sequence token."""
+    eos = generation_config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
+    stops.discard(None)
+    lengths = []
+    for row in new.tolist():
+        ends = [i for i, t in enumerate(row) if t in stops]
+        lengths.append(ends[0] + 1 if ends else len(row))
+    return lengths
+
+
+def _record(mode: str, item: MultipleChoiceItem, answer: Answer, latency: dict[str, float] | None, batch: int,
+            extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """The per-item JSONL record."""
+    return {
+        "mode": mode, "id": item.id, "subject": item.subject, "category": item.category,
+        "gold": item.answer, "gold_letter": item.answer_letter,
+        "pred": answer.pred, "pred_letter": None if answer.pred is None else letter(answer.pred),
+        "correct": answer.pred == item.answer,
+        "prompt": answer.prompt, "output": answer.output, "scores": answer.scores, **extra,
+        "tokens": {"prompt": int(answer.prompt_tokens), "output": int(answer.output_tokens)},
+        "latency_ms": latency, "batch_size": batch,
+    }  # fmt: skip
+
+
+def run_eval(
+    config: EvalConfig,
+    *,
+    model: C2CModel | None = None,
+    items: list[MultipleChoiceItem] | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Answer the task's items in every mode of `config` and write the run folder.
+
+    The run folder (`config.output_dir`) receives `config.yaml` (the resolved config), `items.jsonl`
+    (one record per mode and item: prompt, output, scores, extracted answer, gold, correct, token
+    counts, latency breakdown or null), `summary.json`, `results.md` and `results.png`. Records are
+    appended as batches finish, so `config.resume` continues an interrupted run.
+
+    Args:
+        config: The run (a checked `EvalConfig`, e.g. from `load_eval_config`).
+        model: The pair; default `build_model(config)`.
+        items: The items; default `load_task` with the config's task, split, subjects, limit/sample.
+        progress: Show a tqdm bar per mode.
+
+    Returns:
+        An `EvalResult` (the summary and this run's records).
+
+    Raises:
+        TaskError: No items, or duplicate item ids.
+        ValueError: `output_dir` holds another run (without resume/overwrite), or a resumed run's
+            config differs in a field that changes results.
+    """
+    if items is None:
+        items = load_task(config.task, split=config.split, subjects=config.subjects, limit=config.limit,
+                          sample=config.sample, seed=config.seed, data_dir=config.data_dir)  # fmt: skip
+    if not items:
+        raise TaskError(f"task {config.task!r} gave no items (check subjects, split and limit)")
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        raise TaskError(f"task {config.task!r} has duplicate item ids; give each item a unique 'id'")
+    folder = RunFolder(config.output_dir)
+    done = folder.open(config)
+    model = model if model is not None else build_model(config)
+    evaluator = Evaluator(model, config)
+    timed_count = len(items) if config.latency_items is None else min(config.latency_items, len(items))
+    with torch.inference_mode():
+        for mode in config.modes:
+            todo = [(i, it) for i, it in enumerate(items) if (mode, it.id) not in done]
+            with tqdm(total=len(items), initial=len(items) - len(todo), desc=f"{mode:>8}", unit="item", disable=not progress) as bar:
+                for _, item in [x for x in todo if x[0] < timed_count]:
+                    folder.append(evaluator.answer(mode, [item], timed=True))
+                    bar.update(1)
+                rest = [it for i, it in todo if i >= timed_count]
+                for start in range(0, len(rest), config.batch_size):
+                    batch = rest[start : start + config.batch_size]
+                    folder.append(evaluator.answer(mode, batch))
+                    bar.update(len(batch))
+    records = folder.records(config.modes, ids)
+    summary = folder.write_reports(config, records, len(items))
+    logger.info("wrote %s (%s)", folder.path, ", ".join(f"{s['mode']} {100 * s['accuracy']:.1f}%" for s in summary["modes"]))
+    return EvalResult(folder.path, summary, records)
+
