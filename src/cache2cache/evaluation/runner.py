@@ -44,8 +44,8 @@ from .timing import StageClock, timed_forward, timed_generate
 logger = logging.getLogger(__name__)
 
 Messages = list[dict[str, str]]
-PLAIN_STOP = "\nuser:"
-"""Where a template-less (base) sharer starts a new user turn of the plain-text chat; generation stops there."""
+PLAIN_STOPS: tuple[str, ...] = ("\nuser:", "\nassistant:")
+"""Where a template-less (base) sharer starts a new turn of the plain-text chat; generation stops there."""
 
 
 @dataclass
@@ -225,12 +225,12 @@ class Evaluator:
         ids, mask = self._sharer_encode(texts)
         kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": _pad_id(tok)}
         if not tok.chat_template:
-            kwargs.update(stop_strings=[PLAIN_STOP], tokenizer=tok)
+            kwargs.update(stop_strings=list(PLAIN_STOPS), tokenizer=tok)
         with clock.stage(stage) if clock is not None else nullcontext():
             out = sharer.generate(input_ids=ids, attention_mask=mask, **kwargs)
         new = out[:, ids.shape[1] :]
         counts = _generated_lengths(new, sharer.generation_config, tok)
-        replies = [tok.decode(row[:n], skip_special_tokens=True).split(PLAIN_STOP)[0].strip() for row, n in zip(new.tolist(), counts)]
+        replies = [_cut(tok.decode(row[:n], skip_special_tokens=True), PLAIN_STOPS) for row, n in zip(new.tolist(), counts)]
         return replies, counts, texts
 
     def _sharer_answers(self, convs: list[Messages], items: Sequence[MultipleChoiceItem], clock: StageClock | None) -> list[Answer]:
@@ -338,14 +338,22 @@ class Evaluator:
         return answers
 
 
+def _cut(text: str, stops: Sequence[str]) -> str:
+    """`text` up to the first stop string, stripped."""
+    for stop in stops:
+        text = text.split(stop)[0]
+    return text.strip()
+
+
 def _pad_id(tok: PreTrainedTokenizerBase) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
 
 def _generated_lengths(new: torch.Tensor, generation_config: Any, tok: PreTrainedTokenizerBase) -> list[int]:
-    """Tokens generated per row: up to and including the first end-of-sequence token."""
+    """Tokens generated per row: up to and including the first end-of-sequence token (finished rows are
+    filled with the pad token, which therefore also ends a row)."""
     eos = generation_config.eos_token_id
-    stops = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
+    stops = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id, generation_config.pad_token_id, tok.pad_token_id}
     stops.discard(None)
     lengths = []
     for row in new.tolist():
