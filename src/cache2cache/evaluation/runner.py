@@ -345,6 +345,10 @@ def _cut(text: str, stops: Sequence[str]) -> str:
     return text.strip()
 
 
+def _text_length(item: MultipleChoiceItem) -> int:
+    return len(item.question) + sum(len(c) for c in item.choices)
+
+
 def _pad_id(tok: PreTrainedTokenizerBase) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
@@ -424,7 +428,8 @@ def run_eval(
                 for _, item in [x for x in todo if x[0] < timed_count]:
                     folder.append(evaluator.answer(mode, [item], timed=True))
                     bar.update(1)
-                rest = [it for i, it in todo if i >= timed_count]
+                # Untimed items go in batches of similar length (less padding); records keep item order.
+                rest = sorted((it for i, it in todo if i >= timed_count), key=_text_length)
                 for start in range(0, len(rest), config.batch_size):
                     batch = rest[start : start + config.batch_size]
                     folder.append(evaluator.answer(mode, batch))
