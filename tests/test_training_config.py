@@ -122,7 +122,7 @@ def test_every_problem_is_reported_at_once(tmp_path) -> None:
     text = str(info.value)
     assert len(info.value.problems) == 6 and "6 problems" in text
     for fragment in ("outputs: unknown key", "model.fuser.num_layers", "data.eval_ratio", "training.precision: got 'fp16'",
-                     "expected one of 'bf16', 'fp32'", "training.warmup_ratio", "x.jsonl"):  # fmt: skip
+                     "expected one of 'auto', 'bf16', 'fp32'", "training.warmup_ratio", "x.jsonl"):  # fmt: skip
         assert fragment in text
 
 

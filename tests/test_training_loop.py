@@ -154,3 +154,11 @@ def test_tiny_recipe_trains_through_the_cli_and_the_checkpoint_reloads(tmp_path,
     assert main(["train", "--config", "recipes/tiny.yaml", "--max_steps", "9", "--output_dir", str(out), "--resume"]) == 0
     after = load_file(out / "final" / "fuser.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_auto_precision_picks_bf16_only_where_it_runs_natively() -> None:
+    from cache2cache.training.distributed import has_fast_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if has_fast_bf16(cpu) else "fp32")
+    assert (resolve_precision("bf16", cpu), resolve_precision("fp32", cpu)) == ("bf16", "fp32")

@@ -76,7 +76,17 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("c2c train: interrupted; continue with --resume from the last checkpoint", file=sys.stderr)
         return 130
+    finally:
+        _leave_process_group()
     if main_rank:
         print(f"fusers saved to {final}")
         print(f"load them with: C2CModel.from_pretrained({str(final)!r}), or c2c generate --fuser {final} \"...\"")
     return 0
+
+
+def _leave_process_group() -> None:
+    """Destroy torchrun's process group, if training joined one (this process owns it)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

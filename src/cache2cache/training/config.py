@@ -69,7 +69,8 @@ class ModelOptions:
         init: "pretrained" loads weights. "random" builds each model from the `config.json` in its
             folder with seeded random weights (smoke tests; `recipes/tiny.yaml`); the built models are
             saved under `<output_dir>/models/` so the checkpoint reloads on its own.
-        dtype: dtype of the frozen LLMs ("auto" keeps the checkpoint's).
+        dtype: dtype of the frozen LLMs; "auto" follows the training precision (bfloat16 under bf16,
+            float32 under fp32).
         layer_map: "terminal" (published default) or "depth".
         alignment_strategy: Token alignment when the tokenizers differ: "longest" or "first".
         fuser: Fuser hyperparameters (published names). `anneal_steps` may instead come from
@@ -81,7 +82,7 @@ class ModelOptions:
     receiver_tokenizer: str | None = None
     sharer_tokenizer: str | None = None
     init: Literal["pretrained", "random"] = "pretrained"
-    dtype: Literal["bfloat16", "float32", "float16", "auto"] = "bfloat16"
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
     layer_map: Literal["terminal", "depth"] = "terminal"
     alignment_strategy: Literal["longest", "first"] = "longest"
     fuser: FuserConfig = field(default_factory=FuserConfig)
@@ -149,7 +150,9 @@ class TrainingOptions:
         weight_decay: AdamW decoupled weight decay on weight matrices (not on biases, norms or gates).
         warmup_ratio: Fraction of the steps with a linear warmup; then linear decay to 0.
         max_grad_norm: Gradient clipping norm (0 disables clipping).
-        precision: "bf16": autocast to bfloat16 with fp32 master weights; "fp32": no autocast.
+        precision: "bf16": autocast to bfloat16 with fp32 master weights; "fp32": no autocast;
+            "auto": bf16 where the device runs bf16 natively (CUDA with bf16, CPUs with AMX or
+            AVX512-BF16), fp32 elsewhere (on an AVX2-only CPU bf16 is emulated and much slower).
         anneal_ratio: When set, the gate temperature anneals over this fraction of the steps (sets
             `model.fuser.anneal_steps`; give one or the other).
         device: "auto" (cuda:<local rank> if available, else cpu), "cpu", "cuda" or "cuda:N".
@@ -169,7 +172,7 @@ class TrainingOptions:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
-    precision: Literal["bf16", "fp32"] = "bf16"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     anneal_ratio: float | None = None
     device: str = "auto"
     num_threads: int | None = None

@@ -84,6 +84,26 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matmuls run natively on `device`: a CUDA GPU with bf16 support, or a CPU
+    with AMX or AVX512-BF16. Elsewhere (e.g. AVX2-only CPUs) bf16 is emulated and several times
+    slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        return any(getattr(cpu, name, lambda: False)() for name in checks)
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`"auto"` -> `"bf16"` where `has_fast_bf16(device)`, else `"fp32"`; other values unchanged."""
+    if precision != "auto":
+        return precision
+    return "bf16" if has_fast_bf16(device) else "fp32"
+
+
 def init_world(device: str = "auto") -> World:
     """Join torchrun's process group if there is one (idempotent) and pick this rank's device.
 

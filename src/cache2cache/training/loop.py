@@ -41,7 +41,7 @@ from ..config import C2CConfig
 from ..model import C2CModel
 from .config import RECIPE_NAME, ConfigError, ModelOptions, OutputOptions, TrainConfig, TrainingOptions, check_train_config
 from .data import IGNORE_INDEX, ChatDataset, Conversation, ExampleEncoder, TrainingBatch, collate, load_source, split_holdout
-from .distributed import World, init_world
+from .distributed import World, has_fast_bf16, init_world, resolve_precision
 from .state import FINAL, checkpoint_dirs, find_latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 
 logger = logging.getLogger(__name__)
@@ -235,6 +235,10 @@ def train_fusers(
     world = init_world(opts.device)
     if opts.num_threads is not None:
         torch.set_num_threads(opts.num_threads)
+    precision = resolve_precision(opts.precision, world.device)
+    if precision == "bf16" and not has_fast_bf16(world.device):
+        logger.warning("bf16 on %s without native bf16 support is emulated and slow; precision fp32 is faster here", world.device)
+    opts = dataclasses.replace(opts, precision=precision)
     output_dir = config.output_path
 
     # ---- data
@@ -453,7 +457,10 @@ def run_training(config: TrainConfig, *, on_step: StepCallback | None = None) ->
     """
     world = init_world(config.training.device)
     m = config.model
-    receiver, sharer, receiver_tokenizer, sharer_tokenizer = load_pair(m, world.device, config.training.seed, config.output_path, write=world.is_main)
+    dtype = m.dtype if m.dtype != "auto" else ("bfloat16" if resolve_precision(config.training.precision, world.device) == "bf16" else "float32")
+    receiver, sharer, receiver_tokenizer, sharer_tokenizer = load_pair(
+        dataclasses.replace(m, dtype=dtype), world.device, config.training.seed, config.output_path, write=world.is_main
+    )
     pair = C2CConfig.for_pair(
         receiver, sharer, fuser=dataclasses.replace(m.fuser), layer_map=m.layer_map, alignment_strategy=m.alignment_strategy
     )
@@ -473,10 +480,11 @@ def load_pair(
     """The receiver, sharer and their tokenizers a recipe names, frozen on `device`.
 
     With `init: pretrained` the models load through `cache2cache.loading` (hub id, folder, GGUF or
-    fetched alias). With `init: random` each is built from the `config.json` in its folder with
-    random weights seeded by `seed` (receiver) and `seed + 1` (sharer), then saved with its tokenizer
-    under `<output_dir>/models/<role>/` (when `write`) and named by that folder, so the fusers' config
-    records where to reload the exact models from.
+    fetched alias) in `options.dtype` ("auto": the checkpoint's own dtype; `run_training` resolves
+    the recipe's "auto" from the precision first). With `init: random` each is built from the
+    `config.json` in its folder with random weights seeded by `seed` (receiver) and `seed + 1`
+    (sharer), then saved with its tokenizer under `<output_dir>/models/<role>/` (when `write`) and
+    named by that folder, so the fusers' config records where to reload the exact models from.
 
     Returns:
         `(receiver, sharer, receiver_tokenizer, sharer_tokenizer)`; the sharer tokenizer is None when
