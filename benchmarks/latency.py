@@ -1,0 +1,332 @@
+"""Inference latency: the receiver alone against C2C, with a per-stage breakdown, in one run.
+
+For each pair and dtype it times, around the very calls `C2CModel.generate` makes:
+
+    receiver prefill   kv.prefill(receiver, prompt[:-1])                    (both modes)
+    sharer prefill     kv.prefill(sharer, prompt[:-1], keep_all_tokens)     (C2C only)
+    fuse               fusers(sharer cache, receiver cache) + kv.replace_layer   (C2C only)
+    decode             receiver.generate over the cache: the last prompt token, then the new tokens
+
+and, as a check that the breakdown covers everything, the library's own end-to-end
+`C2CModel.generate_from_inputs(fuse=...)`. After a short warm-up, the two modes run interleaved,
+run by run (so that load from other processes hits both alike); the table reports medians and the
+C2C/receiver ratio of the median totals.
+
+Pairs (random weights: timing only):
+    tiny   the test pair of tests/tiny.py (Qwen3 3 layers <- Llama 2 layers), fusers h=i=32
+    qwen   Qwen3-0.6B receiver <- Qwen2.5-0.5B sharer SHAPES (28 <- 24 layers, 8x128 <- 2x64 KV),
+           published fusers h=i=1024, L=3 (478M parameters)
+
+The fusers run in the models' dtype (as `from_pretrained` casts them). Below float32, fp32 copies
+of the fusers (what `from_models` builds) are also timed on the same caches: "fuse with fp32 fusers".
+
+Run from the repository root (`--pairs tiny` takes seconds; the qwen pair dominates, see docs/perf.md):
+
+    python benchmarks/latency.py --write docs/perf.md
+
+`--write` replaces the block between the latency markers in that file (the prose around it stays).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config, Qwen3Config
+
+from cache2cache import C2CModel, FuserConfig, FuserStack, count_parameters, kv
+from cache2cache.model import C2CInputs
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from tiny import tiny_receiver, tiny_sharer  # noqa: E402  (the tiny pair the tests use)
+
+BEGIN, END = "<!-- latency:begin -->", "<!-- latency:end -->"
+STAGES = ("receiver_prefill", "sharer_prefill", "fuse", "decode")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Row:
+    """One measured configuration: per-stage and total medians in seconds."""
+
+    pair: str
+    dtype: str
+    mode: str
+    stages: dict[str, float | None]
+    total: float
+    library: float | None
+    ratio: float | None = None
+
+
+def build_pair(name: str) -> tuple[PreTrainedModel, PreTrainedModel, FuserConfig]:
+    """Receiver, sharer (fp32, random weights) and fuser sizes of a named pair."""
+    if name == "tiny":
+        return tiny_receiver(), tiny_sharer(), FuserConfig(hidden_dim=32, intermediate_dim=32, dropout=0.0, gate_init=3.0)
+    if name == "qwen":
+        torch.manual_seed(0)
+        receiver = AutoModelForCausalLM.from_config(Qwen3Config(
+            vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+            num_key_value_heads=8, head_dim=128, tie_word_embeddings=True, max_position_embeddings=40960,
+            rope_theta=1_000_000, rms_norm_eps=1e-6,
+        ), dtype=torch.float32)  # fmt: skip
+        sharer = AutoModelForCausalLM.from_config(Qwen2Config(
+            vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+            num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=32768,
+            rope_theta=1_000_000, rms_norm_eps=1e-6,
+        ), dtype=torch.float32)  # fmt: skip
+        # Published sizes; the gate is opened (+3) so the fused cache really differs from the receiver's.
+        return receiver, sharer, FuserConfig(hidden_dim=1024, intermediate_dim=1024, num_layers=3, dropout=0.0, gate_init=3.0)
+    raise ValueError(f"unknown pair {name!r}; choose tiny or qwen")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def time_stages(model: C2CModel, inputs: C2CInputs, new_tokens: int, fuse: bool, fp32_fusers: FuserStack | None = None) -> dict[str, float]:
+    """One generation, stage by stage, mirroring `C2CModel.fuse` + `generate_from_inputs`.
+
+    Args:
+        model: The pair.
+        inputs: The whole prompt, (1, N).
+        new_tokens: Tokens to generate.
+        fuse: False times the receiver alone (no sharer, no fusion).
+        fp32_fusers: Also time these fusers on the same caches (result discarded), as `fuse_fp32`.
+
+    Returns:
+        Seconds per stage.
+    """
+    device = model.device
+    prefix = inputs.truncate(inputs.input_ids.shape[1] - 1)
+    times: dict[str, float] = {}
+    _sync(device)
+    start = time.perf_counter()
+    cache = kv.prefill(model.receiver, prefix.input_ids, prefix.attention_mask)
+    _sync(device)
+    times["receiver_prefill"] = time.perf_counter() - start
+    if fuse:
+        start = time.perf_counter()
+        sharer_cache = kv.prefill(model.sharer, prefix.sharer_input_ids, prefix.sharer_attention_mask, keep_all_tokens=True)
+        _sync(device)
+        times["sharer_prefill"] = time.perf_counter() - start
+        if fp32_fusers is not None:
+            start = time.perf_counter()
+            fp32_fusers(kv.layers(sharer_cache), kv.layers(cache), prefix.fusion_mask)
+            _sync(device)
+            times["fuse_fp32"] = time.perf_counter() - start
+        start = time.perf_counter()
+        fused = model.fusers(kv.layers(sharer_cache), kv.layers(cache), prefix.fusion_mask)
+        for layer_idx, (keys, values) in fused.items():
+            kv.replace_layer(cache, layer_idx, keys, values)
+        _sync(device)
+        times["fuse"] = time.perf_counter() - start
+    start = time.perf_counter()
+    out = model.receiver.generate(
+        input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **_decode_kwargs(new_tokens), **{kv.cache_kwarg(model.receiver): cache}
+    )
+    _sync(device)
+    times["decode"] = time.perf_counter() - start
+    assert out.shape[1] == inputs.input_ids.shape[1] + new_tokens, out.shape
+    return times
+
+
+def _decode_kwargs(new_tokens: int) -> dict[str, object]:
+    """Greedy, exactly `new_tokens` tokens (random weights may emit eos at any step)."""
+    return {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False, "pad_token_id": 0}
+
+
+@torch.no_grad()
+def time_library(model: C2CModel, inputs: C2CInputs, new_tokens: int, fuse: bool) -> float:
+    """Seconds for the library's end-to-end `generate_from_inputs`."""
+    _sync(model.device)
+    start = time.perf_counter()
+    model.generate_from_inputs(inputs, fuse=fuse, **_decode_kwargs(new_tokens))
+    _sync(model.device)
+    return time.perf_counter() - start
+
+
+def measure(model: C2CModel, inputs: C2CInputs, *, pair: str, dtype: str, fp32_fusers: FuserStack | None,
+            new_tokens: int, repeats: int, library_repeats: int) -> list[Row]:  # fmt: skip
+    """Receiver alone and C2C, interleaved run by run so that load from other processes hits both alike.
+
+    A short warm-up (16 prompt tokens, 2 new) first runs every code path once.
+
+    Args:
+        model: The pair, models and fusers in the measured dtype.
+        inputs: The prompt, (1, N).
+        pair: Pair name, for the table.
+        dtype: dtype name, for the table.
+        fp32_fusers: fp32 copies of the fusers, timed on the same caches (None in fp32).
+        new_tokens: Tokens to generate.
+        repeats: Timed staged runs per mode.
+        library_repeats: Timed end-to-end runs through the library per mode, after the staged ones.
+
+    Returns:
+        Two rows (receiver alone, C2C), medians over the timed runs.
+    """
+    short = inputs.truncate(min(16, inputs.input_ids.shape[1]))
+    for fuse in (False, True):
+        time_stages(model, short, 2, fuse, fp32_fusers)
+        time_library(model, short, 2, fuse)
+    modes = (("receiver alone", False), ("C2C", True))
+    staged: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    library: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeats):
+        for _, fuse in modes:
+            staged[fuse].append(time_stages(model, inputs, new_tokens, fuse, fp32_fusers))
+    for _ in range(library_repeats):
+        for _, fuse in modes:
+            library[fuse].append(time_library(model, inputs, new_tokens, fuse))
+    rows: list[Row] = []
+    for name, fuse in modes:
+        runs = staged[fuse]
+        stages = {s: statistics.median(r[s] for r in runs) if s in runs[0] else None for s in (*STAGES, "fuse_fp32")}
+        total = statistics.median(sum(v for s, v in r.items() if s in STAGES) for r in runs)
+        row = Row(pair, dtype, name, stages, total, statistics.median(library[fuse]) if library_repeats else None)
+        row.ratio = total / rows[0].total if fuse else None
+        rows.append(row)
+        log(f"  {pair:5} {dtype:9} {name:15} total {1e3 * row.total:9.1f} ms")
+    return rows
+
+
+def run_pair(name: str, dtypes: list[str], args: argparse.Namespace) -> list[Row]:
+    """Receiver alone and C2C for every dtype of one pair."""
+    start = time.perf_counter()
+    receiver, sharer, fuser = build_pair(name)
+    model = C2CModel.from_models(receiver.to(args.device), sharer.to(args.device), fuser=fuser, seed=0).eval()
+    fp32_fusers = model.fusers  # from_models builds fp32 fusers, whatever the models' dtype
+    log(f"{name}: built in {time.perf_counter() - start:.1f} s; fusers {count_parameters(fp32_fusers):,} parameters")
+    g = torch.Generator().manual_seed(0)
+    vocab = min(receiver.config.vocab_size, sharer.config.vocab_size)
+    inputs = model.inputs_from_ids(torch.randint(3, vocab, (1, args.prompt_tokens), generator=g))
+    rows: list[Row] = []
+    for dtype_name in dtypes:
+        dtype = DTYPES[dtype_name]
+        model.receiver.to(dtype)
+        model.sharer.to(dtype)
+        # The fusers run in the models' dtype, as from_pretrained casts them; fp32 copies are timed beside.
+        model.fusers = fp32_fusers if dtype == torch.float32 else copy.deepcopy(fp32_fusers).to(dtype)
+        rows += measure(model, inputs, pair=name, dtype=dtype_name, fp32_fusers=None if dtype == torch.float32 else fp32_fusers,
+                        new_tokens=args.new_tokens, repeats=args.repeats, library_repeats=args.library_repeats)  # fmt: skip
+    return rows
+
+
+def log(message: str) -> None:
+    """Progress on stderr (the table goes to stdout)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def table(rows: list[Row]) -> str:
+    """The results as a markdown table (milliseconds)."""
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{1e3 * value:.1f}"
+
+    lines = [
+        "| pair | dtype | mode | receiver prefill | sharer prefill | fuse | decode | total | C2C / receiver | fuse with fp32 fusers | library end-to-end |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cells = " | ".join(ms(r.stages[s]) for s in STAGES)
+        ratio = "-" if r.ratio is None else f"**{r.ratio:.2f}x**"
+        lines.append(f"| {r.pair} | {r.dtype} | {r.mode} | {cells} | {ms(r.total)} | {ratio} | {ms(r.stages['fuse_fp32'])} | {ms(r.library)} |")
+    return "\n".join(lines)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def available_threads() -> int:
+    """Cores minus the 1-minute load average, at least 1.
+
+    On a shared machine, a thread whose core is busy stalls every parallel region at its barrier:
+    with 2 cores under a load of 5, one thread ran a 4-layer Qwen3 prefill 5x faster than two.
+    """
+    return max(1, min(_cores(), _cores() - int(os.getloadavg()[0])))
+
+
+def machine() -> str:
+    """One line describing the machine (CPU, its vector extensions) and the software."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            info = handle.read().splitlines()
+    except OSError:
+        info = []
+    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor() or platform.machine())
+    extensions = sorted({f for line in info if line.startswith("flags") for f in line.split() if f.startswith(("avx512", "amx"))})
+    return (f"{cpu} ({torch.backends.cpu.get_cpu_capability()}; {', '.join(extensions) or 'no AVX-512, no AMX'}), "
+            f"{_cores()} cores visible, torch {torch.__version__} (torch threads: {torch.get_num_threads()}), "
+            f"transformers {transformers.__version__}, Python {platform.python_version()}")  # fmt: skip
+
+
+def write_block(path: Path, block: str) -> None:
+    """Replace the text between the latency markers of `path` with `block` (append the markers if absent)."""
+    text = path.read_text() if path.exists() else ""
+    wrapped = f"{BEGIN}\n{block}\n{END}"
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + wrapped + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + wrapped + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table and optionally write it into a markdown file."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example:\n  python benchmarks/latency.py --pairs tiny --repeats 3")  # fmt: skip
+    parser.add_argument("--pairs", default="tiny,qwen", help="comma-separated: tiny, qwen (default: both)")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16 (default: both)")
+    parser.add_argument("--prompt_tokens", type=int, default=170, help="prompt length (default: 170, as the paper's Table 3)")
+    parser.add_argument("--new_tokens", type=int, default=10, help="tokens generated (default: 10)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (default: 3)")
+    parser.add_argument("--library_repeats", type=int, default=1, help="timed end-to-end runs through the library per configuration (default: 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores not busy, see available_threads)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--write", type=Path, help="markdown file whose latency block gets the results, e.g. docs/perf.md")
+    args = parser.parse_args(argv)
+    bad = [d for d in args.dtypes.split(",") if d not in DTYPES]
+    if bad:
+        parser.error(f"unknown dtypes {bad}; choose from {', '.join(DTYPES)}")
+    torch.set_num_threads(args.threads or available_threads())
+    args.device = torch.device(args.device)
+
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    rows: list[Row] = []
+    for pair in args.pairs.split(","):
+        rows += run_pair(pair, args.dtypes.split(","), args)
+    elapsed = time.perf_counter() - started
+    load_after = os.getloadavg()
+    command = "python benchmarks/latency.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    block = "\n".join([
+        f"Command: `{command.strip()}` (run {time.strftime('%Y-%m-%d')}, {elapsed / 60:.1f} min).",
+        "",
+        f"Machine: {machine()}, on {args.device}; 1-minute load average {load_before[0]:.1f} before, {load_after[0]:.1f} after.",
+        "",
+        f"Prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens (greedy, forced length), batch 1; "
+        f"a short warm-up, then {args.repeats} timed staged runs per row, the two modes interleaved run by run; medians in milliseconds. "
+        f"The last column is the library's own `generate_from_inputs` (median of {args.library_repeats}), a check on the staged total.",
+        "",
+        table(rows),
+    ])  # fmt: skip
+    print(block)
+    if args.write:
+        write_block(args.write, block)
+        log(f"wrote the latency block of {args.write}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

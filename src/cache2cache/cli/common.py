@@ -1,0 +1,185 @@
+"""Flags shared by the C2C verbs, and the one function that builds a `C2CModel` from them.
+
+Shared flags (DESIGN.md, CLI conventions):
+
+    --receiver, --sharer     a hub id, a local folder, a `.gguf` file or an alias fetched by `c2c fetch`
+    --fuser, --subfolder     a checkpoint folder (`save_pretrained`), a published-layout folder or a hub id
+    --layer_map, --hidden_dim, --intermediate_dim, --num_layers
+                             shape of *fresh* fusers, used only without --fuser
+    --device, --dtype, --seed
+
+With `--fuser`, `build_model` loads the checkpoint (`C2CModel.from_pretrained`); the receiver and
+sharer default to the ones it records. Without it, `build_model` wraps the two models with freshly
+initialised, untrained fusers (`C2CModel.from_models`) and logs a warning saying so.
+
+This module imports nothing heavy at import time, so `c2c <verb> --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from cache2cache import C2CModel, FuserConfig
+
+logger = logging.getLogger(__name__)
+
+DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+# Same names as cache2cache.layer_map.LAYER_MAPS (a test keeps them equal); not imported, since that
+# would import torch just to print --help.
+LAYER_MAPS: tuple[str, ...] = ("terminal", "depth")
+FRESH_FUSER_FLAGS: tuple[str, ...] = ("layer_map", "hidden_dim", "intermediate_dim", "num_layers")
+# What a user can cause with wrong flags or files: reported in one line, without a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `--receiver`, `--sharer`, `--fuser` and `--subfolder`."""
+    group = parser.add_argument_group("models")
+    group.add_argument("--receiver", metavar="MODEL", help="receiver: hub id, local folder, .gguf file or fetched alias "
+                       "(default with --fuser: the receiver the checkpoint records)")  # fmt: skip
+    group.add_argument("--sharer", metavar="MODEL", help="sharer: hub id, local folder, .gguf file or fetched alias "
+                       "(default with --fuser: the sharer the checkpoint records)")  # fmt: skip
+    group.add_argument("--fuser", metavar="PATH_OR_ID", help="fuser checkpoint: a save_pretrained folder, a published-layout "
+                       "folder or a hub repo id (default: fresh, untrained fusers)")  # fmt: skip
+    group.add_argument("--subfolder", help="folder inside --fuser, e.g. qwen3_0.6b+qwen2.5_0.5b_Fuser for nics-efc/C2C_Fuser")
+
+
+def add_fresh_fuser_arguments(parser: argparse.ArgumentParser, *, title: str = "fresh fusers (only without --fuser)") -> None:
+    """Add the shape flags of freshly initialised fusers (published defaults when omitted)."""
+    group = parser.add_argument_group(title)
+    group.add_argument("--layer_map", choices=LAYER_MAPS, help="receiver-to-sharer layer map (default: terminal)")
+    group.add_argument("--hidden_dim", type=int, help="fuser width h (default: 1024, the published size)")
+    group.add_argument("--intermediate_dim", type=int, help="fuser FFN inner width i (default: 1024)")
+    group.add_argument("--num_layers", type=int, help="fuser depth L >= 3 (default: 3)")
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `--max_new_tokens`, `--do_sample`, `--temperature`, `--top_p`, `--system` and `--no_fuse`."""
+    group = parser.add_argument_group("generation")
+    group.add_argument("--max_new_tokens", type=int, default=256, help="most tokens to generate (default: 256)")
+    group.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
+    group.add_argument("--temperature", type=float, help="sampling temperature (with --do_sample; default: the receiver's generation config)")
+    group.add_argument("--top_p", type=float, help="nucleus sampling mass (with --do_sample; default: the receiver's generation config)")
+    group.add_argument("--system", help="a system message put before the conversation")
+    group.add_argument("--no_fuse", action="store_true", help="receiver alone through the same code path (no sharer, no fusion), for comparison")
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `--device`, `--dtype` and `--seed`."""
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available, else cpu)")
+    group.add_argument("--dtype", choices=DTYPES, default="auto", help="dtype of the loaded models; the fusers follow the "
+                       "receiver (default: auto, each model's own)")
+    group.add_argument("--seed", type=int, help="seed for fresh fusers and for sampling")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """The device called `name`, or cuda when available else cpu when `name` is None."""
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device {name!r} is not a torch device ({err}); use e.g. cpu or cuda") from err
+
+
+def resolve_dtype(name: str) -> torch.dtype | None:
+    """The torch dtype called `name` (one of `DTYPES`); None for "auto"."""
+    import torch
+
+    return None if name == "auto" else getattr(torch, name)
+
+
+def fresh_fuser_config(args: argparse.Namespace) -> FuserConfig:
+    """Published fuser hyperparameters, with the shape flags the user gave."""
+    from cache2cache import FuserConfig
+
+    given = {name: getattr(args, name) for name in ("hidden_dim", "intermediate_dim", "num_layers") if getattr(args, name) is not None}
+    return FuserConfig(**given)
+
+
+def build_model(args: argparse.Namespace) -> C2CModel:
+    """Build the `C2CModel` the shared flags describe, in eval mode.
+
+    Args:
+        args: Parsed flags from `add_model_arguments`, `add_fresh_fuser_arguments` and
+            `add_runtime_arguments`.
+
+    Returns:
+        With `--fuser`: the checkpoint's fusers (cast to the receiver's dtype) on the given or
+        recorded receiver and sharer. Without: fresh fusers of the receiver's dtype, with a warning.
+
+    Raises:
+        ValueError: Conflicting or missing flags, or a checkpoint that does not fit the models.
+        OSError: A model, tokenizer or checkpoint that cannot be found.
+    """
+    import transformers
+
+    from cache2cache import C2CModel
+
+    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    if args.seed is not None:
+        transformers.set_seed(args.seed)
+    if args.fuser:
+        given = [f"--{name}" for name in FRESH_FUSER_FLAGS if getattr(args, name, None) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} shape fresh fusers only; the checkpoint {args.fuser!r} fixes them. Drop them, or drop --fuser")
+        model = C2CModel.from_pretrained(
+            args.fuser, receiver=args.receiver, sharer=args.sharer, subfolder=args.subfolder, dtype=dtype, device=device
+        )
+        return model.eval()
+    missing = [flag for flag, value in (("--receiver", args.receiver), ("--sharer", args.sharer)) if not value]
+    if missing:
+        raise ValueError(f"without --fuser, {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required (fresh fusers need both models)")
+    if args.subfolder:
+        raise ValueError("--subfolder is a folder inside --fuser; pass --fuser too")
+    from cache2cache.loading import load_model, load_tokenizer
+
+    receiver = load_model(args.receiver, dtype=dtype, device=device)
+    sharer = load_model(args.sharer, dtype=dtype, device=device)
+    logger.warning(
+        "no --fuser given: using freshly initialised, UNTRAINED fusers (%s layer map). The pipeline runs end to end, "
+        "but the answers are not C2C's; with the published gate init the gates are closed, so they equal the receiver "
+        "alone. Pass --fuser with a trained checkpoint for real use.",
+        args.layer_map or "terminal",
+    )
+    model = C2CModel.from_models(
+        receiver,
+        sharer,
+        fuser=fresh_fuser_config(args),
+        layer_map=args.layer_map or "terminal",
+        receiver_tokenizer=load_tokenizer(args.receiver),
+        sharer_tokenizer=load_tokenizer(args.sharer),
+        seed=args.seed,
+    )
+    # from_models keeps fresh fusers in fp32; run them in the receiver's dtype, as from_pretrained does.
+    model.fusers.to(dtype=model.receiver.dtype)
+    return model.eval()
+
+
+def generation_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    """Hugging Face `generate` kwargs from `--max_new_tokens`, `--do_sample`, `--temperature`, `--top_p`."""
+    kwargs: dict[str, object] = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample}
+    if args.do_sample:
+        kwargs.update({k: getattr(args, k) for k in ("temperature", "top_p") if getattr(args, k) is not None})
+    return kwargs
+
+
+def configure_logging() -> None:
+    """Show the library's info messages and every warning on stderr."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("cache2cache").setLevel(logging.INFO)
+
+
+def report_error(verb: str, err: BaseException) -> int:
+    """Print a user error as one `c2c <verb>: error: ...` message on stderr; returns exit status 1."""
+    print(f"c2c {verb}: error: {err}", file=sys.stderr)
+    return 1

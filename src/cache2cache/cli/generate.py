@@ -1,0 +1,58 @@
+"""`c2c generate`: one prompt in, one answer streamed out, from a receiver reading a sharer's fused cache."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import (
+    USER_ERRORS,
+    add_fresh_fuser_arguments,
+    add_generation_arguments,
+    add_model_arguments,
+    add_runtime_arguments,
+    build_model,
+    configure_logging,
+    generation_kwargs,
+    report_error,
+)
+
+EXAMPLE = """examples:
+  # the published Qwen3-0.6B <- Qwen2.5-0.5B fuser (hub access needed)
+  c2c generate "Which planet is the largest?" --fuser nics-efc/C2C_Fuser --subfolder qwen3_0.6b+qwen2.5_0.5b_Fuser \\
+      --receiver Qwen/Qwen3-0.6B --sharer Qwen/Qwen2.5-0.5B-Instruct --max_new_tokens 64
+
+  # offline, after `c2c fetch`: fresh (untrained) fusers, the pipeline end to end
+  c2c generate "Which planet is the largest?" --receiver smollm2-135m-instruct --sharer gemma-3-270m --max_new_tokens 32
+
+  # the same prompt through the receiver alone, for comparison
+  c2c generate "Which planet is the largest?" --receiver smollm2-135m-instruct --sharer gemma-3-270m --no_fuse
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the prompt and the shared model, fuser, generation and runtime flags."""
+    parser.add_argument("prompt", help="the user message")
+    add_model_arguments(parser)
+    add_generation_arguments(parser)
+    add_fresh_fuser_arguments(parser)
+    add_runtime_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the model, stream the answer to stdout; returns the exit status."""
+    configure_logging()
+    try:
+        from transformers import TextStreamer
+
+        model = build_model(args)
+        messages = [{"role": "system", "content": args.system}] if args.system else []
+        messages.append({"role": "user", "content": args.prompt})
+        streamer = TextStreamer(model.receiver_tokenizer, skip_prompt=True, skip_special_tokens=True)
+        model.generate(messages, fuse=not args.no_fuse, streamer=streamer, **generation_kwargs(args))
+    except USER_ERRORS as err:
+        return report_error("generate", err)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    return 0
