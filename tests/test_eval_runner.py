@@ -13,7 +13,8 @@ from cache2cache import C2CModel, FuserConfig, kv
 from cache2cache.chat import render_chat
 from cache2cache.evaluation.config import EvalConfig
 from cache2cache.evaluation.prompts import background_messages, background_prompt, mc_prompt
-from cache2cache.evaluation.runner import Evaluator, run_eval
+from cache2cache.evaluation.runner import run_eval
+from cache2cache.evaluation.scoring import ChoiceScorer
 from cache2cache.evaluation.tasks import load_task
 from cache2cache.evaluation.timing import StageClock, timed_forward, timed_generate
 from tiny import tiny_receiver, tiny_sharer
@@ -156,13 +157,14 @@ def test_loglik_ranking_equals_a_hand_computation(tmp_path, kind, target):
         assert record["pred"] == max(range(len(hand)), key=hand.__getitem__)
 
 
-def test_wordlevel_letters_are_read_from_one_next_token_distribution():
-    model = tiny_eval_pair("wordlevel")
-    evaluator = Evaluator(model, EvalConfig(task=TASK, answer_method="loglik"))
+def test_single_token_letters_are_read_from_one_next_token_distribution():
+    scorer = ChoiceScorer("The correct answer is", "letters", rows_per_pass=8)
     items = load_task(TASK, limit=2)
-    texts = [render_chat(model.receiver_tokenizer, [{"role": "user", "content": "x"}])] * 2
-    rows, tails, reads = evaluator._loglik_rows(model.receiver_tokenizer, texts, items)
-    assert rows == [0, 1] and all(ids is not None and len(ids) == len(it.choices) for (_, ids), it in zip(reads, items))
+    prompts = ["[assistant]"] * 2
+    plan = scorer.plan(wordlevel_tokenizer(), prompts, [it.choices for it in items])  # "A".."D" are words
+    assert plan.rows == [0, 1] and all(ids is not None and len(ids) == len(it.choices) for (_, ids), it in zip(plan.reads, items))
+    split = scorer.plan(bpe_tokenizer(), prompts, [it.choices for it in items])  # " C", " D" split into two tokens
+    assert split.rows == [0] * 4 + [1] * 3 and all(ids is None for _, ids in split.reads)
 
 
 def test_t2t_builds_the_spec_prompts_and_never_fuses(aligned, tmp_path):
@@ -192,23 +194,21 @@ def test_c2c_fuses_the_prompt_minus_its_last_token_and_nothing_else(tmp_path, ki
     model = tiny_eval_pair(kind)
     masks = []
     handle = model.fusers.register_forward_hook(lambda module, args, out: masks.append(args[2].clone()))
+    common = dict(answer_method=method, loglik_target="texts", latency_items=0, batch_size=1)  # one item (one row) per pass
     try:
-        cfg = config(tmp_path, modes=["receiver", "sharer", "t2t"], answer_method=method, loglik_target="texts", latency_items=0)
-        run_eval(cfg, model=model, progress=False)
+        run_eval(config(tmp_path, modes=["receiver", "sharer", "t2t"], **common), model=model, progress=False)
         assert not masks, "only the c2c mode runs the fusers"
         items = load_task(TASK)
-        run_eval(config(tmp_path / "c2c", modes=["c2c"], answer_method=method, loglik_target="texts", latency_items=0), model=model, items=items, progress=False)
+        run_eval(config(tmp_path / "c2c", modes=["c2c"], **common), model=model, items=items, progress=False)
     finally:
         handle.remove()
-    expected = model.encode([[{"role": "user", "content": mc_prompt(it.question, it.choices)}] for it in items[:4]]).fusion_mask
-    first = masks[0]
-    if method == "loglik":  # one row per (item, choice): rows of the same item share the prompt's mask
-        rows = [i for i, it in enumerate(items[:4]) for _ in it.choices][: first.shape[0]]
-        expected = expected[rows]
-    assert first.shape == (expected.shape[0], expected.shape[1] - 1)
-    assert torch.equal(first, expected[:, :-1])
-    if kind == "shared":  # one tokenizer: every real prompt token but the last
-        assert bool(first.any(dim=1).all())
+    # The mask of each item's prompt as the library encodes it; the last prompt token is never fused.
+    expected = [model.encode([[{"role": "user", "content": mc_prompt(it.question, it.choices)}]]).fusion_mask[:, :-1] for it in items]
+    assert len(masks) == (len(items) if method == "generate" else sum(len(it.choices) for it in items))
+    for mask in masks:  # a loglik row's continuation is never in the mask: it is as wide as the prompt minus one
+        assert any(mask.shape == e.shape and torch.equal(mask, e) for e in expected)
+    if kind == "shared":  # one tokenizer: every prompt token but the last
+        assert all(bool(e.all()) for e in expected)
 
 
 @pytest.mark.parametrize("fuse", [False, True])

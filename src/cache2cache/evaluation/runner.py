@@ -33,11 +33,11 @@ from transformers import PreTrainedTokenizerBase
 from .. import kv
 from ..chat import render_chat
 from ..model import C2CModel
-from .answers import extract_choice, letter, letters
+from .answers import extract_choice, letter
 from .config import EvalConfig
 from .prompts import background_messages, background_prompt, mc_messages, t2t_messages
 from .rundir import RunFolder
-from .scoring import append_continuations, append_tokens, continuation_logprobs, next_token_logprobs, split_continuation
+from .scoring import ChoiceScorer, append_continuations, append_tokens
 from .tasks import MultipleChoiceItem, TaskError, load_task
 from .timing import StageClock, timed_forward, timed_generate
 
@@ -136,7 +136,7 @@ class Evaluator:
         self.config = config
         self.receiver_tokenizer: PreTrainedTokenizerBase = model.receiver_tokenizer
         self.sharer_tokenizer: PreTrainedTokenizerBase = model.sharer_tokenizer
-        self._letter_ids: dict[tuple[int, str, int], list[list[int]]] = {}
+        self.scorer = ChoiceScorer(config.response_text, config.loglik_target, config.batch_size)
 
     # ------------------------------------------------------------------------------ modes
 
@@ -189,8 +189,8 @@ class Evaluator:
             else:
                 out = model.generate_from_inputs(inputs, fuse=fuse, **kwargs)
             return self._generated(out[:, prompt_len:], tok, model.receiver.generation_config, texts, counts, items)
-        rows, tails, reads = self._loglik_rows(tok, texts, items)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        plan = self.scorer.plan(tok, texts, [it.choices for it in items])
+        pad = _pad_id(tok)
 
         def forward(chunk_rows: list[int], chunk_tails: list[list[int]]) -> torch.Tensor:
             batch = append_continuations(inputs, chunk_rows, chunk_tails, pad)
@@ -198,7 +198,7 @@ class Evaluator:
                 return timed_forward(model, batch, prompt_len, fuse=fuse, clock=clock)
             return model.forward(batch, prompt_len, enabled=fuse).logits
 
-        return self._loglik_answers(forward, rows, tails, reads, texts, counts, items, tok)
+        return self._ranked(self.scorer.score(plan, forward, [len(it.choices) for it in items]), texts, counts)
 
     # ------------------------------------------------------------------------------ sharer side
 
@@ -245,7 +245,7 @@ class Evaluator:
         texts = self._sharer_texts(convs)
         ids, mask = self._sharer_encode(texts)
         prompt_len = ids.shape[1]
-        rows, tails, reads = self._loglik_rows(tok, texts, items)
+        plan = self.scorer.plan(tok, texts, [it.choices for it in items])
 
         def forward(chunk_rows: list[int], chunk_tails: list[list[int]]) -> torch.Tensor:
             full, full_mask = append_tokens(ids, mask, chunk_rows, chunk_tails, _pad_id(tok))
@@ -255,7 +255,8 @@ class Evaluator:
                     input_ids=full, attention_mask=full_mask, position_ids=kv.positions(full_mask), logits_to_keep=keep
                 ).logits
 
-        return self._loglik_answers(forward, rows, tails, reads, texts, mask.sum(dim=1).tolist(), items, tok)
+        scores = self.scorer.score(plan, forward, [len(it.choices) for it in items])
+        return self._ranked(scores, texts, mask.sum(dim=1).tolist())
 
     # ------------------------------------------------------------------------------ shared helpers
 
@@ -268,74 +269,9 @@ class Evaluator:
             answers.append(Answer(extract_choice(reply, len(item.choices), item.choices), text, p, reply, n))
         return answers
 
-    def _continuations(self, tok: PreTrainedTokenizerBase, delimiter: str, item: MultipleChoiceItem) -> list[list[int]]:
-        """Each choice's scored tokens after the response prefix: `delimiter + letter` or `delimiter + text`."""
-        prefix = self.config.response_text
-        if self.config.loglik_target == "texts":
-            return [split_continuation(tok, prefix, delimiter + choice) for choice in item.choices]
-        key = (id(tok), delimiter, len(item.choices))
-        if key not in self._letter_ids:
-            self._letter_ids[key] = [split_continuation(tok, prefix, delimiter + L) for L in letters(len(item.choices))]
-        return self._letter_ids[key]
-
-    def _loglik_rows(
-        self, tok: PreTrainedTokenizerBase, texts: list[str], items: Sequence[MultipleChoiceItem]
-    ) -> tuple[list[int], list[list[int]], list[tuple[int, list[int] | None]]]:
-        """The scored rows and how to read them.
-
-        Letters that are single, distinct tokens (" A", " B", ... in real vocabularies) are read from
-        one row per item, the next-token distribution after the response prefix (SPEC §6.4). Otherwise
-        (choice texts, or letters a toy vocabulary splits) each choice is its own row and scores the
-        sum of its tokens' log-probabilities.
-
-        Returns:
-            `rows` (the prompt row each scored row extends), `tails` (response prefix + continuation
-            tokens per row) and per item `(first row, letter ids or None)`.
-        """
-        prefix = self.config.response_text
-        prefix_ids = tok.encode(prefix, add_special_tokens=False) if prefix else []
-        rows: list[int] = []
-        tails: list[list[int]] = []
-        reads: list[tuple[int, list[int] | None]] = []
-        for b, (text, item) in enumerate(zip(texts, items)):
-            context = text + prefix
-            continuations = self._continuations(tok, "" if not context or context[-1].isspace() else " ", item)
-            firsts = [c[0] for c in continuations if len(c) == 1]
-            if self.config.loglik_target == "letters" and len(set(firsts)) == len(continuations):
-                reads.append((len(rows), firsts))
-                rows.append(b)
-                tails.append(list(prefix_ids))
-                continue
-            reads.append((len(rows), None))
-            for continuation in continuations:
-                rows.append(b)
-                tails.append(list(prefix_ids) + continuation)
-        return rows, tails, reads
-
-    def _loglik_answers(self, forward: Any, rows: list[int], tails: list[list[int]], reads: list[tuple[int, list[int] | None]],
-                        texts: list[str], prompt_counts: list[int], items: Sequence[MultipleChoiceItem], tok: PreTrainedTokenizerBase) -> list[Answer]:  # fmt: skip
-        """Run `forward(rows, tails) -> (R, T + 1, V) logits` in chunks of `batch_size` rows; score choices."""
-        wanted: dict[int, list[int]] = {first: ids for first, ids in reads if ids is not None}
-        prefix = self.config.response_text
-        prefix_len = len(tok.encode(prefix, add_special_tokens=False)) if prefix else 0
-        values: list[Any] = []
-        step = self.config.batch_size
-        for start in range(0, len(rows), step):
-            chunk_tails = tails[start : start + step]
-            logits = forward(rows[start : start + step], chunk_tails)
-            for i, tail in enumerate(chunk_tails):
-                r = start + i
-                if r in wanted:  # the letters' log-probabilities as the next token
-                    values.append(next_token_logprobs(logits[i : i + 1], [len(tail)])[0][wanted[r]].tolist())
-                else:  # the continuation's summed log-probability (-inf for an empty continuation)
-                    per_token = continuation_logprobs(logits[i : i + 1], [tail])[0][prefix_len:]
-                    values.append(float(per_token.sum()) if len(per_token) else float("-inf"))
-        answers = []
-        for (first, ids), text, p, item in zip(reads, texts, prompt_counts, items):
-            scores = values[first] if ids is not None else values[first : first + len(item.choices)]
-            pred = max(range(len(scores)), key=scores.__getitem__)
-            answers.append(Answer(pred, text + self.config.response_text, p, None, 0, scores))
-        return answers
+    def _ranked(self, scores: list[list[float]], texts: list[str], prompt_counts: list[int]) -> list[Answer]:
+        return [Answer(max(range(len(row)), key=row.__getitem__), text + self.config.response_text, p, None, 0, row)
+                for row, text, p in zip(scores, texts, prompt_counts)]  # fmt: skip
 
 
 def _cut(text: str, stops: Sequence[str]) -> str:

@@ -10,17 +10,21 @@ prompt ends in the same column P - 1 and logits column j predicts continuation t
     batch = append_continuations(inputs, rows=[0, 0, 1], continuations=[[5], [7, 8], [5]], pad_id=0)
     logits = model.forward(batch, P, enabled=True).logits                 # (3, T + 1, V)
     logprobs = continuation_logprobs(logits, [[5], [7, 8], [5]])          # per-token log-probs
+
+`ChoiceScorer` ranks multiple-choice options this way (the loglik answer method of `c2c eval`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from ..model import C2CInputs
+from .answers import letters
 
 
 def append_tokens(
@@ -127,3 +131,104 @@ def split_continuation(tokenizer: PreTrainedTokenizerBase, context: str, continu
     if whole[: len(context_ids)] == context_ids:
         return whole[len(context_ids) :]
     return tokenizer.encode(continuation, add_special_tokens=False)
+
+
+@dataclass
+class ScoringPlan:
+    """The rows a batch of items is scored with.
+
+    Attributes:
+        rows: For each scored row, the prompt row it extends.
+        tails: For each scored row, its tokens after the prompt: the response prefix, then (unless
+            the row reads letters as the next token) one choice's continuation.
+        reads: Per item, `(first row, letter ids)` when the letters are read from one next-token
+            distribution, or `(first row, None)` when each choice has its own row.
+        prefix_length: Tokens of the response prefix at the start of every tail.
+    """
+
+    rows: list[int]
+    tails: list[list[int]]
+    reads: list[tuple[int, list[int] | None]]
+    prefix_length: int
+
+
+class ChoiceScorer:
+    """Ranks choices by log-likelihood after a prompt and a response prefix (SPEC §6.4 logits mode).
+
+    Letters that are single, distinct tokens (" A", " B", ... in real vocabularies) are read from one
+    row per item: the next-token distribution after the prefix, as the reference does. Otherwise
+    (choice texts, or letters a toy vocabulary splits) each choice is its own row, scored by the sum
+    of its tokens' log-probabilities (lm-eval's `acc`, no length normalisation).
+
+    Args:
+        response_prefix: Text after the generation prompt, before the scored choice ("" for none).
+        target: "letters" (score " A", " B", ...) or "texts" (score each choice's text).
+        rows_per_pass: Most rows per forward pass.
+    """
+
+    def __init__(self, response_prefix: str, target: Literal["letters", "texts"], rows_per_pass: int) -> None:
+        self.prefix = response_prefix
+        self.target = target
+        self.rows_per_pass = rows_per_pass
+        self._letters: dict[tuple[int, str, int], list[list[int]]] = {}
+
+    def _continuations(self, tok: PreTrainedTokenizerBase, delimiter: str, choices: Sequence[str]) -> list[list[int]]:
+        if self.target == "texts":
+            return [split_continuation(tok, self.prefix, delimiter + choice) for choice in choices]
+        key = (id(tok), delimiter, len(choices))
+        if key not in self._letters:
+            self._letters[key] = [split_continuation(tok, self.prefix, delimiter + L) for L in letters(len(choices))]
+        return self._letters[key]
+
+    def plan(self, tok: PreTrainedTokenizerBase, prompts: Sequence[str], choices: Sequence[Sequence[str]]) -> ScoringPlan:
+        """The scored rows for B items.
+
+        Args:
+            tok: The scoring model's tokenizer.
+            prompts: B rendered prompts (to know whether a space separates them from what follows).
+            choices: B lists of option texts.
+        """
+        prefix_ids = tok.encode(self.prefix, add_special_tokens=False) if self.prefix else []
+        plan = ScoringPlan([], [], [], len(prefix_ids))
+        for b, (prompt, options) in enumerate(zip(prompts, choices, strict=True)):
+            context = prompt + self.prefix
+            continuations = self._continuations(tok, "" if not context or context[-1].isspace() else " ", options)
+            firsts = [c[0] for c in continuations if len(c) == 1]
+            if self.target == "letters" and len(set(firsts)) == len(continuations):
+                plan.reads.append((len(plan.rows), firsts))
+                plan.rows.append(b)
+                plan.tails.append(list(prefix_ids))
+                continue
+            plan.reads.append((len(plan.rows), None))
+            for continuation in continuations:
+                plan.rows.append(b)
+                plan.tails.append(list(prefix_ids) + continuation)
+        return plan
+
+    def score(self, plan: ScoringPlan, forward: Callable[[list[int], list[list[int]]], torch.Tensor], num_choices: Sequence[int]) -> list[list[float]]:
+        """Each item's choice scores.
+
+        Args:
+            plan: From `plan`.
+            forward: `(rows, tails) -> (R, T + 1, V)` logits over columns P-1 .. (see the module
+                docstring); called on chunks of at most `rows_per_pass` rows.
+            num_choices: Options per item.
+
+        Returns:
+            Per item, one log-probability per choice (-inf for a choice with no tokens).
+        """
+        wanted = {first: ids for first, ids in plan.reads if ids is not None}
+        values: list[list[float] | float] = []
+        for start in range(0, len(plan.rows), self.rows_per_pass):
+            tails = plan.tails[start : start + self.rows_per_pass]
+            logits = forward(plan.rows[start : start + self.rows_per_pass], tails)
+            for i, tail in enumerate(tails):
+                if start + i in wanted:  # the letters as the next token
+                    values.append(next_token_logprobs(logits[i : i + 1], [len(tail)])[0][wanted[start + i]].tolist())
+                else:  # one choice: its summed log-probability
+                    per_token = continuation_logprobs(logits[i : i + 1], [tail])[0][plan.prefix_length :]
+                    values.append(float(per_token.sum()) if len(per_token) else float("-inf"))
+        return [
+            values[first] if ids is not None else values[first : first + n]  # type: ignore[misc]
+            for (first, ids), n in zip(plan.reads, num_choices, strict=True)
+        ]
