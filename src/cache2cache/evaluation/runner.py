@@ -86,7 +86,7 @@ def build_model(config: EvalConfig) -> C2CModel:
     Raises:
         ValueError: The checkpoint does not fit the models; OSError: a model cannot be found.
     """
-    from .. import C2CModel, FuserConfig
+    from ..config import FuserConfig
     from ..loading import load_model, load_tokenizer
 
     device = config.device
@@ -163,7 +163,7 @@ class Evaluator:
     def _t2t(self, items: Sequence[MultipleChoiceItem], timed: bool) -> tuple[list[Answer], list[dict[str, Any]], StageClock | None]:
         stage1 = StageClock(self.model.device) if timed else None
         convs = [background_messages(it, self.config.background_prompt) for it in items]
-        backgrounds, counts, prompts = self._sharer_generate(convs, self.config.communication_max_new_tokens, stage1, "stage1")
+        backgrounds, counts, prompts, _ = self._sharer_generate(convs, self.config.communication_max_new_tokens, stage1, "stage1")
         stage2 = StageClock(self.model.device) if timed else None
         convs2 = [t2t_stage2_messages(it, bg, self.config) for it, bg in zip(items, backgrounds)]
         answers = self._receiver_answers(convs2, items, fuse=False, clock=stage2)
@@ -218,8 +218,8 @@ class Evaluator:
 
     def _sharer_generate(
         self, convs: list[Messages], max_new_tokens: int, clock: StageClock | None, stage: str
-    ) -> tuple[list[str], list[int], list[str]]:
-        """Greedy sharer replies: (texts, generated token counts, rendered prompts)."""
+    ) -> tuple[list[str], list[int], list[str], list[int]]:
+        """Greedy sharer replies: (replies, generated token counts, rendered prompts, prompt token counts)."""
         tok, sharer = self.sharer_tokenizer, self.model.sharer
         texts = self._sharer_texts(convs)
         ids, mask = self._sharer_encode(texts)
@@ -231,13 +231,12 @@ class Evaluator:
         new = out[:, ids.shape[1] :]
         counts = _generated_lengths(new, sharer.generation_config, tok)
         replies = [_cut(tok.decode(row[:n], skip_special_tokens=True), PLAIN_STOPS) for row, n in zip(new.tolist(), counts)]
-        return replies, counts, texts
+        return replies, counts, texts, mask.sum(dim=1).tolist()
 
     def _sharer_answers(self, convs: list[Messages], items: Sequence[MultipleChoiceItem], clock: StageClock | None) -> list[Answer]:
         cfg, tok, sharer = self.config, self.sharer_tokenizer, self.model.sharer
         if cfg.answer_method == "generate":
-            replies, counts, texts = self._sharer_generate(convs, cfg.max_new_tokens, clock, "generate")
-            prompt_counts = self._sharer_encode(texts)[1].sum(dim=1).tolist()
+            replies, counts, texts, prompt_counts = self._sharer_generate(convs, cfg.max_new_tokens, clock, "generate")
             return [
                 Answer(extract_choice(r, len(it.choices), it.choices), t, p, r, n)
                 for r, n, t, p, it in zip(replies, counts, texts, prompt_counts, items)
@@ -352,9 +351,9 @@ def run_eval(
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         raise TaskError(f"task {config.task!r} has duplicate item ids; give each item a unique 'id'")
+    model = model if model is not None else build_model(config)
     folder = RunFolder(config.output_dir)
     done = folder.open(config)
-    model = model if model is not None else build_model(config)
     evaluator = Evaluator(model, config)
     timed_count = len(items) if config.latency_items is None else min(config.latency_items, len(items))
     with torch.inference_mode():
