@@ -63,7 +63,7 @@ class EvalConfig:
     sharer: str | None = _opt(None, "sharer: hub id, local folder, .gguf or fetched alias (default with --fuser: the recorded one)")
     fuser: str | None = _opt(None, "trained fuser checkpoint (folder, published layout or hub id); required by the c2c mode")
     subfolder: str | None = _opt(None, "folder inside --fuser (e.g. qwen3_0.6b+qwen2.5_0.5b_Fuser)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _opt("auto", "dtype of the models (auto: the checkpoint's; bfloat16 is ~7x faster on recent CPUs)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _opt("auto", "dtype of the models (auto: the checkpoint's). On CPU, bfloat16 pays only with AVX-512 BF16/AMX; on AVX2-only CPUs it is ~6x slower than float32")
     device: str = _opt("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:N")
     task: str = _opt("", "task name (see --list_tasks), bigbench:<task>, or a .jsonl / .jsonl.gz file")
     split: str | None = _opt(None, "split of a registered task (default: its first, usually test)")
