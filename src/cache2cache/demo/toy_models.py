@@ -1,0 +1,148 @@
+"""The demo's two small language models, each with its own word-level tokenizer and chat template.
+
+- The **sharer** is a Llama-style model (4 KV heads of dim 32) with template `<s> [ user ] ... [ bot ]`.
+- The **receiver** is a Qwen3-style model (2 KV heads of dim 32, tied embeddings) with template
+  `<bos> Q : ... A :`.
+
+Different architectures, head layouts, vocabularies, special tokens and templates: the library's
+token alignment maps the two 1:1. Both are trained from scratch here by `pretrain`, a plain
+next-token loop (these are the frozen LLMs of C2C; the fuser is trained by the library's own loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Iterable, Sequence
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from tqdm.auto import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+logger = logging.getLogger(__name__)
+
+RECEIVER_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'system' %} {{ m['content'] }}"
+    "{% elif m['role'] == 'user' %} Q : {{ m['content'] }}"
+    "{% else %} A : {{ m['content'] }} {{ eos_token }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %} A :{% endif %}"
+)
+SHARER_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'system' %} [ info ] {{ m['content'] }}"
+    "{% elif m['role'] == 'user' %} [ user ] {{ m['content'] }}"
+    "{% else %} [ bot ] {{ m['content'] }} {{ eos_token }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %} [ bot ]{% endif %}"
+)
+_TEMPLATE_WORDS = {"receiver": "Q : A :", "sharer": "[ user ] [ bot ] [ info ]"}
+_RECEIVER_SPECIALS = {"pad": "<pad>", "unk": "<unk>", "bos": "<bos>", "eos": "<eos>"}
+_SHARER_SPECIALS = {"bos": "<s>", "eos": "</s>", "unk": "<unk>", "pad": "<pad>"}
+
+
+def word_tokenizer(texts: Iterable[str], *, role: str, exclude: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer whose vocabulary is every word of `texts` minus `exclude`.
+
+    Args:
+        texts: The corpus the vocabulary is built from.
+        role: "receiver" or "sharer": picks the special tokens (in a different order, so ids
+            differ) and the chat template.
+        exclude: Words kept out of the vocabulary; they encode as `<unk>`.
+    """
+    specials = _RECEIVER_SPECIALS if role == "receiver" else _SHARER_SPECIALS
+    splitter = pre_tokenizers.Whitespace()
+    banned = set(exclude)
+    all_texts = [*texts, _TEMPLATE_WORDS[role]]
+    words = sorted({w for text in all_texts for w, _ in splitter.pre_tokenize_str(text)} - banned - set(specials.values()))
+    vocab = {tok: i for i, tok in enumerate(list(specials.values()) + words)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=specials["unk"]))
+    backend.pre_tokenizer = splitter
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **{f"{k}_token": v for k, v in specials.items()})
+    tokenizer.chat_template = RECEIVER_TEMPLATE if role == "receiver" else SHARER_TEMPLATE
+    return tokenizer
+
+
+def sharer_model(vocab_size: int, seed: int) -> LlamaForCausalLM:
+    """Llama-style sharer: hidden 128 (MLP 256), 3 layers, 4 heads, 4 KV heads of dim 32."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=4, head_dim=32, max_position_embeddings=256, pad_token_id=3, bos_token_id=0, eos_token_id=1,
+    )
+    return LlamaForCausalLM(config)
+
+
+def receiver_model(vocab_size: int, seed: int) -> Qwen3ForCausalLM:
+    """Qwen3-style receiver: hidden 128 (MLP 256), 3 layers, 4 heads, 2 KV heads of dim 32, tied embeddings."""
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, tie_word_embeddings=True, max_position_embeddings=256,
+        pad_token_id=0, bos_token_id=2, eos_token_id=3,
+    )
+    return Qwen3ForCausalLM(config)
+
+
+def pretrain(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    texts: Sequence[str],
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    desc: str,
+    progress: bool = True,
+) -> list[float]:
+    """Train `model` from scratch on `texts` with next-token loss (AdamW, warmup + cosine decay).
+
+    Batches are drawn at random, then grouped by length within a pool of 8 batches so that little
+    compute goes to padding (right-padded; padding carries no loss).
+
+    Returns:
+        The loss of every step.
+    """
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
+    )
+    pad = tokenizer.pad_token_id
+    model.train()
+    losses: list[float] = []
+    batches: list[list[list[int]]] = []
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for _ in bar:
+        if not batches:
+            batches = _bucketed_batches(encoded, batch_size, rng)
+        batch = batches.pop()
+        width = max(map(len, batch))
+        ids = torch.tensor([seq + [pad] * (width - len(seq)) for seq in batch])
+        mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for seq in batch])
+        labels = ids.masked_fill(mask == 0, -100)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if len(losses) % 50 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.3f}")
+    model.eval()
+    logger.info("%s: final loss %.4f after %d steps", desc, sum(losses[-50:]) / min(50, len(losses)), steps)
+    return losses
+
+
+def _bucketed_batches(encoded: Sequence[list[int]], batch_size: int, rng: random.Random, pool: int = 8) -> list[list[list[int]]]:
+    """`pool` random batches whose members are regrouped by length, in random order."""
+    drawn = sorted((encoded[rng.randrange(len(encoded))] for _ in range(batch_size * pool)), key=len)
+    batches = [drawn[i : i + batch_size] for i in range(0, len(drawn), batch_size)]
+    rng.shuffle(batches)
+    return batches

@@ -1,0 +1,64 @@
+"""The offline demo: a reduced run on the same code path, its held-out gain, and determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cache2cache.demo.run import DemoSize, run_demo
+from cache2cache.demo.world import make_world
+
+
+def test_world_sets_are_disjoint_and_seeded():
+    world = make_world(3)
+    sets = [world.fuser_train, world.held_out, world.receiver_known, world.reading]
+    names = [{p.name for p in s} for s in sets]
+    assert sum(map(len, names)) == len(set().union(*names)) == 750
+    assert make_world(3) == world and make_world(4) != world
+
+
+@pytest.fixture(scope="module")
+def ci_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return run_demo(out, size="ci", seed=0, progress=False, num_threads=1)
+
+
+def test_reduced_demo_carries_knowledge_through_the_cache(ci_demo):
+    assert not ci_demo.fuser_train_names & ci_demo.held_out_names  # the fuser never saw a held-out person
+    modes = ci_demo.modes
+    assert modes["sharer"].accuracy > 0.8  # the sharer knows the held-out facts...
+    assert modes["receiver"].accuracy < 0.3  # ...the receiver alone does not...
+    assert modes["c2c"].accuracy >= modes["receiver"].accuracy + 0.25  # ...and reads them from the fused cache
+    for name in ("report.md", "report.png", "results.json", "heldout.jsonl"):
+        assert (ci_demo.output_dir / name).stat().st_size > 0
+    results = json.loads((ci_demo.output_dir / "results.json").read_text())
+    by_mode = {s["mode"]: s for s in results["summaries"]}
+    assert by_mode["c2c"]["correct"] == sum(item["c2c"] == item["gold"] for item in results["items"])
+
+
+def test_rerun_reuses_the_trained_artifacts(ci_demo):
+    again = run_demo(ci_demo.output_dir, size="ci", seed=0, progress=False, num_threads=1)
+    assert again.reused == ["sharer", "receiver", "fuser"]
+    assert {m: r.answers for m, r in again.modes.items()} == {m: r.answers for m, r in ci_demo.modes.items()}
+
+
+def test_trained_pair_loads_from_its_checkpoint_alone(ci_demo):
+    from cache2cache import C2CModel
+
+    model = C2CModel.from_pretrained(ci_demo.output_dir / "fuser" / "final")  # models and tokenizers as recorded
+    question = ci_demo.questions[0]
+    assert model.generate(question, max_new_tokens=2, do_sample=False).split()[0] == ci_demo.modes["c2c"].answers[0]
+
+
+def test_same_seed_gives_identical_reports(tmp_path):
+    tiny = DemoSize(40, 10, 10, 10, sharer_steps=30, receiver_steps=30, fuser_steps=10, latency_items=1)
+    first, second = (run_demo(tmp_path / name, size=tiny, seed=5, progress=False, num_threads=1, parallel=p) for name, p in (("a", True), ("b", False)))
+    items = [json.loads((r.output_dir / "results.json").read_text())["items"] for r in (first, second)]
+    assert items[0] == items[1]
+    assert {m: r.correct for m, r in first.modes.items()} == {m: r.correct for m, r in second.modes.items()}
+
+
+def test_unknown_size_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown demo size 'huge'"):
+        run_demo(tmp_path, size="huge")
