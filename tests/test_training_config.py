@@ -157,3 +157,14 @@ def test_train_help_lists_recipe_overrides(capsys) -> None:
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert "--training.learning_rate" in out and "--config" in out and "c2c train --config recipes/tiny.yaml" in out
+
+
+def test_validate_dispatches_on_kind(tmp_path) -> None:
+    eval_recipes = sorted((ROOT / "recipes" / "eval").glob("*.yaml"))
+    if eval_recipes:
+        assert validate_file(str(eval_recipes[0]), check_files=False) == ("eval", [])
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("kind: serve\n")
+    assert validate_file(str(odd)) == (None, ["kind: got 'serve', expected one of: train, eval"])
+    odd.write_text("model: {receiver: a}\n")
+    assert validate_file(str(odd)) == (None, ["kind: missing; add `kind: <train|eval>` at the top"])

@@ -18,6 +18,7 @@ from .common import USER_ERRORS, report_error
 
 RECIPE_KINDS: dict[str, str] = {
     "train": "cache2cache.training.config:validate_recipe",
+    "eval": "cache2cache.evaluation.config:validate_recipe",
 }
 """Recipe kind -> `module:function` of its validator (imported only when used)."""
 
@@ -25,7 +26,7 @@ Validator = Callable[..., list[str]]
 
 EXAMPLE = """examples:
   c2c validate recipes/tiny.yaml
-  c2c validate recipes/*.yaml                      # several at once; exit status 1 if any has problems
+  c2c validate recipes/*.yaml recipes/eval/*.yaml   # several at once; exit status 1 if any has problems
   c2c validate recipes/qwen3-0.6b_qwen2.5-0.5b.yaml --no_file_checks   # models and data live elsewhere
 """
 
