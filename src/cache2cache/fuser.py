@@ -237,10 +237,18 @@ class FuserStack(nn.Module):
         for t, s in self.layer_map.items():
             kt, vt = receiver_kv[t]
             n = kt.shape[-2]
-            ks, vs = (x[..., x.shape[-2] - n :, :] for x in sharer_kv[s])
-            keep = ~fusion_mask[:, fusion_mask.shape[1] - n :].to(kt.device)[:, None, :, None]  # (B, 1, N_l, 1)
-            k, v = self.fusers[str(t)]((ks, vs), (kt, vt))
-            fused[t] = (torch.where(keep, kt, k), torch.where(keep, vt, v))
+            mask = fusion_mask[:, fusion_mask.shape[1] - n :].to(kt.device)  # (B, N_l)
+            # The fuser treats tokens independently, so it only runs on columns some row fuses
+            # (template tokens and left padding are skipped).
+            cols = mask.any(0).nonzero().squeeze(1)
+            if cols.numel() == 0:
+                fused[t] = (kt, vt)
+                continue
+            ks, vs = (x[..., x.shape[-2] - n :, :].index_select(2, cols) for x in sharer_kv[s])
+            kt_c, vt_c = kt.index_select(2, cols), vt.index_select(2, cols)
+            k, v = self.fusers[str(t)]((ks, vs), (kt_c, vt_c))
+            keep = ~mask.index_select(1, cols)[:, None, :, None]  # (B, 1, C, 1)
+            fused[t] = (kt.index_copy(2, cols, torch.where(keep, kt_c, k)), vt.index_copy(2, cols, torch.where(keep, vt_c, v)))
         return fused
 
 
