@@ -37,6 +37,15 @@ def _open_pair(receiver, sharer) -> C2CModel:
     return C2CModel.from_models(receiver, sharer, fuser=fuser, seed=0).eval()
 
 
+def _fuse_by_hand(model: C2CModel, sharer_kv: list, cache: DynamicCache) -> DynamicCache:
+    """Replace every mapped receiver layer of `cache` by its fuser's output on all its tokens."""
+    receiver_kv = kv.layers(cache)
+    with torch.no_grad():
+        for t, s in model.config.layer_map.items():
+            kv.replace_layer(cache, t, *model.fusers.fusers[str(t)](sharer_kv[s], receiver_kv[t]))
+    return cache
+
+
 def _greedy_by_hand(model: C2CModel, ids: torch.Tensor, cache: DynamicCache, steps: int = 4) -> list[torch.Tensor]:
     logits, seq = [], ids
     with torch.no_grad():
@@ -64,10 +73,7 @@ def test_sliding_window_sharer_matches_a_per_prefix_reference():
                 per_layer[layer].append((k[..., -1:, :], v[..., -1:, :]))
         sharer_kv = [(torch.cat([k for k, _ in pos], -2), torch.cat([v for _, v in pos], -2)) for pos in per_layer]
         cache = model.receiver.model(input_ids=prefix, use_cache=True).cache
-        receiver_kv = kv.layers(cache)
-        for t, s in model.config.layer_map.items():
-            kv.replace_layer(cache, t, *model.fusers.fusers[str(t)](sharer_kv[s], receiver_kv[t]))
-    expected = _greedy_by_hand(model, ids, cache)
+    expected = _greedy_by_hand(model, ids, _fuse_by_hand(model, sharer_kv, cache))
     for got, want in zip(_generated_logits(model, ids), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
@@ -80,10 +86,7 @@ def test_sliding_window_receiver_matches_fusing_a_full_cache():
         # Reference: keep every receiver token on every layer and fuse them all.
         cache = model.receiver.model(input_ids=prefix, cache=DynamicCache(), use_cache=True).cache
         sharer_kv = kv.layers(model.sharer.model(input_ids=prefix, use_cache=True).cache)
-        receiver_kv = kv.layers(cache)
-        for t, s in model.config.layer_map.items():
-            kv.replace_layer(cache, t, *model.fusers.fusers[str(t)](sharer_kv[s], receiver_kv[t]))
-    expected = _greedy_by_hand(model, ids, cache)
+    expected = _greedy_by_hand(model, ids, _fuse_by_hand(model, sharer_kv, cache))
     for got, want in zip(_generated_logits(model, ids), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     # and the fused path really keeps only the window on sliding layers
