@@ -1,0 +1,171 @@
+"""Training throughput (tokens/s) of `train_fusers`, per pair and precision, on this machine.
+
+It runs the real training loop (`cache2cache.training.train_fusers`: prefill receiver and sharer,
+fuse, score the answer, backward through the receiver into the fusers, AdamW step) for a few steps
+and reports the median over the timed steps (the first steps are warm-up) of
+
+    tokens/s   real receiver tokens (prompt + answer, no padding) per second of step wall time
+    s/step     wall time of one optimizer step
+
+Pairs:
+    tiny      recipes/tiny.yaml: random-weight Qwen3 (3 layers) <- Llama (2 layers), fusers h=i=64,
+              its own 72 training conversations (~23 tokens each), batch 8, 1 thread (as the recipe)
+    smollm2   recipes/smollm2-135m_gemma3-270m.yaml: SmolLM2-135M-Instruct <- Gemma-3-270M (fetched
+              with `c2c fetch`), token-aligned, fusers h=i=256 over 30 layers (34 M parameters),
+              synthetic multiple-choice chats in the paper's training form (~150 receiver tokens),
+              batch 8, all cores (or --threads)
+
+Precisions:
+    bf16      LLMs loaded in bfloat16, bf16 autocast, fp32 fuser master weights
+    fp32      everything float32, no autocast
+Which one is faster depends on the CPU: bf16 runs natively only with AMX or AVX512-BF16 (the
+recipes' `precision: auto` picks it there); on AVX2-only CPUs it is emulated. The table's header
+line names the CPU and whether it has native bf16.
+
+Run from the repository root (minutes: on an AVX2-only CPU most of it is the two bf16 smollm2 steps):
+
+    python benchmarks/train_throughput.py
+    python benchmarks/train_throughput.py --pairs tiny --steps 20
+    python benchmarks/train_throughput.py --pairs smollm2 --precisions fp32 --threads 1
+
+It prints a Markdown table for docs/perf.md ("Training throughput").
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = ("tiny", "smollm2")
+PRECISIONS = ("bf16", "fp32")
+
+
+def synthetic_mc(count: int, seed: int = 0) -> list[list[dict[str, str]]]:
+    """Multiple-choice chats in the paper's training form, with ~150-token prompts."""
+    from cache2cache.evaluation.prompts import mc_training_messages
+    from cache2cache.evaluation.tasks import MultipleChoiceItem
+
+    words = (
+        "the a of which most likely reason experiment water energy plant animal light heat force motion "
+        "earth moon sun cell system change because when after before students observed measured during"
+    ).split()
+    rng = random.Random(seed)
+
+    def sentence(n: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(n)).capitalize()
+
+    items = [
+        MultipleChoiceItem(str(i), sentence(60) + "?", [sentence(8) for _ in range(4)], rng.randrange(4))
+        for i in range(count)
+    ]
+    return [mc_training_messages(item) for item in items]
+
+
+def run_case(pair: str, precision: str, steps: int, warmup: int, batch: int) -> dict[str, object]:
+    """Time `steps` optimizer steps of one pair and precision; returns one table row."""
+    from cache2cache import C2CConfig, C2CModel
+    from cache2cache.training import load_train_config, train_fusers
+    from cache2cache.training.data import chat_conversations, read_records
+    from cache2cache.training.loop import load_pair
+
+    recipe = ROOT / "recipes" / ("tiny.yaml" if pair == "tiny" else "smollm2-135m_gemma3-270m.yaml")
+    with tempfile.TemporaryDirectory() as out:
+        dtype = "float32" if precision == "fp32" else "bfloat16"
+        overrides = {"dtype": dtype, "precision": precision, "max_steps": steps + warmup, "per_device_batch_size": batch,
+                     "gradient_accumulation_steps": 1, "output_dir": out, "save_steps": 10**6, "eval_steps": 0,
+                     "log_steps": 10**6, "overwrite": True, "device": "cpu"}  # fmt: skip
+        config = load_train_config(recipe, overrides)
+        m = config.model
+        receiver, sharer, rtok, stok = load_pair(m, torch.device("cpu"), config.training.seed, Path(out), write=False)
+        pair_config = C2CConfig.for_pair(receiver, sharer, fuser=dataclasses.replace(m.fuser), layer_map=m.layer_map)
+        model = C2CModel.from_models(receiver, sharer, pair_config, receiver_tokenizer=rtok, sharer_tokenizer=stok, seed=0)
+        if pair == "tiny":
+            data = chat_conversations(read_records(str(ROOT / config.data.train[0].path)))
+        else:
+            data = synthetic_mc(batch * (steps + warmup))
+        rates: list[float] = []
+        times: list[float] = []
+        last = [time.perf_counter()]
+
+        def record(step: int, metrics: dict[str, float]) -> None:
+            now = time.perf_counter()
+            if step > warmup:
+                rates.append(metrics["tokens_per_s"])
+                times.append(now - last[0])
+            last[0] = now
+
+        train_fusers(model, data, None, config, on_step=record)
+        fuser_params = sum(p.numel() for p in model.fusers.parameters())
+    return {
+        "pair": pair,
+        "precision": precision,
+        "threads": torch.get_num_threads(),
+        "batch": batch,
+        "fuser_params_M": fuser_params / 1e6,
+        "tokens_per_s": statistics.median(rates),
+        "s_per_step": statistics.median(times),
+        "steps": len(rates),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", default=",".join(PAIRS), help=f"comma-separated, from {', '.join(PAIRS)}")
+    parser.add_argument("--precisions", default=",".join(PRECISIONS), help=f"comma-separated, from {', '.join(PRECISIONS)}")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: tiny 30, smollm2 6; 2 for emulated bf16)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: tiny 2, smollm2 1)")
+    parser.add_argument("--batch", type=int, default=8, help="conversations per step")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for smollm2 (default: all cores; tiny uses 1 as its recipe does)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from cache2cache import assets
+    from cache2cache.training.distributed import has_fast_bf16
+
+    native_bf16 = has_fast_bf16(torch.device("cpu"))
+    rows = []
+    for pair in args.pairs.split(","):
+        if pair == "smollm2" and not all(assets.is_fetched(a) for a in ("smollm2-135m-instruct", "gemma-3-270m")):
+            print("smollm2: not fetched; run `c2c fetch smollm2-135m-instruct gemma-3-270m` first", file=sys.stderr)
+            continue
+        for precision in args.precisions.split(","):
+            steps = args.steps or (30 if pair == "tiny" else (2 if precision == "bf16" and not native_bf16 else 6))
+            warmup = args.warmup if args.warmup is not None else (2 if pair == "tiny" else 1)
+            torch.set_num_threads(args.threads or os.cpu_count() or 1)  # tiny.yaml sets 1 thread inside the loop
+            print(f"{pair} {precision}: {steps} timed steps ...", file=sys.stderr)
+            rows.append(run_case(pair, precision, steps, warmup, args.batch))
+    print(f"CPU: {_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
+          f"({torch.backends.cpu.get_cpu_capability()}), native bf16: {'yes' if native_bf16 else 'no'}\n")  # fmt: skip
+    print("| pair | precision | threads | batch | fuser params | tokens/s | s/step | timed steps |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['pair']} | {r['precision']} | {r['threads']} | {r['batch']} | {r['fuser_params_M']:.2f} M "
+              f"| {r['tokens_per_s']:.0f} | {r['s_per_step']:.2f} | {r['steps']} |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
