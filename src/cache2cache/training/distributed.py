@@ -58,18 +58,24 @@ class World:
         if self.distributed:
             dist.barrier()
 
-    def wrap(self, fusers: nn.Module) -> nn.Module:
+    def wrap(self, fusers: nn.Module, *, find_unused_parameters: bool = False) -> nn.Module:
         """The fusers wrapped in DDP for several processes, else unchanged.
 
-        Every fuser parameter takes part in every forward (all mapped layers are fused each step),
-        so `find_unused_parameters` stays off.
+        Args:
+            fusers: The `FuserStack`.
+            find_unused_parameters: Let a step leave some fusers unused. `FuserStack` skips a layer
+                none of whose cached tokens is fused, which can happen only to a sliding-window
+                receiver layer (its cache holds the last W tokens); elsewhere every fuser runs on
+                every step (training examples always fuse the tokens just before the answer).
         """
         if not self.distributed:
             return fusers
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(fusers, device_ids=ids, output_device=ids[0] if ids else None)
+        return DistributedDataParallel(
+            fusers, device_ids=ids, output_device=ids[0] if ids else None, find_unused_parameters=find_unused_parameters
+        )
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

@@ -265,7 +265,7 @@ def train_fusers(
     scheduler = build_scheduler(optimizer, total_steps, opts.warmup_ratio)
     start_step = _resume_or_start(model, optimizer, scheduler, config, world, global_batch)
     model.fusers.update_temperature(start_step)
-    fusers = world.wrap(model.fusers)
+    fusers = world.wrap(model.fusers, find_unused_parameters=model.config.receiver.sliding_window is not None)
     params = model.fuser_parameters()
 
     if world.is_main:
