@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the world and all training (default: 0)")
     parser.add_argument("--size", choices=("full", "ci"), default="full", help="full (default) or the reduced ci run")
     parser.add_argument("--fresh", action="store_true", help="retrain everything even if trained artifacts exist")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default: 1; the models are too small to gain from more)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -58,13 +58,14 @@ class DemoSize:
     receiver_steps: int
     fuser_steps: int
     latency_items: int
+    lm_batch_size: int = 64
 
 
 SIZES: dict[str, DemoSize] = {
     # The prototype's recipe: held-out C2C ~90 % against ~6-10 % for the receiver alone.
     "full": DemoSize(400, 100, 100, 150, sharer_steps=2000, receiver_steps=1500, fuser_steps=1000, latency_items=30),
     # A reduced run for CI (same code path): fewer people and steps, a smaller but clear gap.
-    "ci": DemoSize(200, 50, 60, 80, sharer_steps=900, receiver_steps=700, fuser_steps=500, latency_items=10),
+    "ci": DemoSize(120, 40, 40, 60, sharer_steps=1200, receiver_steps=800, fuser_steps=400, latency_items=5, lm_batch_size=32),
 }
 
 
@@ -194,7 +195,7 @@ def _train_sharer(world: World, folder: Path, spec: DemoSize, seed: int, progres
     tokenizer = word_tokenizer(vocab_texts, role="sharer")
     model = sharer_model(len(tokenizer), seed)
     texts = corpora.sharer_texts(world, tokenizer, seed)
-    pretrain(model, tokenizer, texts, steps=spec.sharer_steps, lr=3e-3, batch_size=64, seed=seed, desc="sharer LM", progress=progress)
+    pretrain(model, tokenizer, texts, steps=spec.sharer_steps, lr=3e-3, batch_size=spec.lm_batch_size, seed=seed, desc="sharer LM", progress=progress)
     _save_atomic(model, tokenizer, folder)
 
 
@@ -203,7 +204,7 @@ def _train_receiver(world: World, folder: Path, spec: DemoSize, seed: int, progr
     tokenizer = word_tokenizer(vocab_texts, role="receiver", exclude=hidden)
     model = receiver_model(len(tokenizer), seed + 1)
     texts = corpora.receiver_texts(world, tokenizer)
-    pretrain(model, tokenizer, texts, steps=spec.receiver_steps, lr=1.5e-3, batch_size=64, seed=seed, desc="receiver LM", progress=progress)
+    pretrain(model, tokenizer, texts, steps=spec.receiver_steps, lr=1.5e-3, batch_size=spec.lm_batch_size, seed=seed, desc="receiver LM", progress=progress)
     _save_atomic(model, tokenizer, folder)
 
 
