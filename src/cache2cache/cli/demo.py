@@ -6,9 +6,9 @@ import argparse
 import time
 
 EXAMPLE = """example:
-  c2c demo                              # about 4 minutes on 2 CPU cores; outputs in ./c2c_demo
+  c2c demo                              # trains 3 small models on the CPU; outputs in ./c2c_demo
   c2c demo --output_dir /tmp/d --seed 1 --fresh
-  c2c demo --size ci                    # the reduced run the tests use (about a minute)
+  c2c demo --size ci                    # the reduced run the tests use
 """
 
 
