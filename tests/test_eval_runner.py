@@ -163,8 +163,14 @@ def test_single_token_letters_are_read_from_one_next_token_distribution():
     prompts = ["[assistant]"] * 2
     plan = scorer.plan(wordlevel_tokenizer(), prompts, [it.choices for it in items])  # "A".."D" are words
     assert plan.rows == [0, 1] and all(ids is not None and len(ids) == len(it.choices) for (_, ids), it in zip(plan.reads, items))
-    split = scorer.plan(bpe_tokenizer(), prompts, [it.choices for it in items])  # " C", " D" split into two tokens
-    assert split.rows == [0] * 4 + [1] * 3 and all(ids is None for _, ids in split.reads)
+    # The toy BPE's merges depend on the trainer's tie-breaking, which varies between processes, so
+    # whether " C" or " D" is one token is read off the tokenizer rather than assumed.
+    bpe = bpe_tokenizer()
+    split = scorer.plan(bpe, prompts, [it.choices for it in items])
+    for b, it in enumerate(items):
+        single = all(len(bpe.encode(" " + chr(65 + i), add_special_tokens=False)) == 1 for i in range(len(it.choices)))
+        assert split.rows.count(b) == (1 if single else len(it.choices))
+    assert all((ids is None) == (split.rows.count(b) > 1) for (_, ids), b in zip(split.reads, range(len(items))))
 
 
 def test_t2t_builds_the_spec_prompts_and_never_fuses(aligned, tmp_path):
