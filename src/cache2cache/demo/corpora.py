@@ -27,7 +27,7 @@ def sharer_texts(world: World, tokenizer: PreTrainedTokenizerFast, seed: int) ->
 
 def receiver_texts(world: World, tokenizer: PreTrainedTokenizerFast) -> list[str]:
     """The receiver's corpus: facts and questions about C (its own knowledge circuit), and reading
-    practice on R (a bio as context, then a question), in its own chat template."""
+    practice on R (the background fact a sharer would write, then a question), in its own chat template."""
     texts = [f"{tokenizer.bos_token} {p.fact(a)} {tokenizer.eos_token}" for p in world.receiver_known for a in ATTRIBUTES]
     for p in world.receiver_known:
         texts += [render_chat(tokenizer, qa_conversation(p, a), add_generation_prompt=False) for a in ATTRIBUTES]
@@ -39,7 +39,7 @@ def receiver_texts(world: World, tokenizer: PreTrainedTokenizerFast) -> list[str
 def receiver_vocabulary_texts(world: World) -> tuple[list[str], set[str]]:
     """Texts to build the receiver's vocabulary from, and the names kept out of it (A, B and R)."""
     texts = [p.bio() + " " + " ".join(p.question(a) for a in ATTRIBUTES) for p in world.receiver_known]
-    texts += [p.bio() for p in world.reading]
+    texts += [p.background(a) for p in world.reading for a in ATTRIBUTES]
     hidden = {p.name for p in world.fuser_train + world.held_out + world.reading}
     return texts, hidden
 

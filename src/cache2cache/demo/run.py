@@ -63,7 +63,7 @@ class DemoSize:
 
 SIZES: dict[str, DemoSize] = {
     # The prototype's recipe: held-out C2C ~90 % against ~6-10 % for the receiver alone.
-    "full": DemoSize(400, 100, 100, 150, sharer_steps=2000, receiver_steps=1500, fuser_steps=1000, latency_items=30),
+    "full": DemoSize(400, 100, 100, 150, sharer_steps=800, receiver_steps=1000, fuser_steps=1000, latency_items=30),
     # A reduced run for CI (same code path): fewer people and steps, a smaller but clear gap.
     "ci": DemoSize(120, 40, 40, 60, sharer_steps=1200, receiver_steps=800, fuser_steps=400, latency_items=5, lm_batch_size=32),
 }
@@ -191,11 +191,11 @@ def _load(folder: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
 
 def _train_sharer(world: World, folder: Path, spec: DemoSize, seed: int, progress: bool) -> None:
     people = world.fuser_train + world.held_out + world.receiver_known
-    vocab_texts = [p.bio() + " " + " ".join(p.question(a) for a in ATTRIBUTES) + " " + BACKGROUND_REQUEST for p in people]
+    vocab_texts = [" ".join([p.bio(), *(p.question(a) + " " + p.background(a) for a in ATTRIBUTES), BACKGROUND_REQUEST]) for p in people]
     tokenizer = word_tokenizer(vocab_texts, role="sharer")
     model = sharer_model(len(tokenizer), seed)
     texts = corpora.sharer_texts(world, tokenizer, seed)
-    pretrain(model, tokenizer, texts, steps=spec.sharer_steps, lr=3e-3, batch_size=spec.lm_batch_size, seed=seed, desc="sharer LM", progress=progress)
+    pretrain(model, tokenizer, texts, steps=spec.sharer_steps, lr=2e-3, batch_size=spec.lm_batch_size, seed=seed, desc="sharer LM", progress=progress)
     _save_atomic(model, tokenizer, folder)
 
 
@@ -234,6 +234,10 @@ def _language_models(world: World, out: Path, spec: DemoSize, seed: int, progres
             _train_sharer(world, out / "sharer", spec, seed, progress)
         if "receiver" in todo:
             _train_receiver(world, out / "receiver", spec, seed, progress)
+    except BaseException:
+        if job is not None:  # do not leave the receiver's process training alone
+            job.terminate()
+        raise
     finally:
         if job is not None:
             job.join()
@@ -316,6 +320,6 @@ def _sharer_generate(model: C2CModel, conversations: list[list[dict[str, str]]],
 def _t2t(model: C2CModel, conversations: list[list[dict[str, str]]]) -> list[str]:
     """Text-to-text: the sharer writes background for each question, the receiver reads it, then answers."""
     requests = [[{"role": "user", "content": BACKGROUND_REQUEST.format(question=c[-1]["content"])}] for c in conversations]
-    backgrounds = _sharer_generate(model, requests, 24)
+    backgrounds = _sharer_generate(model, requests, 16)
     reading = [[{"role": "system", "content": bg.strip()}, c[-1]] for bg, c in zip(backgrounds, conversations)]
     return model.generate(reading, fuse=False, max_new_tokens=2, do_sample=False)

@@ -85,6 +85,41 @@ def receiver_model(vocab_size: int, seed: int) -> Qwen3ForCausalLM:
     return Qwen3ForCausalLM(config)
 
 
+def pack_rows(docs: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pack tokenized documents into rows of `width` tokens, each document whole and in order.
+
+    Every document restarts its position ids at 0, which is how transformers recognises packed
+    sequences: with `attention_mask=None` and no cache, its causal mask is block-diagonal, so no
+    token attends across a document boundary and each document is computed exactly as if alone.
+
+    Args:
+        docs: Token ids of each document (each at most `width` long).
+        width: Tokens per row.
+        pad_id: Fills the end of each row.
+
+    Returns:
+        `input_ids`, `position_ids` and `labels`, each `[rows, width]`. Labels are -100 on padding
+        and on each document's first token (nothing before it in its document predicts it).
+    """
+    rows: list[list[int]] = [[]]
+    positions: list[list[int]] = [[]]
+    targets: list[list[int]] = [[]]
+    for doc in docs:
+        if len(doc) > width:
+            raise ValueError(f"a {len(doc)}-token document does not fit a packed row of {width} tokens; raise the row width")
+        if len(rows[-1]) + len(doc) > width:
+            rows.append([]), positions.append([]), targets.append([])
+        rows[-1] += doc
+        positions[-1] += range(len(doc))
+        targets[-1] += [-100, *doc[1:]]
+    for row, pos, tgt in zip(rows, positions, targets):
+        fill = width - len(row)
+        row += [pad_id] * fill
+        pos += range(fill)  # padding is one more "document" of its own; it carries no loss
+        tgt += [-100] * fill
+    return torch.tensor(rows), torch.tensor(positions), torch.tensor(targets)
+
+
 def pretrain(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerFast,
@@ -99,9 +134,10 @@ def pretrain(
 ) -> list[float]:
     """Train `model` from scratch on `texts` with next-token loss (AdamW, warmup + cosine decay).
 
-    Batches are random mixes of the texts, right-padded; padding carries no loss. (Grouping batches
-    by length would halve the padding, but length-uniform batches are also type-uniform here, and
-    they broke the receiver's reading skill: T2T fell from 81 % to 12 % in a full run.)
+    Each step draws `batch_size` random texts and packs them into rows (`pack_rows`) instead of
+    padding each to the longest: the loss is the same as that of the padded batch, at less than half
+    the compute. (Grouping batches by length would also cut padding, but length-uniform batches are
+    type-uniform here, and they broke the receiver's reading skill: T2T fell from 81 % to 12 %.)
 
     Returns:
         The loss of every step.
@@ -109,22 +145,18 @@ def pretrain(
     rng = random.Random(seed)
     torch.manual_seed(seed)
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(map(len, encoded))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
     )
-    pad = tokenizer.pad_token_id
     model.train()
     losses: list[float] = []
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for _ in bar:
-        batch = [encoded[rng.randrange(len(encoded))] for _ in range(batch_size)]
-        width = max(map(len, batch))
-        ids = torch.tensor([seq + [pad] * (width - len(seq)) for seq in batch])
-        mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for seq in batch])
-        labels = ids.masked_fill(mask == 0, -100)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        ids, positions, labels = pack_rows([encoded[rng.randrange(len(encoded))] for _ in range(batch_size)], width, tokenizer.pad_token_id)
+        loss = model(input_ids=ids, position_ids=positions, labels=labels, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -136,4 +168,3 @@ def pretrain(
     model.eval()
     logger.info("%s: final loss %.4f after %d steps", desc, sum(losses[-50:]) / min(50, len(losses)), steps)
     return losses
-

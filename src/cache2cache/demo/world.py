@@ -52,6 +52,14 @@ class Person:
         """All three facts, in a fixed order."""
         return " ".join(self.fact(a) for a in ATTRIBUTES)
 
+    def background(self, attribute: str) -> str:
+        """The fact a question asks about, as the sharer writes it for T2T: `"this person lives in paris ."`.
+
+        The name is left out: a model this small copies a fresh name badly, and the receiver could
+        not read it anyway (names the receiver never learned are `<unk>` to it).
+        """
+        return _FACT[attribute].format(name="this person", value=self.value(attribute))
+
     def question(self, attribute: str) -> str:
         """The question about `attribute`, e.g. `"where does zorbo live ?"`."""
         return _QUESTION[attribute].format(name=self.name)
@@ -96,15 +104,15 @@ def qa_conversation(person: Person, attribute: str) -> list[dict[str, str]]:
 
 
 def background_conversation(person: Person, attribute: str) -> list[dict[str, str]]:
-    """T2T stage 1: the sharer is asked for background on a question and answers with the bio."""
+    """T2T stage 1: the sharer is asked for background on a question and answers with the fact it asks about."""
     request = BACKGROUND_REQUEST.format(question=person.question(attribute))
-    return [{"role": "user", "content": request}, {"role": "assistant", "content": person.bio()}]
+    return [{"role": "user", "content": request}, {"role": "assistant", "content": person.background(attribute)}]
 
 
 def reading_conversation(person: Person, attribute: str, background: str | None = None) -> list[dict[str, str]]:
     """T2T stage 2: background text as a system turn, then the question (and, for training, the answer)."""
     return [
-        {"role": "system", "content": person.bio() if background is None else background},
+        {"role": "system", "content": person.background(attribute) if background is None else background},
         {"role": "user", "content": person.question(attribute)},
         {"role": "assistant", "content": person.value(attribute)},
     ]
