@@ -7,10 +7,10 @@ Phases (each shows a progress bar; trained artifacts are reused on the next run 
    every fact of A, B and C and to answer questions about A and C; a Qwen3-style **receiver**, with
    its own word vocabulary in which A, B and R names are `<unk>`, learns C's facts and to read
    background text (for T2T);
-4. **fuser**: the library's training loop (`train_fusers`) trains C2C fusers on questions about A;
-5. **evaluation** on the held-out set B, which only the sharer knows: receiver alone, sharer
+3. **fuser**: the library's training loop (`train_fusers`) trains C2C fusers on questions about A;
+4. **evaluation** on the held-out set B, which only the sharer knows: receiver alone, sharer
    alone, T2T (the sharer writes background text, the receiver reads it) and C2C;
-6. **report**: `report.md`, `report.png`, `results.json` and `heldout.jsonl` in the output folder.
+5. **report**: `report.md`, `report.png`, `results.json` and `heldout.jsonl` in the output folder.
 
 Artifacts: `sharer/` and `receiver/` (Hugging Face folders with their tokenizers), `fuser/final/`
 (a C2C checkpoint), `demo_config.json` (what they were trained with).
@@ -48,7 +48,7 @@ DEMO_FORMAT = 1
 
 @dataclass(frozen=True)
 class DemoSize:
-    """How big the demo is: entity counts and training steps (see DEMO_NOTES in the README)."""
+    """How big the demo is: entity counts, training steps and batch sizes (docs/demo.md explains the choices)."""
 
     n_fuser_train: int
     n_held_out: int
@@ -59,13 +59,17 @@ class DemoSize:
     fuser_steps: int
     latency_items: int
     lm_batch_size: int = 64
+    fuser_batch_size: int = 64
+    sharer_lr: float = 2e-3
+    receiver_lr: float = 1.5e-3
+    fuser_lr: float = 3e-3
 
 
 SIZES: dict[str, DemoSize] = {
-    # The prototype's recipe: held-out C2C ~90 % against ~6-10 % for the receiver alone.
-    "full": DemoSize(400, 100, 100, 150, sharer_steps=800, receiver_steps=1000, fuser_steps=1000, latency_items=30),
+    # Held-out C2C ~90 % against ~9 % for the receiver alone, in about 4 minutes on 2 CPU cores.
+    "full": DemoSize(400, 100, 100, 150, sharer_steps=800, receiver_steps=1000, fuser_steps=400, latency_items=30),
     # A reduced run for CI (same code path): fewer people and steps, a smaller but clear gap.
-    "ci": DemoSize(120, 40, 40, 60, sharer_steps=1200, receiver_steps=800, fuser_steps=400, latency_items=5, lm_batch_size=32),
+    "ci": DemoSize(120, 40, 40, 60, sharer_steps=700, receiver_steps=400, fuser_steps=300, latency_items=5, lm_batch_size=32, fuser_batch_size=32),
 }
 
 
@@ -189,22 +193,24 @@ def _load(folder: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     return AutoModelForCausalLM.from_pretrained(folder).eval().requires_grad_(False), AutoTokenizer.from_pretrained(folder)
 
 
-def _train_sharer(world: World, folder: Path, spec: DemoSize, seed: int, progress: bool) -> None:
+def train_sharer(world: World, folder: Path, spec: DemoSize, seed: int, progress: bool) -> None:
+    """Train the sharer from scratch and save it (with its tokenizer) to `folder`, atomically."""
     people = world.fuser_train + world.held_out + world.receiver_known
     vocab_texts = [" ".join([p.bio(), *(p.question(a) + " " + p.background(a) for a in ATTRIBUTES), BACKGROUND_REQUEST]) for p in people]
     tokenizer = word_tokenizer(vocab_texts, role="sharer")
     model = sharer_model(len(tokenizer), seed)
     texts = corpora.sharer_texts(world, tokenizer, seed)
-    pretrain(model, tokenizer, texts, steps=spec.sharer_steps, lr=2e-3, batch_size=spec.lm_batch_size, seed=seed, desc="sharer LM", progress=progress)
+    pretrain(model, tokenizer, texts, steps=spec.sharer_steps, lr=spec.sharer_lr, batch_size=spec.lm_batch_size, seed=seed, desc="sharer LM", progress=progress)
     _save_atomic(model, tokenizer, folder)
 
 
-def _train_receiver(world: World, folder: Path, spec: DemoSize, seed: int, progress: bool) -> None:
+def train_receiver(world: World, folder: Path, spec: DemoSize, seed: int, progress: bool) -> None:
+    """Train the receiver from scratch and save it (with its tokenizer) to `folder`, atomically."""
     vocab_texts, hidden = corpora.receiver_vocabulary_texts(world)
     tokenizer = word_tokenizer(vocab_texts, role="receiver", exclude=hidden)
     model = receiver_model(len(tokenizer), seed + 1)
     texts = corpora.receiver_texts(world, tokenizer)
-    pretrain(model, tokenizer, texts, steps=spec.receiver_steps, lr=1.5e-3, batch_size=spec.lm_batch_size, seed=seed, desc="receiver LM", progress=progress)
+    pretrain(model, tokenizer, texts, steps=spec.receiver_steps, lr=spec.receiver_lr, batch_size=spec.lm_batch_size, seed=seed, desc="receiver LM", progress=progress)
     _save_atomic(model, tokenizer, folder)
 
 
@@ -213,7 +219,7 @@ def _receiver_job(folder: str, spec: DemoSize, seed: int, progress: bool) -> Non
     torch.set_num_threads(1)
     world = make_world(seed, n_fuser_train=spec.n_fuser_train, n_held_out=spec.n_held_out,
                        n_receiver_known=spec.n_receiver_known, n_reading=spec.n_reading)  # fmt: skip
-    _train_receiver(world, Path(folder), spec, seed, progress)
+    train_receiver(world, Path(folder), spec, seed, progress)
 
 
 def _language_models(world: World, out: Path, spec: DemoSize, seed: int, progress: bool, parallel: bool, reused: list[str]):
@@ -231,9 +237,9 @@ def _language_models(world: World, out: Path, spec: DemoSize, seed: int, progres
         todo.remove("receiver")
     try:
         if "sharer" in todo:
-            _train_sharer(world, out / "sharer", spec, seed, progress)
+            train_sharer(world, out / "sharer", spec, seed, progress)
         if "receiver" in todo:
-            _train_receiver(world, out / "receiver", spec, seed, progress)
+            train_receiver(world, out / "receiver", spec, seed, progress)
     except BaseException:
         if job is not None:  # do not leave the receiver's process training alone
             job.terminate()
@@ -249,14 +255,15 @@ def _language_models(world: World, out: Path, spec: DemoSize, seed: int, progres
 def fuser_recipe(spec: DemoSize, seed: int, output_dir: Path) -> tuple[FuserConfig, TrainConfig]:
     """The demo's fuser and training settings.
 
-    Small scale needs two departures from the published recipe (DEMO_NOTES): the gate logits start
-    open (+3) because a logit at 0 barely moves in a thousand steps, and the learning rate is 3e-3.
+    Small scale needs two departures from the published recipe (docs/demo.md): the gate logits start
+    open (+3) because a logit at 0 barely moves in a few hundred steps, and the learning rate is
+    `spec.fuser_lr` (3e-3) rather than 1e-4.
     """
     fuser = FuserConfig(hidden_dim=128, intermediate_dim=128, num_layers=3, dropout=0.1, gate_init=3.0,
                         initial_temperature=1.0, final_temperature=0.001)  # fmt: skip
     config = TrainConfig(
         training=TrainingOptions(
-            seed=seed, max_steps=spec.fuser_steps, per_device_batch_size=32, learning_rate=3e-3, weight_decay=0.01,
+            seed=seed, max_steps=spec.fuser_steps, per_device_batch_size=spec.fuser_batch_size, learning_rate=spec.fuser_lr, weight_decay=0.01,
             warmup_ratio=0.05, precision="fp32", anneal_ratio=0.8, device="cpu",
         ),
         output=OutputOptions(output_dir=str(output_dir), save_steps=spec.fuser_steps, eval_steps=0, log_steps=50, overwrite=True),
@@ -271,7 +278,7 @@ def _fuser(world, folder: Path, receiver, receiver_tok, sharer, sharer_tok, spec
                                         receiver_tokenizer=receiver_tok, sharer_tokenizer=sharer_tok)  # fmt: skip
     fuser, config = fuser_recipe(spec, seed, folder)
     model = C2CModel.from_models(receiver, sharer, fuser=fuser, receiver_tokenizer=receiver_tok, sharer_tokenizer=sharer_tok, seed=seed)
-    train_fusers(model, corpora.fuser_conversations(world), None, config)
+    train_fusers(model, corpora.fuser_conversations(world), None, config, progress=progress)
     return model.eval()
 
 

@@ -197,6 +197,7 @@ def train_fusers(
     config: TrainConfig | None = None,
     *,
     on_step: StepCallback | None = None,
+    progress: bool = True,
 ) -> Path:
     """Train `model`'s fusers on chat conversations; the receiver and sharer stay frozen.
 
@@ -212,6 +213,7 @@ def train_fusers(
         config: The recipe (defaults: `TrainConfig()`).
         on_step: Called on every rank after each optimizer step (and its logging, eval and
             checkpoint) with the step number and its metrics (loss, lr, grad_norm, tokens_per_s, ...).
+        progress: Show the progress bar (on the main rank).
 
     Returns:
         The `final/` folder, loadable with `C2CModel.from_pretrained`.
@@ -282,7 +284,7 @@ def train_fusers(
     )  # fmt: skip
 
     with logging_redirect_tqdm():  # log lines go above the progress bar instead of through it
-        bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not world.is_main, dynamic_ncols=True)
+        bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not (world.is_main and progress), dynamic_ncols=True)
         window: dict[str, float] = {"loss": 0.0, "steps": 0, "tokens": 0.0, "seconds": 0.0}
         order: tuple[int, list[int]] = (-1, [])
         for step in range(start_step, total_steps):
