@@ -1,7 +1,7 @@
 """Run the offline demo over seeds and recipe variants; print one table of held-out accuracy and time.
 
-Each run is a fresh `run_demo` (same code path as `c2c demo`), one after another, so the phase
-times are comparable. A variant overrides `DemoSize` fields of the chosen size; "recipe" is the
+Each run is a fresh `run_demo` (the code path and thread settings of `c2c demo`), one after another,
+so the phase times are comparable. A variant overrides `DemoSize` fields of the chosen size; "recipe" is the
 size unchanged.
 
     python benchmarks/demo_sweep.py --seeds 0 1 2
