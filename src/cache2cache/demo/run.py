@@ -67,7 +67,7 @@ class DemoSize:
 
 SIZES: dict[str, DemoSize] = {
     # Held-out C2C ~90 % against ~9 % for the receiver alone, in about 4 minutes on 2 CPU cores.
-    "full": DemoSize(400, 100, 100, 150, sharer_steps=800, receiver_steps=1000, fuser_steps=600, latency_items=30, fuser_batch_size=48),
+    "full": DemoSize(400, 100, 100, 150, sharer_steps=800, receiver_steps=800, fuser_steps=600, latency_items=30, fuser_batch_size=48),
     # A reduced run for CI (same code path): fewer people and steps, a smaller but clear gap.
     "ci": DemoSize(120, 40, 40, 60, sharer_steps=700, receiver_steps=400, fuser_steps=300, latency_items=5, lm_batch_size=32, fuser_batch_size=32),
 }
