@@ -67,6 +67,11 @@ CASES = [
     ("dry palms", 4, ["dry palms", "wet palms", "palms covered with oil", "palms"], 0),
     ("None of the above", 4, ["1", "2", "3", "None of the above"], 3),
     ("London or Paris", 4, ["London", "Paris", "Rome", "Berlin"], None),
+    # repeating the option list is not choosing its first option
+    ("A. gas\nB. liquid\nC. solid\nD. plasma", 4, None, None),
+    ("A) gas\n B) liquid", 4, ["gas", "liquid", "solid", "plasma"], None),
+    ("A. gas\nB. liquid\nC. solid\nD. plasma\nAnswer: C", 4, None, 2),
+    ("A. gas\nbecause it fills its container", 4, None, 0),
 ]
 
 

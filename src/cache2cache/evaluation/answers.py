@@ -11,7 +11,8 @@ counts refusals and "A or B" as answers, reads the article "a" as choice A, igno
    later discussion of other options does not change the answer. A keyword followed by "A or B" / "A/B"
    (an echo of the instruction, or hedging) is skipped.
 2. **Leading letter.** A reply that starts with a letter in choice form ("B", "B.", "B) because",
-   "(b)") answers with that letter.
+   "(b)") answers with that letter, unless the reply goes on to repeat the option list ("A. gas" on
+   one line, "B. liquid" on the next): that "A" is an echo of the prompt, not a choice.
 3. **Refusal.** "I cannot answer", "None of the above", "I don't know", ... give None, unless a
    choice's own text is in the reply (a choice may read "None of the above").
 4. **Choice text.** With `choices` given, a reply that contains exactly one choice's text verbatim
@@ -99,6 +100,8 @@ _ALTERNATIVE = re.compile(r"\s*[)\]}]?\s*(?:or|/)\s*[(\[]?\s*(?P<other>[A-Za-z])
 _LEADING_LETTER = re.compile(
     r"\s*(?:(?P<bracketed>[(\[][A-Za-z][)\]])|(?P<letter>[A-Za-z])(?P<after>[.):\]](?![A-Za-z])|\s*$))"
 )
+# A reply that opens by repeating the option list: "A. gas\nB. liquid\n...".
+_OPTION_LIST_ECHO = re.compile(r"\s*[(\[]?A[.):\]]\s*\S[^\n]*\n\s*[(\[]?B[.):\]]")
 _REFUSAL = re.compile(
     r"\b(?:can(?:no|['’])t|can\s+not|unable\s+to|won['’]t|will\s+not)\s+"
     r"(?:answer|determine|be\s+determined|choose|select|decide|help)"
@@ -152,7 +155,7 @@ def extract_choice(text: str, num_choices: int = 4, choices: Sequence[str] | Non
     keyword_answer = _keyword_choice(reply, num_choices)
     if keyword_answer is not None:
         return keyword_answer
-    leading_answer = _leading_choice(reply, num_choices)
+    leading_answer = None if _OPTION_LIST_ECHO.match(reply) else _leading_choice(reply, num_choices)
     if leading_answer is not None:
         return leading_answer
     text_answers = _quoted_choices(reply, choices) if choices is not None else set()
