@@ -170,17 +170,17 @@ class ChoiceScorer:
         self.prefix = response_prefix
         self.target = target
         self.rows_per_pass = rows_per_pass
-        # Keyed by id(tokenizer); each entry keeps its tokenizer alive, so that id is never reused
-        # by another tokenizer while the entry exists.
-        self._letters: dict[tuple[int, str, int], tuple[PreTrainedTokenizerBase, list[list[int]]]] = {}
+        # Keyed by the tokenizer object itself (hashed by identity), not by id(): a freed tokenizer's
+        # id can be reused by another one.
+        self._letters: dict[tuple[PreTrainedTokenizerBase, str, int], list[list[int]]] = {}
 
     def _continuations(self, tok: PreTrainedTokenizerBase, delimiter: str, choices: Sequence[str]) -> list[list[int]]:
         if self.target == "texts":
             return [split_continuation(tok, self.prefix, delimiter + choice) for choice in choices]
-        key = (id(tok), delimiter, len(choices))
+        key = (tok, delimiter, len(choices))
         if key not in self._letters:
-            self._letters[key] = (tok, [split_continuation(tok, self.prefix, delimiter + L) for L in letters(len(choices))])
-        return self._letters[key][1]
+            self._letters[key] = [split_continuation(tok, self.prefix, delimiter + L) for L in letters(len(choices))]
+        return self._letters[key]
 
     def plan(self, tok: PreTrainedTokenizerBase, prompts: Sequence[str], choices: Sequence[Sequence[str]]) -> ScoringPlan:
         """The scored rows for B items.
