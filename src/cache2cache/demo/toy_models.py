@@ -101,23 +101,23 @@ def pack_rows(docs: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[t
         `input_ids`, `position_ids` and `labels`, each `[rows, width]`. Labels are -100 on padding
         and on each document's first token (nothing before it in its document predicts it).
     """
-    rows: list[list[int]] = [[]]
-    positions: list[list[int]] = [[]]
-    targets: list[list[int]] = [[]]
+    rows: list[list[Sequence[int]]] = [[]]
+    used = 0
     for doc in docs:
         if len(doc) > width:
             raise ValueError(f"a {len(doc)}-token document does not fit a packed row of {width} tokens; raise the row width")
-        if len(rows[-1]) + len(doc) > width:
-            rows.append([]), positions.append([]), targets.append([])
-        rows[-1] += doc
-        positions[-1] += range(len(doc))
-        targets[-1] += [-100, *doc[1:]]
-    for row, pos, tgt in zip(rows, positions, targets):
-        fill = width - len(row)
-        row += [pad_id] * fill
-        pos += range(fill)  # padding is one more "document" of its own; it carries no loss
-        tgt += [-100] * fill
-    return torch.tensor(rows), torch.tensor(positions), torch.tensor(targets)
+        if used + len(doc) > width:
+            rows.append([])
+            used = 0
+        rows[-1].append(doc)
+        used += len(doc)
+    ids, positions, labels = [], [], []
+    for row in rows:
+        fill = width - sum(map(len, row))
+        ids.append([t for doc in row for t in doc] + [pad_id] * fill)
+        positions.append([i for doc in row for i in range(len(doc))] + list(range(fill)))  # padding: one more "document"
+        labels.append([t for doc in row for t in (-100, *doc[1:])] + [-100] * fill)
+    return torch.tensor(ids), torch.tensor(positions), torch.tensor(labels)
 
 
 def pretrain(
