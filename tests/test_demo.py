@@ -29,12 +29,13 @@ def test_reduced_demo_carries_knowledge_through_the_cache(ci_demo):
     assert not ci_demo.fuser_train_names & ci_demo.held_out_names  # the fuser never saw a held-out person
     modes = ci_demo.modes
     n = len(ci_demo.questions)
-    assert modes["sharer"].accuracy > 0.6  # the sharer knows the held-out facts...
+    assert modes["sharer"].accuracy > 0.8  # the sharer knows the held-out facts...
     assert modes["receiver"].accuracy < 0.2  # ...the receiver alone does not...
     # ...and reads them from the fused cache: C2C's 95% interval lies wholly above the receiver's
     c2c_low, _ = wilson_interval(modes["c2c"].correct, n)
     _, receiver_high = wilson_interval(modes["receiver"].correct, n)
     assert c2c_low > receiver_high, {m: r.accuracy for m, r in modes.items()}
+    assert modes["c2c"].accuracy >= modes["receiver"].accuracy + 0.25
     for name in ("report.md", "report.png", "results.json", "heldout.jsonl"):
         assert (ci_demo.output_dir / name).stat().st_size > 0
     results = json.loads((ci_demo.output_dir / "results.json").read_text())

@@ -122,7 +122,7 @@ def run_demo(
     Args:
         output_dir: Folder for the trained pair, the fuser and the report.
         seed: Seeds the world and every training run.
-        size: "full" (the README's demo), "ci" (reduced, about a minute) or a custom `DemoSize`.
+        size: "full" (the README's demo), "ci" (reduced, about 1.5 minutes) or a custom `DemoSize`.
         fresh: Retrain everything even if matching artifacts exist.
         progress: Show progress bars.
         num_threads: torch CPU threads in this process (default 1: the models are too small to gain
