@@ -68,3 +68,21 @@ def test_same_seed_gives_identical_reports(tmp_path):
 def test_unknown_size_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown demo size 'huge'"):
         run_demo(tmp_path, size="huge")
+
+
+def test_bad_threads_and_a_file_as_output_folder_are_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="num_threads must be at least 1"):
+        run_demo(tmp_path / "out", num_threads=0)
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("keep me")
+    with pytest.raises(ValueError, match="is a file; pass another output_dir"):
+        run_demo(a_file)
+    assert a_file.read_text() == "keep me" and not (tmp_path / "out").exists()
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    from cache2cache.cli.main import main
+
+    (tmp_path / "f").write_text("")
+    assert main(["demo", "--output_dir", str(tmp_path / "f")]) == 1
+    assert capsys.readouterr().err.strip().startswith("c2c demo: error: the demo's output folder")

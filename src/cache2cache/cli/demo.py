@@ -24,10 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print the report."""
     from ..demo.run import run_demo
+    from .common import USER_ERRORS, report_error
 
     start = time.perf_counter()
     print(f"c2c demo: a sharer that knows facts, a receiver that does not, and a fuser between them (size {args.size}, seed {args.seed})")
-    result = run_demo(args.output_dir, seed=args.seed, size=args.size, fresh=args.fresh, num_threads=args.threads)
+    try:
+        result = run_demo(args.output_dir, seed=args.seed, size=args.size, fresh=args.fresh, num_threads=args.threads)
+    except USER_ERRORS as error:
+        return report_error("demo", error)
     print()
     print((result.output_dir / "report.md").read_text())
     if result.reused:

@@ -135,10 +135,14 @@ def run_demo(
     """
     if isinstance(size, str) and size not in SIZES:
         raise ValueError(f"unknown demo size {size!r}; choose one of {', '.join(SIZES)}")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be at least 1 (or None for torch's choice), got {num_threads}")
+    out = Path(output_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the demo's output folder {out} is a file; pass another output_dir")
     if num_threads:
         torch.set_num_threads(num_threads)
     spec = SIZES[size] if isinstance(size, str) else size
-    out = Path(output_dir).resolve()
     settings = {"format": DEMO_FORMAT, "seed": seed, **asdict(spec)}
     reuse = not fresh and _saved_settings(out) == settings
     if fresh or not reuse:
