@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -47,6 +48,14 @@ def test_rerun_reuses_the_trained_artifacts(ci_demo):
     again = run_demo(ci_demo.output_dir, size="ci", seed=0, progress=False, num_threads=1)
     assert again.reused == ["sharer", "receiver", "fuser"]
     assert {m: r.answers for m, r in again.modes.items()} == {m: r.answers for m, r in ci_demo.modes.items()}
+
+
+def test_a_damaged_saved_model_is_reported_with_the_fix(ci_demo, tmp_path):
+    copy = tmp_path / "demo"
+    shutil.copytree(ci_demo.output_dir, copy)
+    (copy / "sharer" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=r"cannot load the demo's trained sharer .*rerun with --fresh"):
+        run_demo(copy, size="ci", seed=0, progress=False)
 
 
 def test_trained_pair_loads_from_its_checkpoint_alone(ci_demo):

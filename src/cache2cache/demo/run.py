@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
 from ..chat import render_chat
@@ -196,7 +197,11 @@ def _save_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, tar
 
 
 def _load(folder: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    return AutoModelForCausalLM.from_pretrained(folder).eval().requires_grad_(False), AutoTokenizer.from_pretrained(folder)
+    """A trained model and its tokenizer, frozen; a damaged folder is reported with the fix."""
+    try:
+        return AutoModelForCausalLM.from_pretrained(folder).eval().requires_grad_(False), AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, SafetensorError) as err:
+        raise ValueError(f"cannot load the demo's trained {folder.name} from {folder} ({err}); rerun with --fresh (fresh=True) to retrain") from err
 
 
 def train_sharer(world: World, folder: Path, spec: DemoSize, seed: int, progress: bool) -> None:
