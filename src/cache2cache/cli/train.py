@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
         final = run_training(config)
     except USER_ERRORS as err:
         return report_error("train", err)
-    except KeyboardInterrupt:
-        print("c2c train: interrupted; continue with --resume from the last checkpoint", file=sys.stderr)
+    except KeyboardInterrupt as err:  # TrainingInterrupted says which step it saved
+        print(f"c2c train: {err or 'interrupted'}; continue with --resume", file=sys.stderr)
         return 130
     finally:
         _leave_process_group()

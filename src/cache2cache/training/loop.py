@@ -9,6 +9,7 @@
             backward(sum of token losses / tokens in the global batch)
         clip, AdamW step, LR schedule step, anneal the gate temperature
         log; eval loss every eval_steps; checkpoint every save_steps
+        on Ctrl-C (SIGINT): checkpoint this step, then stop (interrupt.py)
 
 The loss is the mean cross-entropy over every supervised token of the global batch, however the
 batch is split into micro-batches and ranks, so one process with batch 4 and two processes with
@@ -42,6 +43,7 @@ from ..model import C2CModel
 from .config import RECIPE_NAME, ConfigError, ModelOptions, OutputOptions, TrainConfig, TrainingOptions, check_train_config
 from .data import IGNORE_INDEX, ChatDataset, Conversation, ExampleEncoder, TrainingBatch, collate, load_source, split_holdout
 from .distributed import World, has_fast_bf16, init_world, resolve_precision
+from .interrupt import StopOnInterrupt, TrainingInterrupted
 from .state import FINAL, checkpoint_dirs, find_latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 
 logger = logging.getLogger(__name__)
@@ -147,6 +149,14 @@ def _autocast(world: World, opts: TrainingOptions) -> contextlib.AbstractContext
     return torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=opts.precision == "bf16")
 
 
+def _row_step(row: str) -> float:
+    """The step of a `metrics.jsonl` row; infinite for a blank or torn one (a kill mid-write), so it is dropped."""
+    try:
+        return float(json.loads(row).get("step", 0))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return math.inf
+
+
 class _Reporter:
     """Metrics rows to `metrics.jsonl`, and to TensorBoard / wandb when asked (rank 0 only)."""
 
@@ -157,7 +167,7 @@ class _Reporter:
         if not enabled:
             return
         if self.path.exists():  # a resumed run: forget rows past the checkpoint
-            rows = [r for r in self.path.read_text().splitlines() if r.strip() and json.loads(r).get("step", 0) <= start_step]
+            rows = [r for r in self.path.read_text().splitlines() if _row_step(r) <= start_step]
             self.path.write_text("".join(r + "\n" for r in rows))
         if "tensorboard" in opts.report_to:
             from torch.utils.tensorboard import SummaryWriter
@@ -222,6 +232,8 @@ def train_fusers(
         ConfigError: the training, data or output options are invalid.
         ValueError: no example survives filtering, the global batch exceeds the data, output_dir
             holds another run, or the checkpoint to resume does not fit.
+        TrainingInterrupted: SIGINT arrived; the step in flight was finished and checkpointed
+            (a `KeyboardInterrupt`, so Ctrl-C still stops callers that do not catch it).
 
     Example:
         >>> cfg = TrainConfig(training=TrainingOptions(max_steps=50), output=OutputOptions(output_dir="runs/x"))  # doctest: +SKIP
@@ -283,7 +295,25 @@ def train_fusers(
         opts.precision, world.device,
     )  # fmt: skip
 
-    with logging_redirect_tqdm():  # log lines go above the progress bar instead of through it
+    def checkpoint(step: int, epoch: int, metrics: dict[str, float]) -> Path:
+        state = {
+            "step": step,
+            "epoch": epoch,
+            "samples_seen": step * global_batch,
+            "global_batch_size": global_batch,
+            "world_size": world.world_size,
+            "seed": opts.seed,
+            "total_steps": total_steps,
+            "num_train_examples": len(train_set),
+            "metrics": metrics,
+        }
+        if world.is_main:
+            save_checkpoint(model, optimizer, scheduler, state, output_dir, keep_last=out_opts.keep_last)
+        world.barrier()
+        return output_dir / f"checkpoint-{step}"
+
+    # log lines go above the progress bar instead of through it
+    with logging_redirect_tqdm(), StopOnInterrupt() as interrupt:
         bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not (world.is_main and progress), dynamic_ncols=True)
         window: dict[str, float] = {"loss": 0.0, "steps": 0, "tokens": 0.0, "seconds": 0.0}
         order: tuple[int, list[int]] = (-1, [])
@@ -313,7 +343,7 @@ def train_fusers(
             optimizer.zero_grad(set_to_none=True)
             model.fusers.update_temperature(step + 1)
 
-            (loss_sum,) = world.all_reduce_sum([loss_sum])
+            loss_sum, stop = world.all_reduce_sum([loss_sum, float(interrupt.requested)])  # every rank stops together
             seconds = time.perf_counter() - started
             metrics = {
                 "step": step + 1,
@@ -339,21 +369,12 @@ def train_fusers(
                 reporter.log({"step": step + 1, "eval_loss": eval_loss})
                 if world.is_main:
                     logger.info("step %d: eval loss %.4f", step + 1, eval_loss)
-            if (step + 1) % out_opts.save_steps == 0 or done:
-                state = {
-                    "step": step + 1,
-                    "epoch": epoch,
-                    "samples_seen": (step + 1) * global_batch,
-                    "global_batch_size": global_batch,
-                    "world_size": world.world_size,
-                    "seed": opts.seed,
-                    "total_steps": total_steps,
-                    "num_train_examples": len(train_set),
-                    "metrics": metrics,
-                }
-                if world.is_main:
-                    save_checkpoint(model, optimizer, scheduler, state, output_dir, keep_last=out_opts.keep_last)
-                world.barrier()
+            if (step + 1) % out_opts.save_steps == 0 or done or stop:
+                saved = checkpoint(step + 1, epoch, metrics)
+            if stop:
+                bar.close()
+                reporter.close()
+                raise TrainingInterrupted(step + 1, saved)
             if on_step is not None:
                 on_step(step + 1, metrics)
         bar.close()
