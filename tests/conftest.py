@@ -16,6 +16,11 @@ from tiny import tiny_receiver, tiny_sharer  # noqa: E402
 SMALL_FUSER = FuserConfig(hidden_dim=32, intermediate_dim=32, num_layers=3, dropout=0.0)
 
 
+def pytest_report_header() -> str:
+    """The CPU kernel level torch dispatches to (set with ATEN_CPU_CAPABILITY): trained numbers depend on it."""
+    return f"torch {torch.__version__}, CPU kernels {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+
+
 @pytest.fixture
 def pair() -> C2CModel:
     """Receiver Qwen3 (3 layers, 2x16 KV) <- sharer Llama (2 layers, 3x8 KV), open gates."""

@@ -11,6 +11,8 @@ from cache2cache.demo.run import DemoSize, run_demo
 from cache2cache.demo.world import make_world
 from cache2cache.evaluation.report import wilson_interval
 
+pytestmark = pytest.mark.trains  # .ci/run reruns these at every CPU kernel level
+
 
 def test_world_sets_are_disjoint_and_seeded():
     world = make_world(3)

@@ -21,6 +21,8 @@ from cache2cache.checkpoint import export_published
 from cache2cache.cli.main import main
 from cache2cache.training import OutputOptions, TrainConfig, TrainingOptions, train_fusers
 
+pytestmark = pytest.mark.trains  # .ci/run reruns these at every CPU kernel level
+
 ROOT = Path(__file__).resolve().parents[1]
 QA = [
     ("What is the capital of France?", "Paris."),

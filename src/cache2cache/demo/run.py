@@ -70,7 +70,7 @@ SIZES: dict[str, DemoSize] = {
     # Held-out C2C ~90 % against ~9 % for the receiver alone, in about 4 minutes on 2 CPU cores.
     "full": DemoSize(400, 100, 100, 150, sharer_steps=800, receiver_steps=800, fuser_steps=600, latency_items=30, fuser_batch_size=48),
     # A reduced run for CI (same code path): fewer people and steps, a smaller but clear gap.
-    "ci": DemoSize(120, 40, 40, 60, sharer_steps=700, receiver_steps=400, fuser_steps=300, latency_items=5, lm_batch_size=32, fuser_batch_size=32),
+    "ci": DemoSize(120, 40, 40, 60, sharer_steps=1200, receiver_steps=400, fuser_steps=300, latency_items=5, lm_batch_size=32, fuser_batch_size=32),
 }
 
 
@@ -123,7 +123,7 @@ def run_demo(
     Args:
         output_dir: Folder for the trained pair, the fuser and the report.
         seed: Seeds the world and every training run.
-        size: "full" (the README's demo), "ci" (reduced, about 1.5 minutes) or a custom `DemoSize`.
+        size: "full" (the README's demo), "ci" (reduced, about 2 minutes) or a custom `DemoSize`.
         fresh: Retrain everything even if matching artifacts exist.
         progress: Show progress bars.
         num_threads: torch CPU threads in this process (default 1: the models are too small to gain
