@@ -1,4 +1,4 @@
-"""The evaluation, training and T2T prompts, checked character for character against SPEC §5.2, §6.3 and §6.7."""
+"""The evaluation, training and T2T prompts, checked character for character against docs/method.md §5.2, §6.3 and §6.7."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from cache2cache.evaluation.tasks import MultipleChoiceItem
 
 ITEM = MultipleChoiceItem("x", "Which gas do plants absorb?", ["Oxygen", "Carbon dioxide", "Helium", "Neon"], 1)
 
-# SPEC §6.3 with `{question}` and `{choices}` filled in; `{choices}` is "A. ...\n" per option, so the
+# docs/method.md §6.3 with `{question}` and `{choices}` filled in; `{choices}` is "A. ...\n" per option, so the
 # block's own newline plus the template's "\n\n" put three newlines before "Instructions:".
 PAPER_PROMPT = (
     "Accurately answer the following question:\n\n"

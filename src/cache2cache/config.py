@@ -79,7 +79,7 @@ class ModelFingerprint:
 
 @dataclass
 class FuserConfig:
-    """Hyperparameters of every `C2CFuser` in a pair (published names; SPEC §2.2 defaults)."""
+    """Hyperparameters of every `C2CFuser` in a pair (published names; docs/method.md §2.2 defaults)."""
 
     hidden_dim: int = 1024
     intermediate_dim: int = 1024

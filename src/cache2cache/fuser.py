@@ -1,6 +1,6 @@
 """The C2C fuser: maps a sharer's KV-cache into a receiver's KV-cache, one receiver layer at a time.
 
-Read top to bottom, this file is the method of the paper (SPEC §2.2), with the published parameter
+Read top to bottom, this file is the method of the paper (docs/method.md §2.2), with the published parameter
 names so that a released `projector_{i}.pt` loads into `C2CFuser` with strict key checks:
 
     for K (and, with its own weights, V), per token:
@@ -62,7 +62,7 @@ class FFNStack(nn.Module):
 
 
 class C2CFuser(nn.Module):
-    """The published C2C fuser for one receiver layer (SPEC §2.2), with separate K and V paths.
+    """The published C2C fuser for one receiver layer (docs/method.md §2.2), with separate K and V paths.
 
     Args:
         source_dim: Sharer head_dim Ds.

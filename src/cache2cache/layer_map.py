@@ -1,4 +1,4 @@
-"""Layer maps: which sharer layer feeds the fuser of each receiver layer (SPEC §3).
+"""Layer maps: which sharer layer feeds the fuser of each receiver layer (docs/method.md §3).
 
 - `terminal` (the paper's "terminal alignment", published `last_aligned`): align the last layers of
   both models and walk backwards; receiver layer t reads sharer layer `clamp(t + S - T, 0, S - 1)`.

@@ -1,6 +1,6 @@
 """Flags shared by the C2C verbs, and the one function that builds a `C2CModel` from them.
 
-Shared flags (DESIGN.md, CLI conventions):
+Shared flags (the same name means the same thing in every verb):
 
     --receiver, --sharer     a hub id, a local folder, a `.gguf` file or an alias fetched by `c2c fetch`
     --fuser, --subfolder     a checkpoint folder (`save_pretrained`), a published-layout folder or a hub id

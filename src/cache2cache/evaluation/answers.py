@@ -2,7 +2,7 @@
 
 `extract_choice` turns a generated reply to a multiple-choice prompt (see `prompts.py`) into a choice
 index, or None when the reply gives no answer or an ambiguous one. It replaces the reference's
-`extract_answer_from_content` (SPEC §6.5), which returns the last A-D character it can find: that
+`extract_answer_from_content` (docs/method.md §6.5), which returns the last A-D character it can find: that
 counts refusals and "A or B" as answers, reads the article "a" as choice A, ignores E-J, and picks
 "B" in "The answer is A. B is wrong because...". The rules here, in order:
 

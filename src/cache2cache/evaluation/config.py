@@ -38,7 +38,7 @@ from .prompts import T2T_BACKGROUND_PROMPT
 MODES: tuple[str, ...] = ("receiver", "sharer", "t2t", "c2c")
 """Evaluation modes, in report order."""
 PAPER_RESPONSE_PREFIX = "The correct answer is"
-"""The loglik mode's default response prefix with the paper's prompt (SPEC §6.4 `response_text`)."""
+"""The loglik mode's default response prefix with the paper's prompt (docs/method.md §6.4 `response_text`)."""
 CONFIG_FILE = "config.yaml"
 ITEMS_FILE = "items.jsonl"
 
@@ -76,7 +76,7 @@ class EvalConfig:
         default_factory=lambda: list(MODES), metadata={"help": "comma-separated modes run side by side: receiver, sharer, t2t, c2c"}
     )
     answer_method: Literal["generate", "loglik"] = _opt("generate", "generate: greedy reply + answer extraction (the paper's); loglik: rank choices by log-probability")
-    loglik_target: Literal["letters", "texts"] = _opt("letters", "loglik: score the letters ' A', ' B', ... after the response prefix (SPEC 6.4), or each choice's full text (lm-eval style)")
+    loglik_target: Literal["letters", "texts"] = _opt("letters", "loglik: score the letters ' A', ' B', ... after the response prefix (docs/method.md §6.4), or each choice's full text (lm-eval style)")
     prompt_style: Literal["paper", "plain"] = _opt("paper", "paper: the paper's multiple-choice prompt; plain: the question text alone (needs loglik_target texts or generate)")
     response_prefix: str | None = _opt(None, "loglik: text after the generation prompt, before the scored choice (default: 'The correct answer is' for paper prompts, '' for plain)")
     max_new_tokens: int = _opt(64, "generate: most answer tokens (paper: 64)")

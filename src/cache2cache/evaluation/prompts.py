@@ -1,11 +1,11 @@
 """The prompts of the paper's multiple-choice evaluation and of the T2T baseline, as chat messages.
 
 - `mc_prompt` / `mc_messages`: the receiver's (and C2C's) single user turn, the reference's non-CoT
-  `build_prompt` byte for byte for four options (SPEC §6.3). The instruction line names the letters
+  `build_prompt` byte for byte for four options (docs/method.md §6.3). The instruction line names the letters
   of the item's own options: "A/B/C/D" for four, "A/B/C" for three, "A/B/C/D/E" for five. (The
   reference always writes "A/B/C/D", which tells a model not to pick E on a five-option ARC item.)
-- `mc_training_messages`: the MMLU/OpenBookQA chat form used for training (SPEC §5.2).
-- `background_prompt` / `t2t_messages`: the T2T baseline (SPEC §6.7). The sharer writes background
+- `mc_training_messages`: the MMLU/OpenBookQA chat form used for training (docs/method.md §5.2).
+- `background_prompt` / `t2t_messages`: the T2T baseline (docs/method.md §6.7). The sharer writes background
   for the question stem alone; the receiver then reads a 3-turn chat ending in `mc_prompt`.
 
 Messages are `{"role": ..., "content": ...}` dicts for `tokenizer.apply_chat_template`.
@@ -45,7 +45,7 @@ def format_choices(choices: Sequence[str]) -> str:
 
 
 def mc_prompt(question: str, choices: Sequence[str], *, use_template: bool = True) -> str:
-    """The multiple-choice user message of the paper's evaluation (SPEC §6.3).
+    """The multiple-choice user message of the paper's evaluation (docs/method.md §6.3).
 
     Args:
         question: The question stem.
@@ -81,7 +81,7 @@ def mc_messages(item: MultipleChoiceItem, *, use_template: bool = True) -> list[
 
 
 def mc_training_messages(item: MultipleChoiceItem) -> list[Message]:
-    """The training chat for one item (SPEC §5.2): the question and options, then the gold letter.
+    """The training chat for one item (docs/method.md §5.2): the question and options, then the gold letter.
 
     Returns:
         `[user "Question: {q}\\n\\nChoices:\\nA. ...\\nB. ...", assistant "The correct answer is {L}."]`,
@@ -111,7 +111,7 @@ def background_messages(item: MultipleChoiceItem, template: str = T2T_BACKGROUND
 
 
 def t2t_messages(question_stem_prompt: str, background: str, mc_prompt: str) -> list[Message]:
-    """The T2T stage-2 chat the receiver answers (SPEC §6.7).
+    """The T2T stage-2 chat the receiver answers (docs/method.md §6.7).
 
     Args:
         question_stem_prompt: The stage-1 user message (`background_prompt(item.question)`).

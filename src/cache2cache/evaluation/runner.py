@@ -1,16 +1,16 @@
 """`run_eval`: answer the same multiple-choice items in several modes, side by side (`c2c eval`).
 
-Modes (SPEC §6):
+Modes (docs/method.md §6):
 
 - `receiver`: the receiver alone, through the C2C code path with fusion off (`fuse=False`).
 - `sharer`: the sharer alone, prompted with its own chat template (`render_chat`; base models get
   the plain-text fallback and their BOS token).
-- `t2t`: text-to-text (SPEC §6.7). Stage 1: the sharer writes background from the question stem
+- `t2t`: text-to-text (docs/method.md §6.7). Stage 1: the sharer writes background from the question stem
   alone (`background_messages`, greedy, `communication_max_new_tokens`). Stage 2: the receiver
   answers the 3-turn chat [background prompt, background, question] (`t2t_messages`).
 - `c2c`: the receiver reads its cache fused with the sharer's (needs trained fusers).
 
-Answer methods: `generate` (greedy, `max_new_tokens`, `extract_choice`) and `loglik` (SPEC §6.4:
+Answer methods: `generate` (greedy, `max_new_tokens`, `extract_choice`) and `loglik` (docs/method.md §6.4:
 the response prefix follows the generation prompt, then either the letters " A", " B", ... are read
 from the next-token distribution, or each choice's text is scored as a continuation, lm-eval style).
 Untimed items run in batches (left padding); the first `latency_items` items run one at a time and
@@ -143,7 +143,7 @@ class Evaluator:
     def answer(self, mode: str, items: Sequence[MultipleChoiceItem], *, timed: bool = False) -> list[dict[str, Any]]:
         """Per-item records of `mode` for `items` (one batch; `timed` needs a single item)."""
         if timed and len(items) != 1:
-            raise ValueError(f"timed batches hold one item (SPEC §6.8 times batch size 1), got {len(items)}")
+            raise ValueError(f"timed batches hold one item (docs/method.md §6.8 times batch size 1), got {len(items)}")
         clock = StageClock(self.model.device) if timed else None
         extra: list[dict[str, Any]] = [{} for _ in items]
         if mode in ("receiver", "c2c"):

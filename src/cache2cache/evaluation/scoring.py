@@ -1,6 +1,6 @@
 """Log-likelihood of continuations after a prompt, for the loglik answer method and lm-eval.
 
-C2C scores a continuation the way it generates (SPEC §6.4 logits mode, DESIGN "data flow"): the
+C2C scores a continuation the way it generates (docs/method.md §6.4 logits mode and §1): the
 prompt minus its last token is prefilled and fused, then ONE receiver pass runs [last prompt token +
 continuation] over the fused cache (`C2CModel.forward`). Continuation tokens are never fused. Rows are
 left-padded prompts (as `C2CModel.encode` gives them) followed by right-padded continuations, so every
@@ -153,7 +153,7 @@ class ScoringPlan:
 
 
 class ChoiceScorer:
-    """Ranks choices by log-likelihood after a prompt and a response prefix (SPEC §6.4 logits mode).
+    """Ranks choices by log-likelihood after a prompt and a response prefix (docs/method.md §6.4 logits mode).
 
     Letters that are single, distinct tokens (" A", " B", ... in real vocabularies) are read from one
     row per item: the next-token distribution after the prefix, as the reference does. Otherwise

@@ -361,7 +361,7 @@ def _hub_arc(path: str, config: str) -> Callable[[_Request], list[MultipleChoice
 
 
 def _redux_answer(row: dict[str, Any]) -> int | None:
-    """The gold index of an MMLU-Redux row, or None to skip it (SPEC §6.2).
+    """The gold index of an MMLU-Redux row, or None to skip it (docs/method.md §6.2).
 
     `no_correct_answer` and `expert` rows are skipped (as the reference does). `wrong_groundtruth` rows use
     the annotators' `correct_answer` ("0".."3" or a letter); when it is missing or unreadable the row is

@@ -1,4 +1,4 @@
-"""Per-stage wall-clock timing of the model calls `c2c eval` makes (SPEC §6.8, with a breakdown).
+"""Per-stage wall-clock timing of the model calls `c2c eval` makes (docs/method.md §6.8, with a breakdown).
 
 The paper's protocol times one item at a time (batch size 1) around the whole `generate` call, with
 `perf_counter` on CPU and a device synchronisation on CUDA, and no warm-up. `StageClock` does that,

@@ -2,7 +2,7 @@
 
 Run the same command under `torchrun --nproc_per_node N`: every rank loads the frozen receiver and
 sharer itself (plain modules, no wrapper) and only the fusers are wrapped in DistributedDataParallel
-(ECOSYSTEM §4.1). The backend is NCCL on CUDA and gloo on CPU. Without torchrun's environment
+(only they train, and DDP needs one forward per step over all of them). The backend is NCCL on CUDA and gloo on CPU. Without torchrun's environment
 (`WORLD_SIZE` unset or 1) everything here is a no-op and the world is one process.
 """
 
