@@ -95,3 +95,17 @@ def test_rolling_loglikelihood_sums_the_windows():
 def test_an_untrained_c2c_model_is_refused():
     with pytest.raises(ValueError, match="fuser="):
         C2CLM(receiver="smollm2-135m-instruct", sharer="gemma-3-270m")
+
+
+def test_fusion_control_reaches_the_scores():
+    model = tiny_eval_pair("shared")
+    request = [_request("loglikelihood", (CONTEXT, CONTINUATION))]
+    [(receiver, _)] = C2CLM(model=model, fuse=False).loglikelihood(request, disable_tqdm=True)
+    [(c2c, _)] = C2CLM(model=model).loglikelihood(request, disable_tqdm=True)
+    for args in ({"fusion_strength": "0.0"}, {"fuse_layers": ""}, {"fuse_proportion": 0}):
+        [(score, _)] = C2CLM(model=model, **args).loglikelihood(request, disable_tqdm=True)
+        assert score == pytest.approx(receiver, abs=1e-4)
+    [(all_layers, _)] = C2CLM(model=model, fuse_layers="0:1:2").loglikelihood(request, disable_tqdm=True)
+    assert all_layers == pytest.approx(c2c, abs=1e-4)
+    with pytest.raises(ValueError, match="joined by ':'"):
+        C2CLM(model=model, fuse_layers="0;1")

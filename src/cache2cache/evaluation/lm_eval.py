@@ -26,7 +26,8 @@ How requests map onto C2C:
 
 Prompts are raw text (lm-eval's default, `apply_chat_template=False`): every context token is fused.
 When the tokenizers differ, the sharer reads the receiver's tokens mapped 1:1 (`TokenAligner.align_tokens`).
-`fuse=False` evaluates the receiver alone through the same path.
+`fuse=False` evaluates the receiver alone through the same path; `fusion_strength`, `fuse_layers`
+(`fuse_layers=0:1:2` in `model_args`) and `fuse_proportion` narrow the fusion (`FusionControl`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
+from ..control import FusionControl
 from ..model import C2CInputs, C2CModel
 from .scoring import append_continuations, continuation_logprobs, greedy_flags
 
@@ -52,6 +54,18 @@ def _flag(value: bool | str) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes")
     return bool(value)
+
+
+def _layer_list(value: list[int] | int | str | None) -> list[int] | None:
+    """Receiver layers from Python (a list, an int) or from `model_args` text ("0:1:2"; "" is none)."""
+    if value is None or isinstance(value, list):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    parts = [part.strip() for part in str(value).split(":") if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise ValueError(f"fuse_layers={value!r}: expected receiver layers joined by ':' (e.g. fuse_layers=0:1:2), since ',' separates model_args")
+    return [int(part) for part in parts]
 
 
 @register_model("c2c")
@@ -71,6 +85,10 @@ class C2CLM(TemplateLM):
         max_gen_toks: Default generation budget when a task gives none.
         add_bos_token: Prepend the receiver's special tokens (BOS) when tokenizing contexts.
         dtype: Model dtype when building ("auto", "float32", "bfloat16", "float16").
+        fusion_strength: alpha >= 0, the scale of every fused delta (0: receiver alone, 1: C2C).
+        fuse_layers: Receiver layers to fuse: a list, or in `model_args` text the layers joined by
+            ":" (`fuse_layers=0:1:2`; `fuse_layers=` fuses none); None fuses every mapped layer.
+        fuse_proportion: p in [0, 1]: fuse only the last p of each context's tokens.
         device: Device when building ("auto", "cpu", "cuda", ...).
         **kwargs: Other lm-eval arguments (`max_batch_size`), ignored.
 
@@ -93,10 +111,14 @@ class C2CLM(TemplateLM):
         add_bos_token: bool | str = False,
         dtype: str = "auto",
         device: str | None = None,
+        fusion_strength: float | str = 1.0,
+        fuse_layers: list[int] | int | str | None = None,
+        fuse_proportion: float | str = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__()
         self.fuse = _flag(fuse)
+        self.control = FusionControl.from_kwargs(float(fusion_strength), _layer_list(fuse_layers), float(fuse_proportion))
         if model is None:
             if self.fuse and not fuser:
                 raise ValueError("C2CLM needs model= or fuser= (a trained checkpoint); for the receiver alone pass fuse=False with receiver= and sharer=")
@@ -107,6 +129,7 @@ class C2CLM(TemplateLM):
                                            device=device or "auto", modes=["c2c" if fuser else "receiver"]))  # fmt: skip
         if model.receiver_tokenizer is None:
             raise ValueError("C2CLM needs a C2CModel with a receiver_tokenizer")
+        self.control.check_layers(model.config.layer_map)
         self.c2c = model.eval()
         self.tokenizer = model.receiver_tokenizer
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
@@ -184,7 +207,7 @@ class C2CLM(TemplateLM):
             inputs = self._inputs(prompts)
             prompt_length = inputs.input_ids.shape[1]
             batch = append_continuations(inputs, list(range(len(chunk))), continuations, pad)
-            logits = self.c2c.forward(batch, prompt_length, enabled=self.fuse).logits
+            logits = self.c2c.forward(batch, prompt_length, enabled=self.fuse, control=self.control).logits
             scores = continuation_logprobs(logits, continuations)
             greedy = greedy_flags(logits, continuations)
             for i, score, is_greedy in zip(chunk, scores, greedy, strict=True):
@@ -228,7 +251,7 @@ class C2CLM(TemplateLM):
                 chunk = indices[start : start + self.batch_size]
                 prompts = [self.tok_encode(requests[i].args[0])[-(self.max_length - max_new) :] or [self.prefix_token_id] for i in chunk]
                 inputs = self._inputs(prompts)
-                out = self.c2c.generate_from_inputs(inputs, fuse=self.fuse, max_new_tokens=max_new, **kwargs)
+                out = self.c2c.generate_from_inputs(inputs, fuse=self.fuse, control=self.control, max_new_tokens=max_new, **kwargs)
                 texts = self.tokenizer.batch_decode(out[:, inputs.input_ids.shape[1] :], skip_special_tokens=True)
                 for i, text in zip(chunk, texts, strict=True):
                     for stop in until:
