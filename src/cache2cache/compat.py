@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .loading import usable_device
 from .model import C2CModel
 
 logger = logging.getLogger(__name__)
@@ -194,18 +195,8 @@ def load_rosetta_model(
         raise ValueError("rosetta_config include_response is not supported (fusers fuse prompt tokens only, as they were trained); drop it")
     if eval_config:
         logger.info("load_rosetta_model ignores eval_config keys %s", sorted(eval_config))
-    device = _available(torch.device(device) if device is not None else None)
     model = C2CModel.from_pretrained(
-        rosetta["checkpoints_dir"], receiver=rosetta["base_model"], sharer=rosetta["teacher_model"], dtype=dtype, device=device
+        rosetta["checkpoints_dir"], receiver=rosetta["base_model"], sharer=rosetta["teacher_model"], dtype=dtype, device=usable_device(device)
     )
     return ReferenceStyleModel(model), model.receiver_tokenizer
 
-
-def _available(device: torch.device | None) -> torch.device:
-    """`device`, or the CPU (with a warning) when it names CUDA on a machine without it."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        logger.warning("device %s was asked for but CUDA is not available here; loading on the CPU instead", device)
-        return torch.device("cpu")
-    return device

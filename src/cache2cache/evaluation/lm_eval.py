@@ -10,8 +10,9 @@
     out["results"]["arc_easy_local"]["acc,none"]
 
 Importing this module registers the name, so `simple_evaluate(model="c2c", model_args="fuser=...,
-batch_size=8")` also works in that process. lm-eval's own CLI has a fixed model table and does not
-discover models from other packages: run lm-eval from Python. Offline tasks are local YAML files with
+batch_size=8")` also works in that process. lm-eval 0.4.13's own CLI has a fixed model table and does
+not discover models from other packages: `c2c lm-eval ARGS` registers the model and runs that CLI
+(newer lm-eval finds it through the `lm_eval.models` entry point in pyproject.toml). Offline tasks are local YAML files with
 `dataset_path: json` and `dataset_kwargs: {data_files: {test: /abs/path.jsonl}}` (see docs/results.md).
 
 How requests map onto C2C:
@@ -36,6 +37,7 @@ import json
 import logging
 from typing import Any
 
+import lm_eval.models  # noqa: F401  (lm-eval fills its own model table only while the table is empty)
 import torch
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
@@ -89,7 +91,8 @@ class C2CLM(TemplateLM):
         fuse_layers: Receiver layers to fuse: a list, or in `model_args` text the layers joined by
             ":" (`fuse_layers=0:1:2`; `fuse_layers=` fuses none); None fuses every mapped layer.
         fuse_proportion: p in [0, 1]: fuse only the last p of each context's tokens.
-        device: Device when building ("auto", "cpu", "cuda", ...).
+        device: Device when building ("auto", "cpu", "cuda", ...; default: cuda when available). CUDA on a
+            machine without it falls back to the CPU with a warning (lm-eval's CLI says `cuda:0`).
         **kwargs: Other lm-eval arguments (`max_batch_size`), ignored.
 
     Raises:
@@ -125,8 +128,10 @@ class C2CLM(TemplateLM):
             from .config import EvalConfig
             from .runner import build_model
 
+            from ..loading import usable_device
+
             model = build_model(EvalConfig(receiver=receiver, sharer=sharer, fuser=fuser, subfolder=subfolder, dtype=dtype,  # type: ignore[arg-type]
-                                           device=device or "auto", modes=["c2c" if fuser else "receiver"]))  # fmt: skip
+                                           device=str(usable_device(None if device == "auto" else device)), modes=["c2c" if fuser else "receiver"]))  # fmt: skip
         if model.receiver_tokenizer is None:
             raise ValueError("C2CLM needs a C2CModel with a receiver_tokenizer")
         self.control.check_layers(model.config.layer_map)
@@ -142,6 +147,21 @@ class C2CLM(TemplateLM):
             logger.info("C2CLM ignores lm-eval arguments %s", sorted(kwargs))
 
     # ------------------------------------------------------------------------------ lm-eval API
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None) -> C2CLM:
+        """lm-eval's constructor hook: `model_args` win over the run-wide settings lm-eval adds.
+
+        lm-eval's CLI always adds `batch_size` (1 unless `--batch_size` is given), which would
+        otherwise clash with a `batch_size` in `model_args`.
+        """
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extra)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict[str, Any] | None = None) -> C2CLM:
+        """`create_from_arg_obj` on `model_args` text (`"fuser=runs/pair/final,batch_size=8"`)."""
+        return cls.create_from_arg_obj(lm_utils.simple_parse_args_string(arg_string), additional_config)
 
     @property
     def eot_token_id(self) -> int:
