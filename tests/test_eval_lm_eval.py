@@ -53,6 +53,7 @@ def test_the_name_c2c_is_registered():
     from lm_eval.api.registry import get_model
 
     assert get_model("c2c") is C2CLM
+    assert get_model("hf").__name__ == "HFLM"  # registering c2c leaves lm-eval's own models in place
 
 
 def test_loglikelihood_scores_the_continuation_over_the_fused_cache():
