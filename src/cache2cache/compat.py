@@ -38,10 +38,6 @@ from .model import C2CModel
 
 logger = logging.getLogger(__name__)
 
-NO_FUSION = (-1, 0)
-"""The rows `[-1, 0]` and `[0, 0]`: the receiver's own cache at that token."""
-
-
 def fusion_mask_from_kv_cache_index(kv_cache_index: Sequence[torch.Tensor], input_ids: torch.Tensor) -> torch.Tensor:
     """Translate the reference's `kv_cache_index` sections into a fusion mask.
 

@@ -67,11 +67,6 @@ class FusionControl:
         return cls(strength=fusion_strength, layers=layers, proportion=fuse_proportion)
 
     @property
-    def is_full(self) -> bool:
-        """True for plain C2C: every mapped layer, every mask token, strength 1."""
-        return self.strength == 1 and self.layers is None and self.proportion == 1
-
-    @property
     def fuses_nothing(self) -> bool:
         """True when the control leaves the receiver's cache as it is (so the sharer need not run)."""
         return self.strength == 0 or self.layers == () or self.proportion == 0
