@@ -13,6 +13,7 @@ from lm_eval.api.instance import Instance  # noqa: E402
 
 from cache2cache import kv  # noqa: E402
 from cache2cache.evaluation.lm_eval import C2CLM  # noqa: E402
+from test_eval_cli import dirs  # noqa: E402, F401  (a fixture: tiny model folders and a fuser checkpoint)
 from test_eval_runner import one_thread, tiny_eval_pair  # noqa: E402, F401  (one_thread: an autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +53,7 @@ def test_the_name_c2c_is_registered():
     from lm_eval.api.registry import get_model
 
     assert get_model("c2c") is C2CLM
+    assert get_model("hf").__name__ == "HFLM"  # registering c2c leaves lm-eval's own models in place
 
 
 def test_loglikelihood_scores_the_continuation_over_the_fused_cache():
@@ -95,3 +97,52 @@ def test_rolling_loglikelihood_sums_the_windows():
 def test_an_untrained_c2c_model_is_refused():
     with pytest.raises(ValueError, match="fuser="):
         C2CLM(receiver="smollm2-135m-instruct", sharer="gemma-3-270m")
+
+
+def test_fusion_control_reaches_the_scores():
+    model = tiny_eval_pair("shared")
+    request = [_request("loglikelihood", (CONTEXT, CONTINUATION))]
+    [(receiver, _)] = C2CLM(model=model, fuse=False).loglikelihood(request, disable_tqdm=True)
+    [(c2c, _)] = C2CLM(model=model).loglikelihood(request, disable_tqdm=True)
+    for args in ({"fusion_strength": "0.0"}, {"fuse_layers": ""}, {"fuse_proportion": 0}):
+        [(score, _)] = C2CLM(model=model, **args).loglikelihood(request, disable_tqdm=True)
+        assert score == pytest.approx(receiver, abs=1e-4)
+    [(all_layers, _)] = C2CLM(model=model, fuse_layers="0:1:2").loglikelihood(request, disable_tqdm=True)
+    assert all_layers == pytest.approx(c2c, abs=1e-4)
+    with pytest.raises(ValueError, match="joined by ':'"):
+        C2CLM(model=model, fuse_layers="0;1")
+
+
+def test_pyproject_declares_the_lm_eval_entry_point():
+    import tomllib
+    from importlib.metadata import EntryPoint
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["lm_eval.models"]
+    assert EntryPoint("c2c", declared["c2c"], "lm_eval.models").load() is C2CLM
+
+
+def test_c2c_lm_eval_runs_lm_evals_own_cli(offline, dirs, tmp_path, capsys):
+    import json
+
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from cache2cache.cli.main import main
+
+    code = main(["lm-eval", "--model", "c2c", "--model_args", f"fuser={dirs['fuser']},batch_size=8", "--tasks", "tiny_mc_lm",
+                 "--include_path", str(TASKS), "--output_path", str(tmp_path / "out")])  # fmt: skip
+    assert code == 0
+    assert "tiny_mc_lm" in capsys.readouterr().out  # lm-eval's results table
+    [results_file] = (tmp_path / "out").rglob("results_*.json")
+    from_cli = json.loads(results_file.read_text())["results"]["tiny_mc_lm"]["acc,none"]
+    in_process = lm_eval.simple_evaluate(model=C2CLM(fuser=str(dirs["fuser"]), batch_size=8), tasks=["tiny_mc_lm"],
+                                         task_manager=TaskManager(include_path=str(TASKS), include_defaults=False))  # fmt: skip
+    assert from_cli == in_process["results"]["tiny_mc_lm"]["acc,none"]
+
+
+def test_c2c_lm_eval_help_and_errors_come_back_as_exit_codes(capsys):
+    from cache2cache.cli.main import main
+
+    assert main(["lm-eval", "--help"]) == 0
+    assert "c2c lm-eval --model c2c --model_args fuser=" in capsys.readouterr().out
+    assert main(["lm-eval", "run", "--model", "c2c", "--no_such_flag"]) == 2

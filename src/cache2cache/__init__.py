@@ -21,6 +21,7 @@ _EXPORTS = {
     "C2CConfig": "config",
     "FuserConfig": "config",
     "ModelFingerprint": "config",
+    "FusionControl": "control",
     "C2CFuser": "fuser",
     "FuserStack": "fuser",
     "count_parameters": "fuser",

@@ -17,6 +17,7 @@ is what DDP needs (a wrapped module must be called through its own forward).
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Literal
 
 import torch
@@ -219,8 +220,11 @@ class FuserStack(nn.Module):
         sharer_kv: list[tuple[torch.Tensor, torch.Tensor]],
         receiver_kv: list[tuple[torch.Tensor, torch.Tensor]],
         fusion_mask: torch.Tensor,
+        *,
+        layers: Collection[int] | None = None,
+        strength: float = 1.0,
     ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """Fuse every mapped receiver layer.
+        """Fuse every mapped receiver layer (or the mapped ones among `layers`).
 
         Receiver layers may hold fewer tokens than the sharer (a sliding-window layer keeps only the
         last W tokens); fusion then pairs the trailing tokens, which are the same positions.
@@ -229,12 +233,16 @@ class FuserStack(nn.Module):
             sharer_kv: Per sharer layer `(K, V)`, each (B, Hs, N, Ds).
             receiver_kv: Per receiver layer `(K, V)`, each (B, Ht, N_l, Dt) with N_l <= N.
             fusion_mask: (B, N) bool, True where a token is fused.
+            layers: Receiver layers to fuse; None fuses every mapped layer (see `control.py`).
+            strength: alpha, the scale of each fused delta: `K_r + alpha * (K_fused - K_r)`.
 
         Returns:
             Receiver layer -> fused `(K, V)`, each (B, Ht, N_l, Dt); unfused tokens keep receiver values.
         """
         fused: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for t, s in self.layer_map.items():
+            if layers is not None and t not in layers:
+                continue
             kt, vt = receiver_kv[t]
             n = kt.shape[-2]
             mask = fusion_mask[:, fusion_mask.shape[1] - n :].to(kt.device)  # (B, N_l)
@@ -247,6 +255,8 @@ class FuserStack(nn.Module):
             ks, vs = (x[..., x.shape[-2] - n :, :].index_select(2, cols) for x in sharer_kv[s])
             kt_c, vt_c = kt.index_select(2, cols), vt.index_select(2, cols)
             k, v = self.fusers[str(t)]((ks, vs), (kt_c, vt_c))
+            if strength != 1:
+                k, v = kt_c + strength * (k - kt_c), vt_c + strength * (v - vt_c)
             keep = ~mask.index_select(1, cols)[:, None, :, None]  # (B, 1, C, 1)
             fused[t] = (kt.index_copy(2, cols, torch.where(keep, kt_c, k)), vt.index_copy(2, cols, torch.where(keep, vt_c, v)))
         return fused

@@ -158,6 +158,22 @@ def _from_pretrained(
         ) from error
 
 
+def usable_device(device: str | torch.device | None) -> torch.device:
+    """`device`, or the CPU (with a warning) when it names CUDA on a machine without CUDA; None is
+    cuda when available, else cpu.
+
+    Callers whose defaults name CUDA (lm-eval's CLI says `cuda:0`, the model card says `cuda`) use
+    this, so their examples also run on CPU machines.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        logger.warning("device %s was asked for but CUDA is not available here; using the CPU instead", device)
+        return torch.device("cpu")
+    return device
+
+
 def load_model(
     name_or_path: str | Path,
     *,

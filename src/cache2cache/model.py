@@ -4,7 +4,8 @@ Inference (`generate`):
     1. render the prompt with each model's chat template and tokenize (aligning the sharer's tokens
        1:1 to the receiver's when the tokenizers differ);
     2. prefill receiver and sharer on the prompt minus its last token (base models only, no LM head);
-    3. fuse each mapped receiver layer's cache with its sharer layer, on fusion-mask tokens only;
+    3. fuse each mapped receiver layer's cache with its sharer layer, on fusion-mask tokens only
+       (`FusionControl` narrows this at inference: strength, layer subset, proportion of tokens);
     4. hand the fused cache and the *full* prompt to the receiver's Hugging Face `generate`, which runs
        the last prompt token over the fused cache and decodes (sampling, streamers, stopping criteria
        and GenerationConfig all work).
@@ -16,6 +17,7 @@ pass over [last instruction token + response] with labels; gradients reach only 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from . import kv
 from .chat import render_chat
 from .config import C2CConfig, FuserConfig
+from .control import FusionControl
 from .fuser import C2CFuser, FuserStack
 
 logger = logging.getLogger(__name__)
@@ -272,7 +275,14 @@ class C2CModel(nn.Module):
 
     # ----------------------------------------------------------------------------------- the method
 
-    def fuse(self, inputs: C2CInputs, *, fusers: nn.Module | None = None, enabled: bool = True) -> Cache | None:
+    def fuse(
+        self,
+        inputs: C2CInputs,
+        *,
+        fusers: nn.Module | None = None,
+        enabled: bool = True,
+        control: FusionControl | None = None,
+    ) -> Cache | None:
         """Prefill both models on `inputs` and fuse the sharer's cache into the receiver's.
 
         Both LLM passes run without gradients; the fusers run with them when grad is enabled, so a
@@ -282,18 +292,25 @@ class C2CModel(nn.Module):
             inputs: The tokens to prefill, (B, P) each: normally the prompt minus its last token.
             fusers: The fuser module to call (e.g. a DDP-wrapped `self.fusers`); default `self.fusers`.
             enabled: False runs the receiver-only path: the same prefill, no sharer, no fusion.
+            control: Strength, layer subset and proportion of fusion (`control.py`); default plain C2C.
 
         Returns:
-            The receiver's cache over the P tokens, fused where `inputs.fusion_mask` is True; None if P == 0.
+            The receiver's cache over the P tokens, fused where `inputs.fusion_mask` is True (and
+            `control` allows); None if P == 0.
         """
+        control = control or FusionControl()
+        control.check_layers(self.config.layer_map)
         if inputs.input_ids.shape[1] == 0:
             return None
+        mask = control.fusion_mask(inputs.fusion_mask)
         with torch.no_grad():
             receiver_cache = kv.prefill(self.receiver, inputs.input_ids, inputs.attention_mask)
-            if not enabled or not bool(inputs.fusion_mask.any()):
+            if not enabled or control.fuses_nothing or not bool(mask.any()):
                 return receiver_cache
             sharer_cache = kv.prefill(self.sharer, inputs.sharer_input_ids, inputs.sharer_attention_mask, keep_all_tokens=True)
-        fused = (fusers or self.fusers)(kv.layers(sharer_cache), kv.layers(receiver_cache), inputs.fusion_mask)
+        fused = (fusers or self.fusers)(
+            kv.layers(sharer_cache), kv.layers(receiver_cache), mask, layers=control.layers, strength=control.strength
+        )
         for layer_idx, (keys, values) in fused.items():
             kv.replace_layer(receiver_cache, layer_idx, keys, values)
         return receiver_cache
@@ -306,6 +323,7 @@ class C2CModel(nn.Module):
         *,
         fusers: nn.Module | None = None,
         enabled: bool = True,
+        control: FusionControl | None = None,
     ) -> CausalLMOutputWithPast:
         """Teacher-forced pass for training: fuse the prompt, then score the continuation.
 
@@ -318,6 +336,7 @@ class C2CModel(nn.Module):
             labels: (B, L) targets, -100 where no loss applies (the prompt, padding).
             fusers: The fuser module to call (a DDP wrapper in distributed training).
             enabled: False gives the receiver-only baseline through the same path.
+            control: Strength, layer subset and proportion of fusion; default plain C2C.
 
         Returns:
             The receiver's output on columns `prompt_length - 1 ..`: `logits` (B, L - P + 1, V) and
@@ -325,7 +344,7 @@ class C2CModel(nn.Module):
         """
         if not 1 <= prompt_length <= inputs.input_ids.shape[1]:
             raise ValueError(f"prompt_length must be in [1, {inputs.input_ids.shape[1]}], got {prompt_length}")
-        cache = self.fuse(inputs.truncate(prompt_length - 1), fusers=fusers, enabled=enabled)
+        cache = self.fuse(inputs.truncate(prompt_length - 1), fusers=fusers, enabled=enabled, control=control)
         start = prompt_length - 1
         return self.receiver(
             input_ids=inputs.input_ids[:, start:],
@@ -347,6 +366,9 @@ class C2CModel(nn.Module):
         sharer_attention_mask: torch.Tensor | None = None,
         fusion_mask: torch.Tensor | None = None,
         fuse: bool = True,
+        fusion_strength: float = 1.0,
+        fuse_layers: Iterable[int] | None = None,
+        fuse_proportion: float = 1.0,
         enable_thinking: bool = False,
         **generate_kwargs: Any,
     ) -> Any:
@@ -365,6 +387,10 @@ class C2CModel(nn.Module):
             fusion_mask: (B, N) bool: which prompt tokens get fused (default: all; the last prompt
                 token is never fused, since the receiver runs it over the fused cache).
             fuse: False runs the receiver alone through the same code path (for comparison).
+            fusion_strength: alpha >= 0, the scale of every fused delta (0: receiver alone, 1: C2C).
+            fuse_layers: Receiver layers to fuse, among the layer map's (None: all; []: none).
+            fuse_proportion: p in [0, 1]: fuse only the last floor(p * n) of the prompt's n fused
+                tokens (0: receiver alone, 1: C2C).
             enable_thinking: Passed to chat templates that use it (Qwen3).
 
         Returns:
@@ -373,6 +399,7 @@ class C2CModel(nn.Module):
         """
         if (messages is None) == (input_ids is None):
             raise ValueError("pass either chat messages or input_ids, not both and not neither")
+        control = FusionControl.from_kwargs(fusion_strength, fuse_layers, fuse_proportion)
         single = False
         if messages is not None:
             conversations, single = _as_conversations(messages)
@@ -382,7 +409,7 @@ class C2CModel(nn.Module):
                 input_ids, attention_mask, sharer_input_ids=sharer_input_ids,
                 sharer_attention_mask=sharer_attention_mask, fusion_mask=fusion_mask,
             )
-        out = self.generate_from_inputs(inputs, fuse=fuse, **generate_kwargs)
+        out = self.generate_from_inputs(inputs, fuse=fuse, control=control, **generate_kwargs)
         if messages is None:
             return out
         sequences = out.sequences if hasattr(out, "sequences") else out
@@ -390,9 +417,11 @@ class C2CModel(nn.Module):
         return texts[0] if single else texts
 
     @torch.no_grad()
-    def generate_from_inputs(self, inputs: C2CInputs, *, fuse: bool = True, **generate_kwargs: Any) -> Any:
-        """`generate` on prepared `C2CInputs`; returns Hugging Face `generate`'s output."""
-        cache = self.fuse(inputs.truncate(inputs.input_ids.shape[1] - 1), enabled=fuse)
+    def generate_from_inputs(
+        self, inputs: C2CInputs, *, fuse: bool = True, control: FusionControl | None = None, **generate_kwargs: Any
+    ) -> Any:
+        """`generate` on prepared `C2CInputs` (with `control` of fusion); returns Hugging Face `generate`'s output."""
+        cache = self.fuse(inputs.truncate(inputs.input_ids.shape[1] - 1), enabled=fuse, control=control)
         if self.receiver_tokenizer is not None and self.receiver.generation_config.pad_token_id is None:
             generate_kwargs.setdefault("pad_token_id", self.receiver_tokenizer.pad_token_id)
         if cache is not None:

@@ -60,7 +60,8 @@ def add_fresh_fuser_arguments(parser: argparse.ArgumentParser, *, title: str = "
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add `--max_new_tokens`, `--do_sample`, `--temperature`, `--top_p`, `--system` and `--no_fuse`."""
+    """Add `--max_new_tokens`, `--do_sample`, `--temperature`, `--top_p`, `--system`, `--no_fuse` and
+    the fusion control flags `--fusion_strength`, `--fuse_layers`, `--fuse_proportion`."""
     group = parser.add_argument_group("generation")
     group.add_argument("--max_new_tokens", type=int, default=256, help="most tokens to generate (default: 256)")
     group.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
@@ -68,6 +69,40 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top_p", type=float, help="nucleus sampling mass (with --do_sample; default: the receiver's generation config)")
     group.add_argument("--system", help="a system message put before the conversation")
     group.add_argument("--no_fuse", action="store_true", help="receiver alone through the same code path (no sharer, no fusion), for comparison")
+    group = parser.add_argument_group("fusion control (each runs from the receiver alone to plain C2C)")
+    group.add_argument("--fusion_strength", type=_strength, default=1.0, metavar="ALPHA",
+                       help="scale every fused delta by ALPHA >= 0 (0: receiver alone; default 1: C2C)")  # fmt: skip
+    group.add_argument("--fuse_layers", type=_layers, metavar="L,L,...",
+                       help="fuse only these receiver layers, comma-separated; '' fuses none (default: every mapped layer)")  # fmt: skip
+    group.add_argument("--fuse_proportion", type=_proportion, default=1.0, metavar="P",
+                       help="fuse only the last P in [0, 1] of the prompt's tokens (0: receiver alone; default 1: C2C)")  # fmt: skip
+
+
+def _strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 (0: receiver alone, 1: C2C), got {text!r}")
+    return value
+
+
+def _proportion(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] (0: receiver alone, 1: C2C), got {text!r}")
+    return value
+
+
+def _layers(text: str) -> list[int]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected receiver layer indices separated by commas (e.g. 0,1,2; '' for none), got {text!r}")
+    return [int(part) for part in parts]
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -166,8 +201,15 @@ def build_model(args: argparse.Namespace) -> C2CModel:
 
 
 def generation_kwargs(args: argparse.Namespace) -> dict[str, object]:
-    """Hugging Face `generate` kwargs from `--max_new_tokens`, `--do_sample`, `--temperature`, `--top_p`."""
-    kwargs: dict[str, object] = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample}
+    """`C2CModel.generate` kwargs from `--max_new_tokens`, `--do_sample`, `--temperature`, `--top_p` and the
+    fusion control flags (`fusion_strength`, `fuse_layers`, `fuse_proportion`)."""
+    kwargs: dict[str, object] = {
+        "max_new_tokens": args.max_new_tokens,
+        "do_sample": args.do_sample,
+        "fusion_strength": args.fusion_strength,
+        "fuse_layers": args.fuse_layers,
+        "fuse_proportion": args.fuse_proportion,
+    }
     if args.do_sample:
         kwargs.update({k: getattr(args, k) for k in ("temperature", "top_p") if getattr(args, k) is not None})
     return kwargs

@@ -27,6 +27,10 @@ EXAMPLE = """examples:
 
   # the same prompt through the receiver alone, for comparison
   c2c generate "Which planet is the largest?" --receiver smollm2-135m-instruct --sharer gemma-3-270m --no_fuse
+
+  # fusion control: half-strength deltas, only receiver layers 20-27, only the last half of the prompt
+  c2c generate "Which planet is the largest?" --fuser nics-efc/C2C_Fuser --subfolder qwen3_0.6b+qwen2.5_0.5b_Fuser \
+      --fusion_strength 0.5 --fuse_layers 20,21,22,23,24,25,26,27 --fuse_proportion 0.5
 """
 
 

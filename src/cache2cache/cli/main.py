@@ -1,6 +1,8 @@
 """Entry point of the `c2c` command.
 
-Each verb lives in `cache2cache.cli.<verb>` and exposes `add_arguments(parser)` and `run(args) -> int`.
+Each verb lives in `cache2cache.cli.<verb>` (dashes become underscores) and exposes
+`add_arguments(parser)` and `run(args) -> int`, or, for a verb that hands its arguments to another
+program's command line (`lm-eval`), `run_argv(argv) -> int`.
 The verb modules are imported only when their verb runs, so `c2c --help` never imports torch.
 """
 
@@ -21,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "validate": "Check a YAML recipe and report every problem at once",
     "convert": "Convert a GGUF model into a dense safetensors checkpoint",
     "fetch": "Download, verify and convert the offline assets (models and benchmark data)",
+    "lm-eval": "Run EleutherAI lm-evaluation-harness's command line with the c2c model registered",
 }
 
 
@@ -49,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     verb = argv[0]
-    module = importlib.import_module(f"cache2cache.cli.{verb}")
+    module = importlib.import_module(f"cache2cache.cli.{verb.replace('-', '_')}")
+    if hasattr(module, "run_argv"):
+        return int(module.run_argv(argv[1:]) or 0)
     verb_parser = argparse.ArgumentParser(
         prog=f"c2c {verb}",
         description=COMMANDS[verb],

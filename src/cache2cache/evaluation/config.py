@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -83,6 +84,9 @@ class EvalConfig:
     communication_max_new_tokens: int = _opt(256, "t2t: most background tokens the sharer writes (paper: 256)")
     background_prompt: str = _opt(T2T_BACKGROUND_PROMPT, "t2t: the sharer's prompt; {question} is the stem without options")
     enable_thinking: bool = _opt(False, "passed to chat templates that read it (Qwen3); off as in the paper")
+    fusion_strength: float = _opt(1.0, "c2c: scale every fused delta by this alpha >= 0 (0: receiver alone, 1: C2C)")
+    fuse_layers: list[int] | None = _opt(None, "c2c: receiver layers to fuse, comma-separated, [] for none (default: every mapped layer)")
+    fuse_proportion: float = _opt(1.0, "c2c: fuse only the last p in [0, 1] of each prompt's fused tokens (0: receiver alone, 1: C2C)")
     batch_size: int = _opt(8, "items per batch for untimed items")
     latency_items: int | None = _opt(None, "time only the first N items, at batch size 1 (default: all items, all at batch size 1; 0: none)")
     output_dir: str = _opt("runs/eval", "run folder: config.yaml, items.jsonl, summary.json, results.md, results.png")
@@ -121,7 +125,7 @@ def _expected(tp: Any) -> str:
         return " or ".join(_expected(a) for a in inner) + " or null"
     if origin is list:
         return f"a list of {_expected(typing.get_args(tp)[0])}"
-    return {int: "an integer", str: "a string", bool: "true or false"}.get(tp, str(tp))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
 def _convert(tp: Any, value: Any) -> tuple[bool, Any]:
@@ -137,6 +141,8 @@ def _convert(tp: Any, value: Any) -> tuple[bool, Any]:
     if origin is list:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
+            if args[0] is int:
+                value = [int(part) if re.fullmatch(r"-?\d+", part) else part for part in value]
         if not isinstance(value, list):
             return False, value
         converted = [_convert(args[0], v) for v in value]
@@ -145,6 +151,9 @@ def _convert(tp: Any, value: Any) -> tuple[bool, Any]:
         return isinstance(value, bool), value
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
     if tp is str:
         return isinstance(value, str), value
     raise TypeError(f"unsupported EvalConfig annotation {tp!r}")
@@ -236,6 +245,15 @@ def check_eval_config(config: EvalConfig, *, check_files: bool = True) -> list[s
         value = getattr(c, name)
         if value is not None and value < 1:
             problems.append(f"{name}: got {value}, expected a positive integer")
+    if not (math.isfinite(c.fusion_strength) and c.fusion_strength >= 0):
+        problems.append(f"fusion_strength: got {c.fusion_strength}, expected a number >= 0 (0: receiver alone, 1: C2C)")
+    if not 0 <= c.fuse_proportion <= 1:
+        problems.append(f"fuse_proportion: got {c.fuse_proportion}, expected a number in [0, 1] (0: receiver alone, 1: C2C)")
+    if c.fuse_layers is not None and any(layer < 0 for layer in c.fuse_layers):
+        problems.append(f"fuse_layers: got {c.fuse_layers}, expected receiver layer indices >= 0")
+    controlled = [name for name, default in (("fusion_strength", 1.0), ("fuse_layers", None), ("fuse_proportion", 1.0)) if getattr(c, name) != default]
+    if controlled and "c2c" not in c.modes:
+        problems.append(f"{', '.join(controlled)}: control the c2c mode only, which --modes lacks; add c2c to --modes or drop them")
     if c.limit is not None and c.sample is not None:
         problems.append("limit and sample: give either limit (the first N items) or sample (N random items), not both")
     if c.latency_items is not None and c.latency_items < 0:

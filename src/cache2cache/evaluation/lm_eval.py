@@ -10,8 +10,9 @@
     out["results"]["arc_easy_local"]["acc,none"]
 
 Importing this module registers the name, so `simple_evaluate(model="c2c", model_args="fuser=...,
-batch_size=8")` also works in that process. lm-eval's own CLI has a fixed model table and does not
-discover models from other packages: run lm-eval from Python. Offline tasks are local YAML files with
+batch_size=8")` also works in that process. lm-eval 0.4.13's own CLI has a fixed model table and does
+not discover models from other packages: `c2c lm-eval ARGS` registers the model and runs that CLI
+(newer lm-eval finds it through the `lm_eval.models` entry point in pyproject.toml). Offline tasks are local YAML files with
 `dataset_path: json` and `dataset_kwargs: {data_files: {test: /abs/path.jsonl}}` (see docs/results.md).
 
 How requests map onto C2C:
@@ -26,7 +27,8 @@ How requests map onto C2C:
 
 Prompts are raw text (lm-eval's default, `apply_chat_template=False`): every context token is fused.
 When the tokenizers differ, the sharer reads the receiver's tokens mapped 1:1 (`TokenAligner.align_tokens`).
-`fuse=False` evaluates the receiver alone through the same path.
+`fuse=False` evaluates the receiver alone through the same path; `fusion_strength`, `fuse_layers`
+(`fuse_layers=0:1:2` in `model_args`) and `fuse_proportion` narrow the fusion (`FusionControl`).
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ import json
 import logging
 from typing import Any
 
+import lm_eval.models  # noqa: F401  (lm-eval fills its own model table only while the table is empty)
 import torch
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
+from ..control import FusionControl
 from ..model import C2CInputs, C2CModel
 from .scoring import append_continuations, continuation_logprobs, greedy_flags
 
@@ -52,6 +56,18 @@ def _flag(value: bool | str) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes")
     return bool(value)
+
+
+def _layer_list(value: list[int] | int | str | None) -> list[int] | None:
+    """Receiver layers from Python (a list, an int) or from `model_args` text ("0:1:2"; "" is none)."""
+    if value is None or isinstance(value, list):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    parts = [part.strip() for part in str(value).split(":") if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise ValueError(f"fuse_layers={value!r}: expected receiver layers joined by ':' (e.g. fuse_layers=0:1:2), since ',' separates model_args")
+    return [int(part) for part in parts]
 
 
 @register_model("c2c")
@@ -71,7 +87,12 @@ class C2CLM(TemplateLM):
         max_gen_toks: Default generation budget when a task gives none.
         add_bos_token: Prepend the receiver's special tokens (BOS) when tokenizing contexts.
         dtype: Model dtype when building ("auto", "float32", "bfloat16", "float16").
-        device: Device when building ("auto", "cpu", "cuda", ...).
+        fusion_strength: alpha >= 0, the scale of every fused delta (0: receiver alone, 1: C2C).
+        fuse_layers: Receiver layers to fuse: a list, or in `model_args` text the layers joined by
+            ":" (`fuse_layers=0:1:2`; `fuse_layers=` fuses none); None fuses every mapped layer.
+        fuse_proportion: p in [0, 1]: fuse only the last p of each context's tokens.
+        device: Device when building ("auto", "cpu", "cuda", ...; default: cuda when available). CUDA on a
+            machine without it falls back to the CPU with a warning (lm-eval's CLI says `cuda:0`).
         **kwargs: Other lm-eval arguments (`max_batch_size`), ignored.
 
     Raises:
@@ -93,20 +114,27 @@ class C2CLM(TemplateLM):
         add_bos_token: bool | str = False,
         dtype: str = "auto",
         device: str | None = None,
+        fusion_strength: float | str = 1.0,
+        fuse_layers: list[int] | int | str | None = None,
+        fuse_proportion: float | str = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__()
         self.fuse = _flag(fuse)
+        self.control = FusionControl.from_kwargs(float(fusion_strength), _layer_list(fuse_layers), float(fuse_proportion))
         if model is None:
             if self.fuse and not fuser:
                 raise ValueError("C2CLM needs model= or fuser= (a trained checkpoint); for the receiver alone pass fuse=False with receiver= and sharer=")
             from .config import EvalConfig
             from .runner import build_model
 
+            from ..loading import usable_device
+
             model = build_model(EvalConfig(receiver=receiver, sharer=sharer, fuser=fuser, subfolder=subfolder, dtype=dtype,  # type: ignore[arg-type]
-                                           device=device or "auto", modes=["c2c" if fuser else "receiver"]))  # fmt: skip
+                                           device=str(usable_device(None if device == "auto" else device)), modes=["c2c" if fuser else "receiver"]))  # fmt: skip
         if model.receiver_tokenizer is None:
             raise ValueError("C2CLM needs a C2CModel with a receiver_tokenizer")
+        self.control.check_layers(model.config.layer_map)
         self.c2c = model.eval()
         self.tokenizer = model.receiver_tokenizer
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
@@ -119,6 +147,21 @@ class C2CLM(TemplateLM):
             logger.info("C2CLM ignores lm-eval arguments %s", sorted(kwargs))
 
     # ------------------------------------------------------------------------------ lm-eval API
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None) -> C2CLM:
+        """lm-eval's constructor hook: `model_args` win over the run-wide settings lm-eval adds.
+
+        lm-eval's CLI always adds `batch_size` (1 unless `--batch_size` is given), which would
+        otherwise clash with a `batch_size` in `model_args`.
+        """
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extra)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict[str, Any] | None = None) -> C2CLM:
+        """`create_from_arg_obj` on `model_args` text (`"fuser=runs/pair/final,batch_size=8"`)."""
+        return cls.create_from_arg_obj(lm_utils.simple_parse_args_string(arg_string), additional_config)
 
     @property
     def eot_token_id(self) -> int:
@@ -184,7 +227,7 @@ class C2CLM(TemplateLM):
             inputs = self._inputs(prompts)
             prompt_length = inputs.input_ids.shape[1]
             batch = append_continuations(inputs, list(range(len(chunk))), continuations, pad)
-            logits = self.c2c.forward(batch, prompt_length, enabled=self.fuse).logits
+            logits = self.c2c.forward(batch, prompt_length, enabled=self.fuse, control=self.control).logits
             scores = continuation_logprobs(logits, continuations)
             greedy = greedy_flags(logits, continuations)
             for i, score, is_greedy in zip(chunk, scores, greedy, strict=True):
@@ -228,7 +271,7 @@ class C2CLM(TemplateLM):
                 chunk = indices[start : start + self.batch_size]
                 prompts = [self.tok_encode(requests[i].args[0])[-(self.max_length - max_new) :] or [self.prefix_token_id] for i in chunk]
                 inputs = self._inputs(prompts)
-                out = self.c2c.generate_from_inputs(inputs, fuse=self.fuse, max_new_tokens=max_new, **kwargs)
+                out = self.c2c.generate_from_inputs(inputs, fuse=self.fuse, control=self.control, max_new_tokens=max_new, **kwargs)
                 texts = self.tokenizer.batch_decode(out[:, inputs.input_ids.shape[1] :], skip_special_tokens=True)
                 for i, text in zip(chunk, texts, strict=True):
                     for stop in until:

@@ -74,6 +74,8 @@ class RunFolder:
             raise ValueError(f"cannot resume {self.path}: {CONFIG_FILE} is missing, so its records cannot be checked; use --overwrite")
         saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
         now = config.to_dict()
+        # A field a run folder predates had its default value in that run.
+        saved = {**EvalConfig().to_dict(), **saved}
         changed = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
         if changed:
             diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)

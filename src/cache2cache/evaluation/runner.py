@@ -8,7 +8,8 @@ Modes (docs/method.md §6):
 - `t2t`: text-to-text (docs/method.md §6.7). Stage 1: the sharer writes background from the question stem
   alone (`background_messages`, greedy, `communication_max_new_tokens`). Stage 2: the receiver
   answers the 3-turn chat [background prompt, background, question] (`t2t_messages`).
-- `c2c`: the receiver reads its cache fused with the sharer's (needs trained fusers).
+- `c2c`: the receiver reads its cache fused with the sharer's (needs trained fusers);
+  `fusion_strength`, `fuse_layers` and `fuse_proportion` narrow the fusion (`FusionControl`).
 
 Answer methods: `generate` (greedy, `max_new_tokens`, `extract_choice`) and `loglik` (docs/method.md §6.4:
 the response prefix follows the generation prompt, then either the letters " A", " B", ... are read
@@ -32,6 +33,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .. import kv
 from ..chat import render_chat
+from ..control import FusionControl
 from ..model import C2CModel
 from .answers import extract_choice, letter
 from .config import EvalConfig
@@ -137,6 +139,8 @@ class Evaluator:
         self.receiver_tokenizer: PreTrainedTokenizerBase = model.receiver_tokenizer
         self.sharer_tokenizer: PreTrainedTokenizerBase = model.sharer_tokenizer
         self.scorer = ChoiceScorer(config.response_text, config.loglik_target, config.batch_size)
+        self.control = FusionControl.from_kwargs(config.fusion_strength, config.fuse_layers, config.fuse_proportion)
+        self.control.check_layers(model.config.layer_map)
 
     # ------------------------------------------------------------------------------ modes
 
@@ -178,6 +182,7 @@ class Evaluator:
 
     def _receiver_answers(self, convs: list[Messages], items: Sequence[MultipleChoiceItem], *, fuse: bool, clock: StageClock | None) -> list[Answer]:
         model, cfg, tok = self.model, self.config, self.receiver_tokenizer
+        control = self.control if fuse else None
         texts = [render_chat(tok, c, add_generation_prompt=True, enable_thinking=cfg.enable_thinking) for c in convs]
         inputs = model.encode(convs, enable_thinking=cfg.enable_thinking)
         prompt_len = inputs.input_ids.shape[1]
@@ -185,9 +190,9 @@ class Evaluator:
         if cfg.answer_method == "generate":
             kwargs: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "do_sample": False}
             if clock is not None:
-                out = timed_generate(model, inputs, fuse=fuse, clock=clock, **kwargs)
+                out = timed_generate(model, inputs, fuse=fuse, clock=clock, control=control, **kwargs)
             else:
-                out = model.generate_from_inputs(inputs, fuse=fuse, **kwargs)
+                out = model.generate_from_inputs(inputs, fuse=fuse, control=control, **kwargs)
             return self._generated(out[:, prompt_len:], tok, model.receiver.generation_config, texts, counts, items)
         plan = self.scorer.plan(tok, texts, [it.choices for it in items])
         pad = _pad_id(tok)
@@ -195,8 +200,8 @@ class Evaluator:
         def forward(chunk_rows: list[int], chunk_tails: list[list[int]]) -> torch.Tensor:
             batch = append_continuations(inputs, chunk_rows, chunk_tails, pad)
             if clock is not None:
-                return timed_forward(model, batch, prompt_len, fuse=fuse, clock=clock)
-            return model.forward(batch, prompt_len, enabled=fuse).logits
+                return timed_forward(model, batch, prompt_len, fuse=fuse, clock=clock, control=control)
+            return model.forward(batch, prompt_len, enabled=fuse, control=control).logits
 
         return self._ranked(self.scorer.score(plan, forward, [len(it.choices) for it in items]), texts, counts)
 

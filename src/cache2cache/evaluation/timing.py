@@ -26,6 +26,7 @@ import torch
 from transformers.cache_utils import Cache
 
 from .. import kv
+from ..control import FusionControl
 from ..model import C2CInputs, C2CModel
 
 
@@ -68,48 +69,57 @@ class StageClock:
 
 
 @torch.no_grad()
-def timed_fuse(model: C2CModel, prefix: C2CInputs, *, fuse: bool, clock: StageClock) -> Cache | None:
-    """`C2CModel.fuse(prefix, enabled=fuse)`, timing the `prefill`, `sharer` and `fuse` stages.
+def timed_fuse(
+    model: C2CModel, prefix: C2CInputs, *, fuse: bool, clock: StageClock, control: FusionControl | None = None
+) -> Cache | None:
+    """`C2CModel.fuse(prefix, enabled=fuse, control=control)`, timing the `prefill`, `sharer` and `fuse` stages.
 
     Args:
         model: The pair.
         prefix: (B, P) inputs, normally the prompt minus its last token.
         fuse: False runs the receiver-only path (no sharer, no fusion).
         clock: Where the stage times go.
+        control: Strength, layer subset and proportion of fusion; default plain C2C.
 
     Returns:
         The receiver's cache over the P tokens (fused where `prefix.fusion_mask`), None if P == 0.
     """
+    control = control or FusionControl()
+    control.check_layers(model.config.layer_map)
     if prefix.input_ids.shape[1] == 0:
         return None
+    mask = control.fusion_mask(prefix.fusion_mask)
     with clock.stage("prefill"):
         cache = kv.prefill(model.receiver, prefix.input_ids, prefix.attention_mask)
-    if not fuse or not bool(prefix.fusion_mask.any()):
+    if not fuse or control.fuses_nothing or not bool(mask.any()):
         return cache
     with clock.stage("sharer"):
         sharer_cache = kv.prefill(model.sharer, prefix.sharer_input_ids, prefix.sharer_attention_mask, keep_all_tokens=True)
     with clock.stage("fuse"):
-        fused = model.fusers(kv.layers(sharer_cache), kv.layers(cache), prefix.fusion_mask)
+        fused = model.fusers(kv.layers(sharer_cache), kv.layers(cache), mask, layers=control.layers, strength=control.strength)
         for layer_idx, (keys, values) in fused.items():
             kv.replace_layer(cache, layer_idx, keys, values)
     return cache
 
 
 @torch.no_grad()
-def timed_generate(model: C2CModel, inputs: C2CInputs, *, fuse: bool, clock: StageClock, **generate_kwargs: Any) -> Any:
-    """`C2CModel.generate_from_inputs(inputs, fuse=fuse, **generate_kwargs)`, timed by stage.
+def timed_generate(
+    model: C2CModel, inputs: C2CInputs, *, fuse: bool, clock: StageClock, control: FusionControl | None = None, **generate_kwargs: Any
+) -> Any:
+    """`C2CModel.generate_from_inputs(inputs, fuse=fuse, control=control, **generate_kwargs)`, timed by stage.
 
     Args:
         model: The pair.
         inputs: (B, N) left-padded prompts.
         fuse: False: the receiver alone through the same path.
         clock: Gets `prefill`, `sharer`, `fuse` (C2C only) and `decode`.
+        control: Strength, layer subset and proportion of fusion; default plain C2C.
         **generate_kwargs: Hugging Face `generate` arguments.
 
     Returns:
         What Hugging Face `generate` returns: (B, N + new) sequences by default.
     """
-    cache = timed_fuse(model, inputs.truncate(inputs.input_ids.shape[1] - 1), fuse=fuse, clock=clock)
+    cache = timed_fuse(model, inputs.truncate(inputs.input_ids.shape[1] - 1), fuse=fuse, clock=clock, control=control)
     if model.receiver_tokenizer is not None and model.receiver.generation_config.pad_token_id is None:
         generate_kwargs.setdefault("pad_token_id", model.receiver_tokenizer.pad_token_id)
     if cache is not None:
@@ -119,8 +129,10 @@ def timed_generate(model: C2CModel, inputs: C2CInputs, *, fuse: bool, clock: Sta
 
 
 @torch.no_grad()
-def timed_forward(model: C2CModel, inputs: C2CInputs, prompt_length: int, *, fuse: bool, clock: StageClock) -> torch.Tensor:
-    """The logits of `C2CModel.forward(inputs, prompt_length, enabled=fuse)`, timed by stage.
+def timed_forward(
+    model: C2CModel, inputs: C2CInputs, prompt_length: int, *, fuse: bool, clock: StageClock, control: FusionControl | None = None
+) -> torch.Tensor:
+    """The logits of `C2CModel.forward(inputs, prompt_length, enabled=fuse, control=control)`, timed by stage.
 
     Args:
         model: The pair.
@@ -128,11 +140,12 @@ def timed_forward(model: C2CModel, inputs: C2CInputs, prompt_length: int, *, fus
         prompt_length: P, the prompt's columns.
         fuse: False: the receiver alone.
         clock: Gets `prefill`, `sharer`, `fuse` (C2C only) and `score`.
+        control: Strength, layer subset and proportion of fusion; default plain C2C.
 
     Returns:
         (B, L - P + 1, V) logits over columns P-1 .. L-1.
     """
-    cache = timed_fuse(model, inputs.truncate(prompt_length - 1), fuse=fuse, clock=clock)
+    cache = timed_fuse(model, inputs.truncate(prompt_length - 1), fuse=fuse, clock=clock, control=control)
     start = prompt_length - 1
     with clock.stage("score"):
         out = model.receiver(

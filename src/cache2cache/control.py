@@ -1,0 +1,98 @@
+"""`FusionControl`: how much of C2C to apply at inference, without retraining.
+
+Three knobs, each with the receiver alone at one end and plain C2C at the other:
+
+    strength     alpha: every fused delta is scaled, K_fused = K_receiver + alpha * (K_c2c - K_receiver)
+                 (the same for V). 0 is the receiver alone, 1 is C2C.
+    layers       the receiver layers that get fused, a subset of the layer map. () is the receiver
+                 alone, None (or every mapped layer) is C2C.
+    proportion   p: only the last floor(p * n) of a prompt's n fusion-mask tokens are fused, per row
+                 (the reference's partial fusion, `kv_cache_proportion` with order `back`, paper
+                 Fig. 11). 0 is the receiver alone, 1 is C2C.
+
+`C2CModel.generate` takes them as plain keyword arguments (`fusion_strength=`, `fuse_layers=`,
+`fuse_proportion=`) and builds the control with `FusionControl.from_kwargs`, so a server or a CLI
+passes request fields straight through.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class FusionControl:
+    """Inference-time control of fusion; the defaults are plain C2C.
+
+    Attributes:
+        strength: alpha >= 0, the scale of every fused delta (values above 1 extrapolate).
+        layers: Receiver layers to fuse (sorted, unique), or None for every mapped layer.
+        proportion: p in [0, 1], the fraction of each prompt's fusion-mask tokens fused, counted
+            from the end of the prompt.
+
+    Raises:
+        ValueError: A value outside its range, naming the keyword argument and the fix.
+    """
+
+    strength: float = 1.0
+    layers: tuple[int, ...] | None = None
+    proportion: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) or not math.isfinite(self.strength) or self.strength < 0:
+            raise ValueError(f"fusion_strength must be a finite number >= 0 (0: receiver alone, 1: C2C), got {self.strength!r}")
+        if isinstance(self.proportion, bool) or not isinstance(self.proportion, (int, float)) or not 0 <= self.proportion <= 1:
+            raise ValueError(f"fuse_proportion must be a number in [0, 1] (0: receiver alone, 1: C2C), got {self.proportion!r}")
+        if self.layers is not None:
+            bad = [x for x in self.layers if isinstance(x, bool) or not isinstance(x, int) or x < 0]
+            if bad:
+                raise ValueError(f"fuse_layers must be receiver layer indices (integers >= 0), got {list(self.layers)!r}")
+            object.__setattr__(self, "layers", tuple(sorted(set(self.layers))))
+
+    @classmethod
+    def from_kwargs(
+        cls,
+        fusion_strength: float = 1.0,
+        fuse_layers: Iterable[int] | None = None,
+        fuse_proportion: float = 1.0,
+    ) -> FusionControl:
+        """The control that `generate`'s keyword arguments describe (None layers: every mapped layer)."""
+        if isinstance(fuse_layers, (str, bytes)):
+            raise ValueError(f"fuse_layers must be a list of receiver layer indices, got the string {fuse_layers!r}")
+        layers = None if fuse_layers is None else tuple(fuse_layers)
+        return cls(strength=fusion_strength, layers=layers, proportion=fuse_proportion)
+
+    @property
+    def fuses_nothing(self) -> bool:
+        """True when the control leaves the receiver's cache as it is (so the sharer need not run)."""
+        return self.strength == 0 or self.layers == () or self.proportion == 0
+
+    def check_layers(self, layer_map: Collection[int]) -> None:
+        """Raise `ValueError` if `layers` names a receiver layer the layer map does not fuse."""
+        unknown = sorted(set(self.layers or ()) - set(layer_map))
+        if unknown:
+            raise ValueError(
+                f"fuse_layers {unknown} have no fuser: this checkpoint fuses receiver layers {sorted(layer_map)}. "
+                "Pick fuse_layers among those, or leave it unset for all of them."
+            )
+
+    def fusion_mask(self, fusion_mask: torch.Tensor) -> torch.Tensor:
+        """`fusion_mask` restricted to the last floor(p * n) mask tokens of each row.
+
+        Args:
+            fusion_mask: (B, N) bool, the tokens C2C would fuse (left padding is never in it).
+
+        Returns:
+            (B, N) bool; `fusion_mask` itself when p == 1.
+        """
+        if self.proportion == 1:
+            return fusion_mask
+        counts = fusion_mask.sum(dim=1, keepdim=True)  # (B, 1)
+        keep = torch.floor(counts * self.proportion).long()
+        # Rank of each mask token counted from the row's end: 1 for the last mask token.
+        rank_from_end = fusion_mask.flip(1).long().cumsum(1).flip(1)
+        return fusion_mask & (rank_from_end <= keep)
