@@ -173,6 +173,7 @@ class Batcher:
         request, model = batch[0].request, self.model
         mode = request.mode
         started = time.perf_counter()
+        logger.debug("running a %s batch of %d (%s)", mode, len(batch), [id(j) for j in batch])
         self.metrics.batch_size.observe(len(batch))
         self.metrics.active_rows.inc(len(batch))
         rows: list[RowStream] = []
