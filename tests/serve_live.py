@@ -15,9 +15,15 @@ from cache2cache.serving.server import build_server
 from tiny import tiny_receiver, tiny_sharer
 
 
-def tiny_chat_pair() -> C2CModel:
-    """Receiver Qwen3 + BPE tokenizer <- sharer Llama + word-level tokenizer (token-aligned), open gates."""
+def tiny_chat_pair(receiver_words: bool = False) -> C2CModel:
+    """Receiver Qwen3 + BPE tokenizer <- sharer Llama + word-level tokenizer (token-aligned), open gates.
+
+    receiver_words: swap the tokenizers; the random receiver then writes visible words (with BPE it
+    mostly writes newlines).
+    """
     rt, st = bpe_tokenizer(), wordlevel_tokenizer()
+    if receiver_words:
+        rt, st = st, rt
     receiver, sharer = tiny_receiver(vocab_size=len(rt)), tiny_sharer(vocab_size=len(st))
     for model, tok in ((receiver, rt), (sharer, st)):
         model.generation_config.eos_token_id = tok.eos_token_id
