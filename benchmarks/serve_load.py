@@ -105,7 +105,6 @@ async def run_level(url: str, concurrency: int, requests: int, duration_s: float
         "p50_ms": round(pct(lat, 0.5), 1), "p99_ms": round(pct(lat, 0.99), 1),
         "ttft_p50_ms": round(pct(ttft, 0.5), 1), "ttft_p99_ms": round(pct(ttft, 0.99), 1),
         "non_2xx": dict(Counter(str(r["status"]) for r in results if r["status"] != 200)),
-        "mean_batch": None,
     }  # fmt: skip
 
 
