@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "chat": "Interactive multi-turn chat through C2C (streamed)",
     "train": "Train fusers for a receiver/sharer pair from a YAML recipe",
     "eval": "Evaluate receiver, sharer, T2T and C2C side by side (accuracy and latency)",
+    "serve": "Serve a pair over an OpenAI-compatible HTTP API, with a page comparing receiver, T2T and C2C",
     "inspect": "Show a pair's shapes, layer map, fuser size and an alignment preview",
     "validate": "Check a YAML recipe and report every problem at once",
     "convert": "Convert a GGUF model into a dense safetensors checkpoint",

@@ -35,6 +35,7 @@ from .. import kv
 from ..chat import render_chat
 from ..control import FusionControl
 from ..model import C2CModel
+from ..modes import PLAIN_STOPS, cut_at_stops, generated_lengths, pad_id, sharer_encode
 from .answers import extract_choice, letter
 from .config import EvalConfig
 from .prompts import background_messages, background_prompt, mc_messages, t2t_messages
@@ -46,8 +47,6 @@ from .timing import StageClock, timed_forward, timed_generate
 logger = logging.getLogger(__name__)
 
 Messages = list[dict[str, str]]
-PLAIN_STOPS: tuple[str, ...] = ("\nuser:", "\nassistant:")
-"""Where a template-less (base) sharer starts a new turn of the plain-text chat; generation stops there."""
 
 
 @dataclass
@@ -195,7 +194,7 @@ class Evaluator:
                 out = model.generate_from_inputs(inputs, fuse=fuse, control=control, **kwargs)
             return self._generated(out[:, prompt_len:], tok, model.receiver.generation_config, texts, counts, items)
         plan = self.scorer.plan(tok, texts, [it.choices for it in items])
-        pad = _pad_id(tok)
+        pad = pad_id(tok)
 
         def forward(chunk_rows: list[int], chunk_tails: list[list[int]]) -> torch.Tensor:
             batch = append_continuations(inputs, chunk_rows, chunk_tails, pad)
@@ -209,14 +208,7 @@ class Evaluator:
 
     def _sharer_encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded sharer ids; a template-less (base) tokenizer gets its special tokens (BOS)."""
-        tok = self.sharer_tokenizer
-        previous, tok.padding_side = tok.padding_side, "left"
-        try:
-            enc = tok(texts, add_special_tokens=not tok.chat_template, padding=True, return_tensors="pt")
-        finally:
-            tok.padding_side = previous
-        device = self.model.sharer.device
-        return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        return sharer_encode(self.model, texts)
 
     def _sharer_texts(self, convs: list[Messages]) -> list[str]:
         return [render_chat(self.sharer_tokenizer, c, add_generation_prompt=True, enable_thinking=self.config.enable_thinking) for c in convs]
@@ -228,14 +220,14 @@ class Evaluator:
         tok, sharer = self.sharer_tokenizer, self.model.sharer
         texts = self._sharer_texts(convs)
         ids, mask = self._sharer_encode(texts)
-        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": _pad_id(tok)}
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": pad_id(tok)}
         if not tok.chat_template:
             kwargs.update(stop_strings=list(PLAIN_STOPS), tokenizer=tok)
         with clock.stage(stage) if clock is not None else nullcontext():
             out = sharer.generate(input_ids=ids, attention_mask=mask, **kwargs)
         new = out[:, ids.shape[1] :]
-        counts = _generated_lengths(new, sharer.generation_config, tok)
-        replies = [_cut(tok.decode(row[:n], skip_special_tokens=True), PLAIN_STOPS) for row, n in zip(new.tolist(), counts)]
+        counts = generated_lengths(new, sharer.generation_config, tok)
+        replies = [cut_at_stops(tok.decode(row[:n], skip_special_tokens=True), PLAIN_STOPS) for row, n in zip(new.tolist(), counts)]
         return replies, counts, texts, mask.sum(dim=1).tolist()
 
     def _sharer_answers(self, convs: list[Messages], items: Sequence[MultipleChoiceItem], clock: StageClock | None) -> list[Answer]:
@@ -252,7 +244,7 @@ class Evaluator:
         plan = self.scorer.plan(tok, texts, [it.choices for it in items])
 
         def forward(chunk_rows: list[int], chunk_tails: list[list[int]]) -> torch.Tensor:
-            full, full_mask = append_tokens(ids, mask, chunk_rows, chunk_tails, _pad_id(tok))
+            full, full_mask = append_tokens(ids, mask, chunk_rows, chunk_tails, pad_id(tok))
             keep = full.shape[1] - prompt_len + 1  # columns P-1 .. end; Gemma's vocabulary is 262k wide
             with clock.stage("score") if clock is not None else nullcontext():
                 return sharer(
@@ -266,7 +258,7 @@ class Evaluator:
 
     def _generated(self, new: torch.Tensor, tok: PreTrainedTokenizerBase, generation_config: Any, texts: list[str],
                    prompt_counts: list[int], items: Sequence[MultipleChoiceItem]) -> list[Answer]:  # fmt: skip
-        counts = _generated_lengths(new, generation_config, tok)
+        counts = generated_lengths(new, generation_config, tok)
         answers = []
         for row, n, text, p, item in zip(new.tolist(), counts, texts, prompt_counts, items):
             reply = tok.decode(row[:n], skip_special_tokens=True).strip()
@@ -278,32 +270,8 @@ class Evaluator:
                 for row, text, p in zip(scores, texts, prompt_counts)]  # fmt: skip
 
 
-def _cut(text: str, stops: Sequence[str]) -> str:
-    """`text` up to the first stop string, stripped."""
-    for stop in stops:
-        text = text.split(stop)[0]
-    return text.strip()
-
-
 def _text_length(item: MultipleChoiceItem) -> int:
     return len(item.question) + sum(len(c) for c in item.choices)
-
-
-def _pad_id(tok: PreTrainedTokenizerBase) -> int:
-    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-
-
-def _generated_lengths(new: torch.Tensor, generation_config: Any, tok: PreTrainedTokenizerBase) -> list[int]:
-    """Tokens generated per row: up to and including the first end-of-sequence token (finished rows are
-    filled with the pad token, which therefore also ends a row)."""
-    eos = generation_config.eos_token_id
-    stops = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id, generation_config.pad_token_id, tok.pad_token_id}
-    stops.discard(None)
-    lengths = []
-    for row in new.tolist():
-        ends = [i for i, t in enumerate(row) if t in stops]
-        lengths.append(ends[0] + 1 if ends else len(row))
-    return lengths
 
 
 def _record(mode: str, item: MultipleChoiceItem, answer: Answer, latency: dict[str, float] | None, batch: int,
