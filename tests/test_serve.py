@@ -178,6 +178,22 @@ def test_a_client_that_disconnects_mid_stream_frees_its_batch_slot(live):
 
 
 @pytest.mark.parametrize(
+    "controls, equals",
+    [({"fusion_strength": 0}, "receiver"), ({"fuse_layers": []}, "receiver"), ({"fuse_proportion": 0}, "receiver"),
+     ({"fusion_strength": 1, "fuse_proportion": 1}, "c2c"), ({"fusion_strength": 0.5, "fuse_layers": [0, 2]}, None)],
+)
+def test_the_request_body_carries_the_fusion_controls(live, model, controls, equals):
+    body = {"model": "c2c", "messages": HELLO, "max_tokens": 6, "temperature": 0, **controls}
+    response = chat(live, body)
+    assert response.status_code == 200, response.text
+    if equals is not None:
+        assert response.json()["choices"][0]["message"]["content"] == model.generate(HELLO, max_new_tokens=6, do_sample=False, fuse=equals == "c2c")
+    else:  # an interior point: exactly what the library gives with the same controls
+        expected = model.generate(HELLO, max_new_tokens=6, do_sample=False, fusion_strength=0.5, fuse_layers=[0, 2])
+        assert response.json()["choices"][0]["message"]["content"] == expected
+
+
+@pytest.mark.parametrize(
     "body, param",
     [
         ({"messages": HELLO, "temperature": 3}, "temperature"),
@@ -190,6 +206,11 @@ def test_a_client_that_disconnects_mid_stream_frees_its_batch_slot(live):
         ({"messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"messages": HELLO, "stream": "sometimes"}, "stream"),
         ({"model": "t2t", "messages": [{"role": "system", "content": "no question"}]}, "messages"),
+        ({"messages": HELLO, "fusion_strength": -1}, "fusion_strength"),
+        ({"messages": HELLO, "fuse_proportion": 1.5}, "fuse_proportion"),
+        ({"messages": HELLO, "fuse_layers": [99]}, "fuse_layers"),
+        ({"messages": HELLO, "fuse_layers": "all"}, "fuse_layers"),
+        ({"model": "receiver", "messages": HELLO, "fusion_strength": 0.5}, "fusion_strength"),
     ],
 )
 def test_invalid_parameters_are_400_with_the_field_named(live, body, param):

@@ -23,6 +23,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .chat import render_chat
+from .control import FusionControl
 from .demo.world import BACKGROUND_REQUEST
 from .evaluation.prompts import T2T_BACKGROUND_PROMPT, background_prompt, t2t_messages
 from .evaluation.timing import StageClock, timed_generate
@@ -192,6 +193,7 @@ def generate_mode(
     t2t: T2TStyle = PAPER_T2T,
     clock: StageClock | None = None,
     enable_thinking: bool = False,
+    control: FusionControl | None = None,
     **generate_kwargs: Any,
 ) -> ModeOutput:
     """Answer a batch of conversations in one mode.
@@ -204,6 +206,7 @@ def generate_mode(
         clock: Gets the stages `prefill`, `sharer` (c2c: the sharer's prefill; t2t: stage 1), `fuse`
             and `decode`; a fresh one when None.
         enable_thinking: Passed to chat templates that use it (Qwen3).
+        control: c2c only: fusion strength, layer subset and proportion (default plain C2C).
         **generate_kwargs: Hugging Face `generate` arguments for the final decoding call
             (`max_new_tokens`, `do_sample`, `streamer`, `stopping_criteria`, ...).
 
@@ -226,5 +229,5 @@ def generate_mode(
             backgrounds = write_backgrounds(model, conversations, t2t)
         conversations = [t2t_conversation(c, bg, t2t) for c, bg in zip(conversations, backgrounds)]
     inputs = model.encode(conversations, enable_thinking=enable_thinking)
-    out = timed_generate(model, inputs, fuse=mode == "c2c", clock=clock, **generate_kwargs)
+    out = timed_generate(model, inputs, fuse=mode == "c2c", clock=clock, control=control if mode == "c2c" else None, **generate_kwargs)
     return ModeOutput(out[:, inputs.input_ids.shape[1] :], inputs.attention_mask.sum(dim=1).tolist(), backgrounds)

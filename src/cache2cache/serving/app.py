@@ -179,6 +179,11 @@ def create_app(load: Callable[[], C2CModel], settings: ServeSettings | None = No
         req = parse_chat_request(await request.body())
         if req.mode not in MODES:
             raise APIError(404, f"the model {req.mode!r} does not exist; choose one of {', '.join(MODES)}", param="model", code="model_not_found")
+        if req.control.layers and state.model is not None:
+            try:
+                req.control.check_layers(state.model.config.layer_map)
+            except ValueError as err:
+                raise APIError(400, str(err), param="fuse_layers", code="invalid_value") from None
         if req.mode == "t2t" and not any(m["role"] == "user" for m in req.messages):
             raise APIError(400, "t2t needs a user message to ask the sharer about", param="messages", code="invalid_value")
         job = Job(req, asyncio.get_running_loop())

@@ -203,7 +203,7 @@ class Batcher:
                 kwargs.update(temperature=request.temperature, top_p=request.top_p)
                 if request.seed is not None:
                     torch.manual_seed(request.seed)
-            generate_mode(model, mode, [job.request.messages for job in batch], t2t=self.t2t, clock=clock, **kwargs)
+            generate_mode(model, mode, [job.request.messages for job in batch], t2t=self.t2t, clock=clock, control=request.control, **kwargs)
         except Exception as err:  # a failed batch answers its requests with an error; the server stays up
             logger.exception("a %s batch of %d failed", mode, len(batch))
             failed = APIError(500, f"generation failed: {type(err).__name__}: {err}", code="generation_failed")

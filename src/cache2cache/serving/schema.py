@@ -2,8 +2,10 @@
 
 Supported fields: `model` (the mode: c2c, receiver, sharer, t2t), `messages` (string content, or a
 list of `{"type": "text"}` parts), `max_tokens` / `max_completion_tokens`, `temperature`, `top_p`,
-`stop`, `seed`, `stream`, `stream_options.include_usage` and `n` (1 only). Other OpenAI fields are
-accepted and ignored. As in OpenAI's API, `temperature` defaults to 1 (sampling); 0 means greedy.
+`stop`, `seed`, `stream`, `stream_options.include_usage` and `n` (1 only); and, beyond OpenAI's
+schema, C2C's fusion controls `fusion_strength`, `fuse_layers` and `fuse_proportion` (model `c2c`
+only; see `cache2cache.control`). Other OpenAI fields are accepted and ignored. As in OpenAI's API,
+`temperature` defaults to 1 (sampling); 0 means greedy.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..control import FusionControl
 from .errors import APIError
 
 DEFAULT_MAX_TOKENS = 256
@@ -59,6 +62,9 @@ class _ChatRequest(BaseModel):
     stream: bool = False
     stream_options: _StreamOptions | None = None
     n: int | None = Field(default=None, ge=1, le=1)
+    fusion_strength: float | None = None
+    fuse_layers: list[int] | None = None
+    fuse_proportion: float | None = None
 
     @field_validator("stop")
     @classmethod
@@ -85,6 +91,7 @@ class ChatRequest:
         seed: Seed for sampling.
         stream: Answer with server-sent events.
         include_usage: Streaming: send a last chunk with `usage`.
+        control: Fusion strength, layer subset and proportion (plain C2C by default).
     """
 
     mode: str
@@ -97,12 +104,13 @@ class ChatRequest:
     seed: int | None
     stream: bool
     include_usage: bool
+    control: FusionControl = FusionControl()
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one batch (same mode, same decoding settings)."""
         if not self.do_sample:
-            return (self.mode, False)
-        return (self.mode, True, self.temperature, self.top_p, self.seed)
+            return (self.mode, self.control, False)
+        return (self.mode, self.control, True, self.temperature, self.top_p, self.seed)
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
@@ -126,6 +134,13 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         raise APIError(400, f"invalid value for {param!r}: {message}", param=param, code="invalid_value") from None
     if req.max_tokens is not None and req.max_completion_tokens is not None and req.max_tokens != req.max_completion_tokens:
         raise APIError(400, "max_tokens and max_completion_tokens disagree; give one of them", param="max_tokens", code="invalid_value")
+    controls = {k: v for k in ("fusion_strength", "fuse_layers", "fuse_proportion") if (v := getattr(req, k)) is not None}
+    try:
+        control = FusionControl.from_kwargs(**controls)
+    except ValueError as err:
+        raise APIError(400, str(err), param=next(iter(controls)), code="invalid_value") from None
+    if controls and req.model != "c2c":
+        raise APIError(400, f"{', '.join(controls)} only apply to model 'c2c', not {req.model!r}", param=next(iter(controls)), code="invalid_value")
     temperature = 1.0 if req.temperature is None else req.temperature
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
@@ -140,4 +155,5 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         seed=req.seed,
         stream=req.stream,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        control=control,
     )
