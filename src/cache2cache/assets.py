@@ -529,6 +529,7 @@ def fetch(
 
     Raises:
         ValueError: an unknown name (all of them are listed).
+        ImportError: a model is to be converted and the `gguf` extra is missing (checked before downloading).
         ChecksumError: a file does not have its pinned hash.
         RuntimeError: a download failed.
 
@@ -541,6 +542,10 @@ def fetch(
     unknown = [name for name in chosen if name not in ASSETS]
     if unknown:
         raise ValueError(f"unknown asset(s) {', '.join(map(repr, unknown))}; choose from: {', '.join(ASSETS)}")
+    if any(isinstance(ASSETS[name], ModelAsset) and (force or not is_fetched(name, root)) for name in chosen):
+        from .loading import require_gguf  # imported here: loading imports this module
+
+        require_gguf()  # models are converted from GGUF after the download: say so before downloading
     landed: dict[str, Path] = {}
     for name in chosen:
         asset = ASSETS[name]

@@ -21,6 +21,7 @@ import os
 import pickle
 import re
 import tempfile
+import typing
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -30,18 +31,22 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import CONFIG_NAME, C2CConfig, FuserConfig, ModelFingerprint
+from .config import CONFIG_NAME, C2CConfig, FuserConfig, ModelFingerprint, describe_annotation, fits_annotation
 from .fuser import C2CFuser, FuserStack
 from .model import C2CModel
+from .output_dir import output_dir_problem
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "fuser.safetensors"
 PUBLISHED_MAP = "projector_config.json"
 PUBLISHED_CLASS = "C2CProjector"
-_PUBLISHED_ARGS = ("source_dim", "target_dim", "source_num_heads", "target_num_heads") + tuple(
-    f.name for f in fields(FuserConfig) if f.name not in ("gate_init", "anneal_schedule", "zero_init")
-)
+_SHAPE_ARGS = ("source_dim", "target_dim", "source_num_heads", "target_num_heads")
+_PUBLISHED_ARGS = _SHAPE_ARGS + tuple(f.name for f in fields(FuserConfig) if f.name not in ("gate_init", "anneal_schedule", "zero_init"))
+# The JSON type of each published constructor argument, to refuse a mistyped projector_{i}.json up front.
+_PUBLISHED_ARG_TYPES: dict[str, Any] = {name: int for name in _SHAPE_ARGS} | {
+    f.name: typing.get_type_hints(FuserConfig)[f.name] for f in fields(FuserConfig)
+}
 
 
 # --------------------------------------------------------------------------------------- our format
@@ -57,6 +62,9 @@ def save_c2c(model: C2CModel, directory: str | Path) -> Path:
         The directory.
     """
     directory = Path(directory)
+    unusable = output_dir_problem(directory)
+    if unusable:
+        raise ValueError(f"cannot save the checkpoint: {unusable}; give a folder path that can be written")
     directory.mkdir(parents=True, exist_ok=True)
     config_text = json.dumps(model.config.to_dict(), indent=2) + "\n"
     with tempfile.TemporaryDirectory(dir=directory, prefix=".saving-") as tmp:
@@ -83,15 +91,17 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source
     unexpected = sorted(set(state) - set(expected))
     wrong = [f"{k}: file {tuple(state[k].shape)} != model {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
     if missing or unexpected or wrong:
-        lines = [f"{source} does not match the fuser architecture:"]
+        parts = []
         if missing:
-            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
         if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+            parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
         if wrong:
-            lines.append(f"  wrong shapes ({len(wrong)}): {'; '.join(wrong[:8])}")
-        lines.append("Fix: load it for the pair and fuser sizes it was trained with (see its config).")
-        raise ValueError("\n".join(lines))
+            parts.append(f"wrong shapes ({len(wrong)}): {', '.join(wrong[:8])}")
+        raise ValueError(
+            f"{source} does not match the fuser architecture: {'; '.join(parts)}. "
+            "Fix: load it for the pair and fuser sizes it was trained with (see its config)."
+        )
     module.load_state_dict(state, strict=True)
 
 
@@ -191,6 +201,8 @@ def _resolve_model(
     device: str | torch.device | None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
     """Load `model` (and its tokenizer) when given by name, falling back to the recorded name."""
+    if model is not None and not isinstance(model, str | PreTrainedModel):
+        raise TypeError(f"{role}= must be a loaded PreTrainedModel or a hub id / path string, got {type(model).__name__}")
     name = model if isinstance(model, str) else (recorded if model is None else None)
     if model is None and not recorded:
         raise ValueError(f"the checkpoint does not record its {role}; pass {role}= (a model or a hub id / path)")
@@ -255,21 +267,43 @@ def _read_published(final: Path) -> dict[str, Any]:
         meta_path, weights_path = final / f"projector_{idx}.json", final / f"projector_{idx}.pt"
         if not meta_path.is_file() or not weights_path.is_file():
             raise FileNotFoundError(f"{final} lacks projector_{idx}.json or projector_{idx}.pt, which {PUBLISHED_MAP} refers to")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("class") != PUBLISHED_CLASS:
-            raise ValueError(f"{meta_path}: class {meta.get('class')!r} is not supported; only {PUBLISHED_CLASS} (the published fuser) is")
-        args = {k: _decode_arg(v) for k, v in meta.get("init_args", {}).items() if k != "dtype"}
         try:
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise ValueError(
-                f"{weights_path} holds more than tensors (pickled objects or code) and was refused: {err}. "
-                "Only plain state dicts load; re-save it with torch.save(module.state_dict())."
-            ) from err
-        if not isinstance(state, dict):
-            raise ValueError(f"{weights_path} does not hold a state dict (got {type(state).__name__})")
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{meta_path} is not valid JSON ({err}); restore it from the published checkpoint") from err
+        if not isinstance(meta, dict) or meta.get("class") != PUBLISHED_CLASS:
+            found = meta.get("class") if isinstance(meta, dict) else meta
+            raise ValueError(f"{meta_path}: class {found!r} is not supported; only {PUBLISHED_CLASS} (the published fuser) is")
+        init_args = meta.get("init_args", {})
+        if not isinstance(init_args, dict):
+            raise ValueError(f"{meta_path}: init_args must be an object of constructor arguments, got {init_args!r}")
+        args = {k: _decode_arg(v) for k, v in init_args.items() if k != "dtype"}
+        types = _PUBLISHED_ARG_TYPES.items()
+        wrong = [f"{k}: got {args[k]!r}, expected {describe_annotation(tp)}" for k, tp in types if k in args and not fits_annotation(args[k], tp)]
+        if wrong:
+            raise ValueError(f"{meta_path}: bad init_args ({'; '.join(wrong)}); restore it from the published checkpoint")
+        state = _load_tensors(weights_path)
         projectors[idx] = (args, state)
     return {"layer_map": layer_map, "projectors": projectors}
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A published `projector_{i}.pt` state dict, read with `weights_only=True`: pickled code never runs."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message is a page long; keep the one fact that matters, what the file tried to load.
+        what = re.search(r"GLOBAL (\S+)|Unsupported operand \d+", str(err))
+        detail = f" (it asks for {what.group(0).removeprefix('GLOBAL ')})" if what else ""
+        raise ValueError(
+            f"{path} holds more than tensors (pickled objects or code) and was refused without running it{detail}. "
+            "Fix: load only checkpoints you trust, re-saved as plain tensors with torch.save(module.state_dict())"
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:  # torch reports a truncated or corrupt zip as RuntimeError
+        raise ValueError(f"cannot read {path}: it is truncated or corrupt ({str(err).split('. ')[0]}); download it again") from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors (got {type(state).__name__}); download it again")
+    return state
 
 
 def _published_to_fusers(published: dict[str, Any], receiver: PreTrainedModel, sharer: PreTrainedModel) -> tuple[C2CConfig, FuserStack]:

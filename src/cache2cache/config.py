@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -167,8 +169,16 @@ class C2CConfig:
             problems.append(f"alignment_strategy must be 'first' or 'longest', got {self.alignment_strategy!r}")
         if self.fuser.anneal_schedule not in ("geometric", "linear"):
             problems.append(f"fuser.anneal_schedule must be 'geometric' or 'linear', got {self.fuser.anneal_schedule!r}")
+        f = self.fuser
+        for name in ("hidden_dim", "intermediate_dim"):
+            if getattr(f, name) < 1:
+                problems.append(f"fuser.{name} must be a positive integer, got {getattr(f, name)}")
+        if f.num_layers < 3:
+            problems.append(f"fuser.num_layers must be >= 3 (one fusion block, L-2 projection blocks), got {f.num_layers}")
+        if not 0.0 <= f.dropout < 1.0:
+            problems.append(f"fuser.dropout must be in [0, 1), got {f.dropout}")
         if problems:
-            raise ValueError("invalid C2CConfig:\n  - " + "\n  - ".join(problems))
+            raise ValueError("invalid C2CConfig: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (layer-map keys become strings)."""
@@ -177,28 +187,49 @@ class C2CConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> C2CConfig:
-        """Inverse of `to_dict`; refuses unknown format versions and unknown keys."""
+    def from_dict(cls, d: Any, *, source: str = CONFIG_NAME) -> C2CConfig:
+        """Inverse of `to_dict`; refuses unknown format versions, unknown or missing keys and wrong types.
+
+        Args:
+            d: The parsed JSON.
+            source: What to call it in error messages (the file's path).
+
+        Raises:
+            ValueError: One line naming every bad field, its value and what was expected.
+        """
+        fix = "re-save the checkpoint with save_pretrained, or restore the file from where it came"
+        if not isinstance(d, dict):
+            raise ValueError(f"{source} is not a valid C2C config: the top level is a {type(d).__name__}, expected a JSON object; {fix}")
         version = d.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(
-                f"c2c_config.json has format_version {version!r}; this cache2cache reads version {FORMAT_VERSION}. "
+                f"{source} has format_version {version!r}; this cache2cache reads version {FORMAT_VERSION}. "
                 "Upgrade cache2cache, or re-save the checkpoint with the version that wrote it."
             )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"c2c_config.json has unknown keys {sorted(unknown)}; expected {sorted(known)}")
+        problems = _field_problems(cls, d, "", required=("receiver", "sharer", "fuser", "layer_map"))
+        for key, kind in (("receiver", ModelFingerprint), ("sharer", ModelFingerprint), ("fuser", FuserConfig)):
+            if key in d:
+                problems += _field_problems(kind, d[key], key)
+        layer_map = d.get("layer_map", {})
+        if not isinstance(layer_map, dict) or not all(
+            isinstance(t, str) and t.isdigit() and isinstance(v, int) and not isinstance(v, bool) for t, v in layer_map.items()
+        ):
+            problems.append(f"layer_map: got {layer_map!r}, expected an object of receiver layer -> sharer layer, e.g. {{\"0\": 0}}")
+        if problems:
+            raise ValueError(f"{source} is not a valid C2C config: {'; '.join(problems)}; {fix}")
         config = cls(
             receiver=ModelFingerprint(**d["receiver"]),
             sharer=ModelFingerprint(**d["sharer"]),
             fuser=FuserConfig(**d["fuser"]),
-            layer_map={int(t): int(s) for t, s in d["layer_map"].items()},
+            layer_map={int(t): s for t, s in layer_map.items()},
             layer_map_name=d.get("layer_map_name", "custom"),
             alignment_strategy=d.get("alignment_strategy", "longest"),
             format_version=version,
         )
-        config.validate()
+        try:
+            config.validate()
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}; {fix}") from err
         return config
 
     def save(self, directory: str | Path) -> Path:
@@ -212,6 +243,55 @@ class C2CConfig:
         """Read `c2c_config.json` from `directory`."""
         path = Path(directory) / CONFIG_NAME
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError, KeyError) as err:
-            raise ValueError(f"{path} is not a valid C2C config ({err}); re-save it with save_pretrained") from err
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{path} does not exist; give a folder written by save_pretrained") from err
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); re-save the checkpoint with save_pretrained") from err
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); re-save the checkpoint with save_pretrained"
+            ) from err
+        return cls.from_dict(data, source=str(path))
+
+
+def fits_annotation(value: Any, tp: Any) -> bool:
+    """Whether a JSON value fits a field annotation (int, float, bool, str, or one of them | None)."""
+    if isinstance(tp, types.UnionType):
+        return any(fits_annotation(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def describe_annotation(tp: Any) -> str:
+    """What `fits_annotation` wants, in words: "an integer", "a string or null", ..."""
+    if isinstance(tp, types.UnionType):
+        return " or ".join(describe_annotation(arg) for arg in typing.get_args(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}.get(tp, str(tp))
+
+
+def _field_problems(cls: type, data: Any, where: str, required: tuple[str, ...] | None = None) -> list[str]:
+    """Missing, unknown and mistyped keys of `data` as the dataclass `cls` (nested ones are checked apart).
+
+    `required` names the keys that must be present (default: the fields without a default)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    if not isinstance(data, dict):
+        return [f"{where}: got {data!r}, expected an object with keys {', '.join(names)}"]
+    prefix = f"{where}." if where else ""
+    hints = typing.get_type_hints(cls)
+    problems = [f"{prefix}{key}: unknown key (expected one of {', '.join(names)})" for key in data if key not in names]
+    for f in dataclasses.fields(cls):
+        needed = f.name in required if required is not None else f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.name not in data:
+            if needed:
+                problems.append(f"{prefix}{f.name}: missing")
+        elif not dataclasses.is_dataclass(hints[f.name]) and f.name != "layer_map" and not fits_annotation(data[f.name], hints[f.name]):
+            problems.append(f"{prefix}{f.name}: got {data[f.name]!r}, expected {describe_annotation(hints[f.name])}")
+    return problems

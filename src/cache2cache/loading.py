@@ -40,6 +40,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import assets
+from .output_dir import output_dir_problem
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def _check_gguf_file(path: Path) -> None:
         raise ValueError(f"{path} is not a GGUF file (it starts with {magic!r}, not {_GGUF_MAGIC!r})")
 
 
-def _require_gguf() -> None:
+def require_gguf() -> None:
     """Raise an ImportError naming the extra when the GGUF loader's dependencies are missing."""
     try:
         import accelerate  # noqa: F401
@@ -140,12 +141,33 @@ def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str:
     raise ValueError(f"dtype={dtype!r} is not supported; use a torch.dtype, 'auto' or one of {', '.join(_DTYPES)}")
 
 
+def parse_device(device: str | torch.device) -> torch.device:
+    """`device` as a `torch.device`, refused up front when it is not one or is not on this machine.
+
+    Raises:
+        ValueError: an unknown device string, or a CUDA (or MPS) device this torch build or machine lacks.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device ({str(err).splitlines()[0]}); use e.g. cpu, cuda or cuda:1") from err
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"device {str(parsed)!r} requested but {build}; use cpu, or install a CUDA build of torch on a GPU machine")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(parsed)!r} requested but only {torch.cuda.device_count()} CUDA device(s) are visible; use cuda:0..")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(parsed)!r} requested but MPS is not available here; use cpu")
+    return parsed
+
+
 def _from_pretrained(
     kind: type, name: str | Path, location: str, gguf_file: str | None, **kwargs: object
 ) -> object:
     """`kind.from_pretrained` on a resolved `name`; a hub failure says what else the name could have meant."""
     if gguf_file is not None:
-        _require_gguf()
+        require_gguf()
         kwargs["gguf_file"] = gguf_file
     try:
         return kind.from_pretrained(location, **kwargs)
@@ -196,6 +218,7 @@ def load_model(
         >>> receiver = load_model("smollm2-135m-instruct", dtype="bfloat16")  # doctest: +SKIP
     """
     torch_dtype = _parse_dtype(dtype)
+    device = parse_device(device)
     location, gguf_file = resolve(name_or_path)
     kwargs: dict[str, object] = {"dtype": torch_dtype}
     if gguf_file is not None:
@@ -268,6 +291,9 @@ def convert_gguf(src: str | Path, dst: str | Path, *, overwrite: bool = False) -
     if gguf_file is None:
         raise ValueError(f"{source} is a Hugging Face folder, not a GGUF file; it needs no conversion")
     target = Path(dst).expanduser()
+    unusable = output_dir_problem(target)
+    if unusable:
+        raise ValueError(f"cannot write the dense checkpoint: {unusable}; choose another output folder")
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise FileExistsError(f"{target} exists and is not empty; choose another folder or pass overwrite=True")
     start = time.perf_counter()

@@ -170,9 +170,9 @@ class C2CModel(nn.Module):
                 logger.info("%s loaded from %r; fusers were trained with %r (same shapes)", role, actual.name_or_path, expected.name_or_path)
         if problems:
             raise ValueError(
-                "this C2C checkpoint does not fit the models given:\n  - "
-                + "\n  - ".join(problems)
-                + "\nFix: pass the receiver and sharer the checkpoint was trained for, or train fusers for this pair."
+                "this C2C checkpoint does not fit the models given: "
+                + "; and ".join(problems)
+                + ". Fix: pass the receiver and sharer the checkpoint was trained for, or train fusers for this pair."
             )
 
     def to_fuser_device(self) -> C2CModel:
@@ -400,6 +400,7 @@ class C2CModel(nn.Module):
         if (messages is None) == (input_ids is None):
             raise ValueError("pass either chat messages or input_ids, not both and not neither")
         control = FusionControl.from_kwargs(fusion_strength, fuse_layers, fuse_proportion)
+        check_generation_kwargs(generate_kwargs)
         single = False
         if messages is not None:
             conversations, single = _as_conversations(messages)
@@ -409,12 +410,31 @@ class C2CModel(nn.Module):
                 input_ids, attention_mask, sharer_input_ids=sharer_input_ids,
                 sharer_attention_mask=sharer_attention_mask, fusion_mask=fusion_mask,
             )
+        self._check_prompt_length(inputs.input_ids.shape[1], generate_kwargs.get("max_new_tokens"))
         out = self.generate_from_inputs(inputs, fuse=fuse, control=control, **generate_kwargs)
         if messages is None:
             return out
         sequences = out.sequences if hasattr(out, "sequences") else out
         texts = self.receiver_tokenizer.batch_decode(sequences[:, inputs.input_ids.shape[1] :], skip_special_tokens=True)
         return texts[0] if single else texts
+
+    def _check_prompt_length(self, length: int, max_new_tokens: Any) -> None:
+        """Refuse a prompt longer than either model's positions; warn when the answer would run past them."""
+        for role, model in (("receiver", self.receiver), ("sharer", self.sharer)):
+            limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+            if limit is None:
+                continue
+            name = getattr(model, "name_or_path", None) or model.config.model_type
+            if length > limit:
+                raise ValueError(
+                    f"the prompt is {length} tokens but the {role} {name!r} reads at most {limit} positions "
+                    "(max_position_embeddings); shorten the prompt"
+                )
+            if role == "receiver" and isinstance(max_new_tokens, int) and length + max_new_tokens > limit:
+                logger.warning(
+                    "prompt (%d tokens) + max_new_tokens (%d) exceed the receiver's %d positions; tokens past them are unreliable",
+                    length, max_new_tokens, limit,
+                )  # fmt: skip
 
     @torch.no_grad()
     def generate_from_inputs(
@@ -443,13 +463,65 @@ def build_fusers(config: C2CConfig, *, seed: int | None = None) -> FuserStack:
     return FuserStack(config.layer_map, fusers)
 
 
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+"""The chat roles a prompt may use."""
+
+
+def check_generation_kwargs(kwargs: dict[str, Any]) -> None:
+    """Refuse generation settings Hugging Face would accept silently or report without the fix.
+
+    Raises:
+        ValueError: `max_new_tokens` not a positive integer, `temperature` not > 0, `top_p` outside
+            (0, 1] or `top_k` not a non-negative integer.
+    """
+    problems = []
+    max_new = kwargs.get("max_new_tokens")
+    if max_new is not None and (not isinstance(max_new, int) or isinstance(max_new, bool) or max_new < 1):
+        problems.append(f"max_new_tokens={max_new!r}: expected a positive integer (the most tokens to generate), e.g. 64")
+    temperature = kwargs.get("temperature")
+    if temperature is not None and (not isinstance(temperature, int | float) or not temperature > 0):
+        problems.append(f"temperature={temperature!r}: expected a number > 0 (1.0 samples as trained; for greedy decoding, drop do_sample)")
+    top_p = kwargs.get("top_p")
+    if top_p is not None and (not isinstance(top_p, int | float) or not 0 < top_p <= 1):
+        problems.append(f"top_p={top_p!r}: expected a probability mass in (0, 1], e.g. 0.9 (1.0 keeps every token)")
+    top_k = kwargs.get("top_k")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0):
+        problems.append(f"top_k={top_k!r}: expected an integer >= 0 (0 keeps every token)")
+    if problems:
+        raise ValueError("bad generation settings: " + "; ".join(problems))
+
+
 def _as_conversations(messages: Messages | list[Messages] | str) -> tuple[list[Messages], bool]:
-    """Normalise a prompt to a batch of conversations; the flag says it was a single one."""
+    """Normalise a prompt to a batch of conversations; the flag says it was a single one.
+
+    Raises:
+        ValueError: not a string, a conversation or a list of conversations; an unknown role; a
+            message without string content; or a user message with no text.
+    """
     if isinstance(messages, str):
-        return [[{"role": "user", "content": messages}]], True
-    if messages and isinstance(messages[0], dict):
-        return [messages], True  # type: ignore[list-item]
-    return list(messages), False  # type: ignore[arg-type]
+        conversations, single = [[{"role": "user", "content": messages}]], True
+    elif isinstance(messages, list | tuple) and messages and isinstance(messages[0], dict):
+        conversations, single = [list(messages)], True  # type: ignore[list-item]
+    elif isinstance(messages, list | tuple) and messages and all(isinstance(c, list | tuple) for c in messages):
+        conversations, single = [list(c) for c in messages], False  # type: ignore[union-attr]
+    else:
+        raise ValueError(
+            f"messages must be a string, a conversation (a list of {{'role', 'content'}} dicts) or a list of conversations; "
+            f"got {type(messages).__name__} {str(messages)[:40]!r}"
+        )
+    for b, conversation in enumerate(conversations):
+        where = f"conversation {b}, " if not single else ""
+        if not conversation:
+            raise ValueError(f"{f'conversation {b}' if not single else 'the conversation'} has no messages; give at least one user message")
+        for i, message in enumerate(conversation):
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+                raise ValueError(f"{where}message {i}: expected a dict with a string 'content', got {message!r}")
+            role = message.get("role")
+            if role not in ROLES:
+                raise ValueError(f"{where}message {i}: role {role!r} is not one of {', '.join(ROLES)}; fix the role")
+            if role == "user" and not message["content"].strip():
+                raise ValueError(f"{where}message {i}: the user message is empty; give the question or instruction to answer")
+    return conversations, single
 
 
 def _same_vocab(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:

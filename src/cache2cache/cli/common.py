@@ -118,12 +118,14 @@ def resolve_device(name: str | None) -> torch.device:
     """The device called `name`, or cuda when available else cpu when `name` is None."""
     import torch
 
+    from cache2cache.loading import parse_device
+
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"--device {name!r} is not a torch device ({err}); use e.g. cpu or cuda") from err
+        return parse_device(name)
+    except ValueError as err:
+        raise ValueError(f"--{err}") from err
 
 
 def resolve_dtype(name: str) -> torch.dtype | None:
@@ -210,8 +212,11 @@ def generation_kwargs(args: argparse.Namespace) -> dict[str, object]:
         "fuse_layers": args.fuse_layers,
         "fuse_proportion": args.fuse_proportion,
     }
+    sampling = {k: getattr(args, k) for k in ("temperature", "top_p") if getattr(args, k) is not None}
     if args.do_sample:
-        kwargs.update({k: getattr(args, k) for k in ("temperature", "top_p") if getattr(args, k) is not None})
+        kwargs.update(sampling)
+    elif sampling:
+        logger.warning("%s only apply with --do_sample; decoding greedily without them", " and ".join(f"--{k}" for k in sampling))
     return kwargs
 
 

@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     print((result.output_dir / "report.md").read_text())
     if result.reused:
         print(f"(reused trained {', '.join(result.reused)} from {result.output_dir}; pass --fresh to retrain)")
-    print(f"Done in {time.perf_counter() - start:.0f} s. Report: {result.output_dir / 'report.md'} and {result.output_dir / 'report.png'}")
+    chart = result.output_dir / "report.png"
+    print(f"Done in {time.perf_counter() - start:.0f} s. Report: {result.output_dir / 'report.md'}" + (f" and {chart}" if chart.is_file() else ""))
     print(f"Try the trained pair yourself: c2c generate --receiver {result.output_dir}/receiver --sharer {result.output_dir}/sharer "
           f"--fuser {result.output_dir}/fuser/final \"{result.questions[0]}\"")  # fmt: skip
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .common import USER_ERRORS, configure_logging, report_error
 
@@ -59,11 +60,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     overrides = {key[len(_PREFIX) :]: value for key, value in vars(args).items() if key.startswith(_PREFIX)}
     try:
-        from cache2cache.evaluation.config import load_eval_config
+        from cache2cache.evaluation.config import ITEMS_FILE, load_eval_config
         from cache2cache.evaluation.report import markdown_table, speed_ratios, summarize
         from cache2cache.evaluation.runner import run_eval
 
         config = load_eval_config(args.config, overrides)
+        if "resume" in overrides and config.resume and not (Path(config.output_dir).expanduser() / ITEMS_FILE).is_file():
+            raise ValueError(f"--resume: {config.output_dir!r} holds no run to continue (no {ITEMS_FILE}); drop --resume to start a fresh run")
         result = run_eval(config)
     except USER_ERRORS as err:
         return report_error("eval", err)
@@ -75,5 +78,6 @@ def run(args: argparse.Namespace) -> int:
     ratios = speed_ratios(summaries)
     if ratios:
         print("median latency ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
-    print(f"results in {result.output_dir}: items.jsonl, summary.json, results.md, results.png")
+    written = [name for name in ("items.jsonl", "summary.json", "results.md", "results.png") if (result.output_dir / name).is_file()]
+    print(f"results in {result.output_dir}: {', '.join(written)}")
     return 0

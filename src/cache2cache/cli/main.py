@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         description=COMMANDS[verb],
         epilog=getattr(module, "EXAMPLE", None),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # a typo'd flag such as --learning_rat must not silently set --learning_rate
     )
     module.add_arguments(verb_parser)
     args = verb_parser.parse_args(argv[1:])

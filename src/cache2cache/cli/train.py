@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="RECIPE", help="the YAML recipe (see recipes/)")
     parser.add_argument(
         "--resume", nargs="?", const="latest", metavar="CHECKPOINT",
-        help="continue from the newest checkpoint in output_dir (or the given checkpoint-<step> folder)",
+        help="continue from the newest checkpoint in output_dir (or the given checkpoint-<step> folder); "
+        "an error when there is none (a recipe's training.resume_from: latest starts fresh instead)",
     )  # fmt: skip
     group = parser.add_argument_group(
         "recipe overrides",
@@ -68,8 +69,14 @@ def run(args: argparse.Namespace) -> int:
         overrides["training.resume_from"] = args.resume
     try:
         from cache2cache.training import load_train_config, run_training
+        from cache2cache.training.state import find_latest_checkpoint
 
         config = load_train_config(args.config, overrides)
+        if args.resume == "latest" and find_latest_checkpoint(config.output_path) is None:
+            raise ValueError(
+                f"--resume: {str(config.output_path)!r} holds no checkpoint-<step> to continue; drop --resume to start a fresh run "
+                "(or give --output_dir of the run to continue)"
+            )
         final = run_training(config)
     except USER_ERRORS as err:
         return report_error("train", err)

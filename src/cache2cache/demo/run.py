@@ -35,6 +35,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from ..chat import render_chat
 from ..config import FuserConfig
 from ..model import C2CModel
+from ..output_dir import output_dir_problem
 from ..training.config import OutputOptions, TrainConfig, TrainingOptions
 from ..training.loop import train_fusers
 from . import corpora
@@ -139,8 +140,9 @@ def run_demo(
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be at least 1 (or None for torch's choice), got {num_threads}")
     out = Path(output_dir).resolve()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"the demo's output folder {out} is a file; pass another output_dir")
+    unusable = output_dir_problem(out)
+    if unusable:
+        raise ValueError(f"the demo's output folder {unusable}; pass another output_dir")
     if num_threads:
         torch.set_num_threads(num_threads)
     spec = SIZES[size] if isinstance(size, str) else size

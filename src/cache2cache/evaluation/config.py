@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ..output_dir import output_dir_problem
 from ..training.config import ConfigError, read_recipe
 from .prompts import T2T_BACKGROUND_PROMPT
 
@@ -175,6 +176,15 @@ def parse_eval_config(raw: Mapping[str, Any]) -> tuple[EvalConfig, list[str]]:
             problems.append(f"{key}: unknown key; {hint}valid keys: {', '.join(names)}")
             continue
         ok, converted = _convert(hints[key], value)
+        if not ok and typing.get_origin(hints[key]) is list and isinstance(converted, list):
+            # Name the bad entries, and keep the good ones so later checks do not complain about a default.
+            choices = typing.get_args(typing.get_args(hints[key])[0])
+            bad = [v for v in converted if v not in choices]
+            close = {v: difflib.get_close_matches(str(v), [str(a) for a in choices], n=1) for v in bad}
+            hints_text = "".join(f"; {v!r}: did you mean {c[0]!r}?" for v, c in close.items() if c)
+            problems.append(f"{key}: {', '.join(repr(v) for v in bad)} not allowed, expected {_expected(hints[key])}{hints_text}")
+            values[key] = [v for v in converted if v in choices]
+            continue
         if not ok:
             close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(hints[key])], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -294,6 +304,9 @@ def _file_problems(c: EvalConfig) -> list[str]:
             problems.append(f"{role}: {name!r} does not exist (relative paths resolve against {Path.cwd()})")
     if c.fuser and _path_like(c.fuser) and not Path(c.fuser).expanduser().exists():
         problems.append(f"fuser: {c.fuser!r} does not exist (relative paths resolve against {Path.cwd()})")
+    unusable = output_dir_problem(c.output_dir) if c.output_dir else None
+    if unusable:
+        problems.append(f"output_dir: {unusable}; choose another --output_dir")
     items = Path(c.output_dir).expanduser() / ITEMS_FILE
     if items.is_file() and items.stat().st_size and not (c.resume or c.overwrite):
         problems.append(

@@ -17,12 +17,15 @@ percentile (linear interpolation) of the timed items' totals, and per stage by t
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 Z_95 = 1.959963984540054
 """The standard normal quantile of a two-sided 95% interval."""
@@ -258,13 +261,28 @@ def write_markdown(
 # --------------------------------------------------------------------------------------- chart
 
 
+CHART_EXTRA = "pip install 'cache2cache[demo]' (matplotlib only; the eval and all extras include it too)"
+"""How to get the charts' one optional dependency."""
+
+
+def write_chart(summaries: Sequence[ModeSummary], path: str | Path, *, title: str = "Evaluation results") -> Path | None:
+    """`plot_summary`, or, without matplotlib, a warning and None: a finished run never loses its
+    results to the chart. A chart left at `path` by an earlier run is removed then, so none is stale."""
+    try:
+        return plot_summary(summaries, path, title=title)
+    except ImportError as err:
+        Path(path).unlink(missing_ok=True)
+        logger.warning("skipped the chart %s: %s", path, err)
+        return None
+
+
 def plot_summary(summaries: Sequence[ModeSummary], path: str | Path, *, title: str = "Evaluation results") -> Path:
     """A PNG with accuracy (bars, 95% CI whiskers) and median latency (bars, p90 whiskers) per mode.
 
     The latency panel is left out when no mode was timed. Uses matplotlib's Agg backend (no display).
 
     Raises:
-        ImportError: matplotlib is missing (`pip install 'cache2cache[eval]'`).
+        ImportError: matplotlib is missing (the message names `CHART_EXTRA`).
     """
     try:
         import matplotlib
@@ -272,7 +290,7 @@ def plot_summary(summaries: Sequence[ModeSummary], path: str | Path, *, title: s
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise ImportError("plotting needs matplotlib: pip install 'cache2cache[eval]'") from err
+        raise ImportError(f"the chart needs matplotlib: {CHART_EXTRA}") from err
     timed = [s for s in summaries if s.latency_median_ms is not None]
     figure, axes = plt.subplots(1, 2 if timed else 1, figsize=(10 if timed else 5.5, 4), squeeze=False)
     names = [s.mode for s in summaries]

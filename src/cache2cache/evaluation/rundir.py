@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from .config import CONFIG_FILE, ITEMS_FILE, RESUMABLE_CHANGES, EvalConfig
-from .report import plot_summary, speed_ratios, summarize, write_markdown
+from .report import speed_ratios, summarize, write_chart, write_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class RunFolder:
         return [self._done[(m, i)] for m in modes for i in ids if (m, i) in self._done]
 
     def write_reports(self, config: EvalConfig, records: list[dict[str, Any]], n_items: int) -> dict[str, Any]:
-        """Write `summary.json`, `results.md` and `results.png`; returns the summary."""
+        """Write `summary.json`, `results.md` and `results.png` (skipped, with a warning, without matplotlib); returns the summary."""
         summaries = summarize(records, config.modes)
         summary = {
             "task": config.task,
@@ -126,7 +126,7 @@ class RunFolder:
         (self.path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         title = f"{config.task}" + (f" ({config.split})" if config.split else "") + f": {n_items} items"
         write_markdown(summaries, self.path / MARKDOWN_FILE, title=title, extra_sections={"Setup": setup_text(config)})
-        plot_summary(summaries, self.path / CHART_FILE, title=title)
+        write_chart(summaries, self.path / CHART_FILE, title=title)
         return summary
 
 

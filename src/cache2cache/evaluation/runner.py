@@ -88,11 +88,12 @@ def build_model(config: EvalConfig) -> C2CModel:
         ValueError: The checkpoint does not fit the models; OSError: a model cannot be found.
     """
     from ..config import FuserConfig
-    from ..loading import load_model, load_tokenizer
+    from ..loading import load_model, load_tokenizer, parse_device
 
     device = config.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = parse_device(device)
     dtype = None if config.dtype == "auto" else getattr(torch, config.dtype)
     if config.fuser:
         return C2CModel.from_pretrained(

@@ -145,8 +145,12 @@ def _read_arrow(split_dir: Path) -> list[dict[str, Any]]:
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, JSON object) for each non-blank line of a `.jsonl` or `.jsonl.gz` file."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with opener(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise TaskError(f"{path}:{number}: not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1}); save the file as UTF-8") from err
             if not line.strip():
                 continue
             try:

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import yaml
 
 from ..config import CONFIG_NAME, FuserConfig
+from ..output_dir import output_dir_problem
 
 RECIPE_NAME = "recipe.yaml"
 """The resolved recipe, copied into every run's output_dir."""
@@ -48,8 +49,10 @@ class ConfigError(ValueError):
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
         self.problems = list(problems)
-        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        super().__init__(f"{source}: {count}:\n  - " + "\n  - ".join(problems))
+        if len(problems) == 1:  # one problem, one line
+            super().__init__(f"{source}: {problems[0]}")
+        else:
+            super().__init__(f"{source}: {len(problems)} problems:\n  - " + "\n  - ".join(problems))
 
 
 # ------------------------------------------------------------------------------------------ schema
@@ -645,6 +648,9 @@ def _output_problems(config: TrainConfig) -> list[str]:
     from .state import find_latest_checkpoint, read_checkpoint_pair
 
     out = config.output_path
+    unusable = output_dir_problem(out)
+    if unusable:
+        return [f"output.output_dir: {unusable}; choose another output_dir"]
     resume = config.training.resume_from
     if resume is None:
         if not config.output.overwrite and find_latest_checkpoint(out) is not None:
@@ -690,12 +696,19 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         ConfigError: the file is missing, is not YAML, or is not a mapping.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(str(path), ["is a folder, not a recipe; give the .yaml file (see recipes/)"])
     if not path.is_file():
         raise ConfigError(str(path), [f"recipe file not found (relative paths resolve against {Path.cwd()})"])
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise ConfigError(str(path), [f"not valid YAML: {err}"]) from err
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(str(path), [f"not valid YAML{where}: {what}; fix the file there (indentation, brackets, quotes)"]) from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), [f"not UTF-8 text (byte {err.start}: {err.reason}); save the recipe as UTF-8"]) from err
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -28,6 +28,7 @@ batch fits `C2CModel.forward(inputs, prompt_length=P)`.
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 import logging
 import random
@@ -150,8 +151,12 @@ def _read_file(path: Path) -> Iterator[dict[str, Any]]:
     name = path.name
     if name.endswith((".jsonl", ".jsonl.gz")):
         opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise ValueError(f"{path}:{number}: not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1}); save the file as UTF-8") from err
                 if line.strip():
                     try:
                         yield json.loads(line)
@@ -167,11 +172,10 @@ def _read_file(path: Path) -> Iterator[dict[str, Any]]:
             raise ValueError(f"{path}: expected a JSON list of records (or {{'data': [...]}}), got {type(data).__name__}")
         yield from data
     elif name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
+        pq = _optional("pyarrow.parquet", f"reading {path}")
         yield from pq.read_table(path).to_pylist()
     elif name.endswith(".arrow"):
-        import pyarrow as pa
+        pa = _optional("pyarrow", f"reading {path}")
 
         try:
             table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()  # datasets' save_to_disk format
@@ -182,8 +186,16 @@ def _read_file(path: Path) -> Iterator[dict[str, Any]]:
         raise ValueError(f"{path}: unsupported data file type; use .jsonl, .json, .parquet or .arrow (optionally .gz for JSON)")
 
 
+def _optional(module: str, purpose: str) -> Any:
+    """Import an optional dependency of the `eval` extra, or say which extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"{purpose} needs {module.split('.')[0]}: pip install 'cache2cache[eval]'") from err
+
+
 def _read_datasets_folder(path: Path, split: str | None) -> Iterator[dict[str, Any]]:
-    import datasets
+    datasets = _optional("datasets", f"reading the datasets folder {path}")
 
     data = datasets.load_from_disk(str(path))
     if isinstance(data, datasets.DatasetDict):
@@ -195,10 +207,7 @@ def _read_datasets_folder(path: Path, split: str | None) -> Iterator[dict[str, A
 
 
 def _read_hub(name: str, split: str | None) -> Iterator[dict[str, Any]]:
-    try:
-        import datasets
-    except ImportError as err:
-        raise ImportError(f"reading the hub dataset {name!r} needs the datasets package: pip install 'cache2cache[eval]'") from err
+    datasets = _optional("datasets", f"reading the hub dataset {name!r}")
     try:
         data = datasets.load_dataset(name, split=split or "train")
     except Exception as err:  # the hub raises many kinds of errors (offline, gated, missing)
@@ -211,6 +220,9 @@ def chat_conversations(records: Iterable[Mapping[str, Any]], *, limit: int | Non
     """Conversations from chat records holding `messages`, `conversations` or `conversation`.
 
     Records that are malformed are skipped and counted (logged once).
+
+    Raises:
+        ValueError: every record was malformed (the file holds no chat data).
     """
     out: list[Conversation] = []
     skipped: Counter[str] = Counter()
@@ -225,6 +237,11 @@ def chat_conversations(records: Iterable[Mapping[str, Any]], *, limit: int | Non
             out.append(normalize_conversation(messages))
         except SampleError as err:
             skipped[err.reason] += 1
+    if skipped and not out:
+        raise ValueError(
+            f"{where or 'chat data'}: no usable conversation, all {sum(skipped.values())} records malformed ({dict(skipped)}); "
+            "each record needs a 'messages' list of {'role', 'content'} dicts ending in an assistant answer"
+        )
     if skipped:
         logger.warning("%s: skipped %d malformed records (%s)", where or "chat data", sum(skipped.values()), dict(skipped))
     return out

@@ -479,6 +479,11 @@ def run_training(config: TrainConfig, *, on_step: StepCallback | None = None) ->
         The `final/` folder.
     """
     world = init_world(config.training.device)
+    # The data first: a bad file is reported before the models load (and, for init: random, are saved).
+    train = [c for source in config.data.train for c in load_source(source)]
+    eval_conversations = [c for source in config.data.eval for c in load_source(source)] or None
+    if eval_conversations is None and config.data.eval_ratio > 0:
+        train, eval_conversations = split_holdout(train, config.data.eval_ratio, config.training.seed)
     m = config.model
     dtype = m.dtype if m.dtype != "auto" else ("bfloat16" if resolve_precision(config.training.precision, world.device) == "bf16" else "float32")
     receiver, sharer, receiver_tokenizer, sharer_tokenizer = load_pair(
@@ -490,10 +495,6 @@ def run_training(config: TrainConfig, *, on_step: StepCallback | None = None) ->
     model = C2CModel.from_models(
         receiver, sharer, pair, receiver_tokenizer=receiver_tokenizer, sharer_tokenizer=sharer_tokenizer, seed=config.training.seed
     )
-    train = [c for source in config.data.train for c in load_source(source)]
-    eval_conversations = [c for source in config.data.eval for c in load_source(source)] or None
-    if eval_conversations is None and config.data.eval_ratio > 0:
-        train, eval_conversations = split_holdout(train, config.data.eval_ratio, config.training.seed)
     return train_fusers(model, train, eval_conversations, config, on_step=on_step)
 
 
