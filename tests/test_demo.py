@@ -86,7 +86,7 @@ def test_bad_threads_and_a_file_as_output_folder_are_refused_before_any_work(tmp
         run_demo(tmp_path / "out", num_threads=0)
     a_file = tmp_path / "report.txt"
     a_file.write_text("keep me")
-    with pytest.raises(ValueError, match="is a file; pass another output_dir"):
+    with pytest.raises(ValueError, match="is a file, not a folder; pass another output_dir"):
         run_demo(a_file)
     assert a_file.read_text() == "keep me" and not (tmp_path / "out").exists()
 
