@@ -285,7 +285,7 @@ CASES: list[Case] = [
     Case("config-layer-map-list", lambda f: _gen(f, fuser="list_layer_map"), ("layer_map: got [0, 1]", "receiver layer -> sharer layer")),
     Case("config-unknown-key", lambda f: _gen(f, fuser="unknown_fuser_key"), ("fuser.hidden_dims: unknown key", "hidden_dim")),
     Case("config-format-version-99", lambda f: _gen(f, fuser="version_99"), ("format_version 99", "reads version 1", "Upgrade cache2cache")),
-    Case("config-negative-hidden-dim", lambda f: _gen(f, fuser="negative_hidden_dim"), ("fuser.hidden_dim must be a positive integer, got -4",)),
+    Case("config-negative-hidden-dim", lambda f: _gen(f, fuser="negative_hidden_dim"), ("fuser.hidden_dim: got -4, expected a positive integer",)),
     # ---- the published layout
     Case("published-pickle-payload", lambda f: _gen(f, fuser="pickled"), ("holds more than tensors (pickled objects or code)", "refused without running it", "posix.system")),
     Case("published-pt-truncated", lambda f: _gen(f, fuser="truncated_pt"), ("truncated or corrupt", "download it again")),
@@ -302,8 +302,8 @@ CASES: list[Case] = [
     Case("device-bogus", lambda f: _gen(f, "--device", "bogus"), ("--device 'bogus' is not a torch device", "use e.g. cpu")),
     Case("device-cuda-without-cuda", lambda f: _gen(f, "--device", "cuda"), ("--device 'cuda' requested", "use cpu"), needs="no_cuda"),
     Case("dtype-int8", lambda f: _gen(f, "--dtype", "int8"), ("--dtype: invalid choice: 'int8'",)),
-    Case("fresh-hidden-dim-negative", lambda f: _fresh(f, "--hidden_dim", "-3"), ("fuser.hidden_dim must be a positive integer, got -3",)),
-    Case("fresh-num-layers-1", lambda f: _fresh(f, "--num_layers", "1"), ("num_layers must be >= 3", "got 1")),
+    Case("fresh-hidden-dim-negative", lambda f: _fresh(f, "--hidden_dim", "-3"), ("fuser.hidden_dim: got -3, expected a positive integer",)),
+    Case("fresh-num-layers-1", lambda f: _fresh(f, "--num_layers", "1"), ("num_layers: got 1", "expected >= 3")),
     Case("shape-flags-with-a-checkpoint", lambda f: _gen(f, "--hidden_dim", "8"), ("--hidden_dim shape fresh fusers only", "Drop them")),
     # ---- prompts
     Case("prompt-empty", lambda f: _gen(f, prompt=""), ("the user message is empty", "give the question")),

@@ -94,6 +94,23 @@ class FuserConfig:
     gate_init: float = 0.0
     anneal_schedule: str = "geometric"
 
+    def problems(self, prefix: str) -> list[str]:
+        """Every out-of-range field, each as `<prefix><field>: got <value>, expected <range>`."""
+        problems = []
+        for name in ("hidden_dim", "intermediate_dim", "anneal_steps"):
+            if getattr(self, name) < 1:
+                problems.append(f"{prefix}{name}: got {getattr(self, name)}, expected a positive integer")
+        if self.num_layers < 3:
+            problems.append(f"{prefix}num_layers: got {self.num_layers}, expected >= 3 (one fusion block and L-2 projection blocks)")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"{prefix}dropout: got {self.dropout}, expected 0 <= dropout < 1 (published: 0.1)")
+        for name in ("initial_temperature", "final_temperature"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{prefix}{name}: got {getattr(self, name)}, expected > 0")
+        if self.anneal_schedule not in ("geometric", "linear"):
+            problems.append(f"{prefix}anneal_schedule: got {self.anneal_schedule!r}, expected 'geometric' (published code) or 'linear'")
+        return problems
+
 
 @dataclass
 class C2CConfig:
@@ -167,16 +184,7 @@ class C2CConfig:
             problems.append("layer_map is empty: no receiver layer would be fused")
         if self.alignment_strategy not in ("first", "longest"):
             problems.append(f"alignment_strategy must be 'first' or 'longest', got {self.alignment_strategy!r}")
-        if self.fuser.anneal_schedule not in ("geometric", "linear"):
-            problems.append(f"fuser.anneal_schedule must be 'geometric' or 'linear', got {self.fuser.anneal_schedule!r}")
-        f = self.fuser
-        for name in ("hidden_dim", "intermediate_dim"):
-            if getattr(f, name) < 1:
-                problems.append(f"fuser.{name} must be a positive integer, got {getattr(f, name)}")
-        if f.num_layers < 3:
-            problems.append(f"fuser.num_layers must be >= 3 (one fusion block, L-2 projection blocks), got {f.num_layers}")
-        if not 0.0 <= f.dropout < 1.0:
-            problems.append(f"fuser.dropout must be in [0, 1), got {f.dropout}")
+        problems += self.fuser.problems("fuser.")
         if problems:
             raise ValueError("invalid C2CConfig: " + "; ".join(problems))
 

@@ -432,7 +432,7 @@ def check_train_config(
                 problems.append(f"model.{role}: missing; give a hub id, a local folder, a .gguf file or a fetched alias")
         if not d.train:
             problems.append("data.train: no training sources; add at least one, e.g. {type: chat, path: data/train.jsonl}")
-    problems += _fuser_problems(m.fuser)
+    problems += m.fuser.problems("model.fuser.")
     for i, source in enumerate(d.train):
         problems += _source_problems(source, f"data.train[{i}]")
     for i, source in enumerate(d.eval):
@@ -498,23 +498,6 @@ def check_train_config(
         if check_models:
             problems += _model_file_problems(m)
         problems += _output_problems(config)
-    return problems
-
-
-def _fuser_problems(f: FuserConfig) -> list[str]:
-    problems = []
-    for name in ("hidden_dim", "intermediate_dim", "anneal_steps"):
-        if getattr(f, name) < 1:
-            problems.append(f"model.fuser.{name}: got {getattr(f, name)}, expected a positive integer")
-    if f.num_layers < 3:
-        problems.append(f"model.fuser.num_layers: got {f.num_layers}, expected >= 3 (one fusion block and L-2 projection blocks)")
-    if not 0.0 <= f.dropout < 1.0:
-        problems.append(f"model.fuser.dropout: got {f.dropout}, expected 0 <= dropout < 1 (published: 0.1)")
-    for name in ("initial_temperature", "final_temperature"):
-        if not getattr(f, name) > 0:
-            problems.append(f"model.fuser.{name}: got {getattr(f, name)}, expected > 0")
-    if f.anneal_schedule not in ("geometric", "linear"):
-        problems.append(f"model.fuser.anneal_schedule: got {f.anneal_schedule!r}, expected 'geometric' (published code) or 'linear'")
     return problems
 
 
