@@ -9,10 +9,10 @@ from collections.abc import Callable
 import httpx
 from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
-from cache2cache import C2CModel, FuserConfig
+from cache2cache import C2CModel
 from cache2cache.serving.app import ServeSettings, create_app
 from cache2cache.serving.server import build_server
-from tiny import tiny_receiver, tiny_sharer
+from tiny import tokenized_pair
 
 
 def tiny_chat_pair(receiver_words: bool = False) -> C2CModel:
@@ -24,12 +24,7 @@ def tiny_chat_pair(receiver_words: bool = False) -> C2CModel:
     rt, st = bpe_tokenizer(), wordlevel_tokenizer()
     if receiver_words:
         rt, st = st, rt
-    receiver, sharer = tiny_receiver(vocab_size=len(rt)), tiny_sharer(vocab_size=len(st))
-    for model, tok in ((receiver, rt), (sharer, st)):
-        model.generation_config.eos_token_id = tok.eos_token_id
-        model.generation_config.pad_token_id = tok.pad_token_id
-    fuser = FuserConfig(hidden_dim=16, intermediate_dim=16, num_layers=3, dropout=0.0, gate_init=3.0)
-    return C2CModel.from_models(receiver, sharer, fuser=fuser, receiver_tokenizer=rt, sharer_tokenizer=st, seed=0).eval()
+    return tokenized_pair(rt, st)
 
 
 class LiveServer:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cache2cache import C2CModel, FuserConfig, kv
+from cache2cache import C2CModel, kv
 from cache2cache.chat import render_chat
 from cache2cache.evaluation.config import EvalConfig
 from cache2cache.evaluation.prompts import background_messages, background_prompt, mc_prompt
@@ -17,7 +17,7 @@ from cache2cache.evaluation.runner import run_eval
 from cache2cache.evaluation.scoring import ChoiceScorer, split_continuation
 from cache2cache.evaluation.tasks import load_task
 from cache2cache.evaluation.timing import StageClock, timed_forward, timed_generate
-from tiny import tiny_receiver, tiny_sharer
+from tiny import tokenized_pair
 from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
 TASK = str(Path(__file__).parent / "fixtures" / "eval" / "tiny_mc.jsonl")
@@ -47,12 +47,7 @@ def tiny_eval_pair(kind: str = "aligned") -> C2CModel:
     rt, st = {"aligned": (bpe_tokenizer(), wordlevel_tokenizer()), "wordlevel": (wordlevel_tokenizer(), bpe_tokenizer())}.get(kind, (None, None))
     if kind == "shared":
         rt = st = bpe_tokenizer()
-    receiver, sharer = tiny_receiver(vocab_size=len(rt)), tiny_sharer(vocab_size=len(st))
-    for model, tok in ((receiver, rt), (sharer, st)):
-        model.generation_config.eos_token_id = tok.eos_token_id
-        model.generation_config.pad_token_id = tok.pad_token_id
-    fuser = FuserConfig(hidden_dim=16, intermediate_dim=16, num_layers=3, dropout=0.0, gate_init=3.0)
-    return C2CModel.from_models(receiver, sharer, fuser=fuser, receiver_tokenizer=rt, sharer_tokenizer=st, seed=0).eval()
+    return tokenized_pair(rt, st)
 
 
 def config(tmp_path: Path, **overrides) -> EvalConfig:

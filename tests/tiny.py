@@ -31,3 +31,17 @@ def tiny_sharer(vocab_size: int = VOCAB, seed: int = 1, **overrides) -> PreTrain
     cfg = LlamaConfig(**{**kw, **overrides})
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+
+
+def tokenized_pair(receiver_tokenizer, sharer_tokenizer):
+    """The tiny receiver and sharer sized to two tokenizers, their generation config using each
+    tokenizer's eos and pad, with small open-gate fusers (a `C2CModel` in eval mode)."""
+    from cache2cache import C2CModel, FuserConfig
+
+    receiver, sharer = tiny_receiver(vocab_size=len(receiver_tokenizer)), tiny_sharer(vocab_size=len(sharer_tokenizer))
+    for model, tok in ((receiver, receiver_tokenizer), (sharer, sharer_tokenizer)):
+        model.generation_config.eos_token_id = tok.eos_token_id
+        model.generation_config.pad_token_id = tok.pad_token_id
+    fuser = FuserConfig(hidden_dim=16, intermediate_dim=16, num_layers=3, dropout=0.0, gate_init=3.0)
+    return C2CModel.from_models(receiver, sharer, fuser=fuser, receiver_tokenizer=receiver_tokenizer,
+                                sharer_tokenizer=sharer_tokenizer, seed=0).eval()  # fmt: skip
