@@ -130,8 +130,12 @@ def test_two_torchrun_processes_match_one_with_the_same_global_batch(tmp_path, m
     assert main(_train_cli("--per_device_batch_size", "4", "--output_dir", str(tmp_path / "one"))) == 0
 
     two, one = load_file(tmp_path / "ddp/final/fuser.safetensors"), load_file(tmp_path / "one/final/fuser.safetensors")
+    # Two ranks sum each gradient in another order. Adam divides by sqrt(v), so a near-zero gradient's
+    # rounding can move its weight by a small fraction of one step (lr 3e-3): at the unvectorised
+    # kernel level (ATEN_CPU_CAPABILITY=default) one weight in 4096 differed by 1.5e-5. 1e-4 is 3 %
+    # of a step; a wrong reduction (a rank's gradients lost or counted twice) moves weights by whole steps.
     for key in one:
-        torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-4)
     rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()] for name in ("ddp", "one")}
     for a, b in zip(rows["ddp"], rows["one"], strict=True):  # losses and eval losses averaged over ranks
         assert a.keys() == b.keys() and a["step"] == b["step"]
