@@ -17,7 +17,8 @@ pass over [last instruction token + response] with labels; gradients reach only 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,13 @@ from .fuser import C2CFuser, FuserStack
 logger = logging.getLogger(__name__)
 
 Messages = list[dict[str, str]]
+Stage = Callable[[str], AbstractContextManager[Any]]
+"""Wraps each stage of a call, by name (`prefill`, `sharer`, `fuse`, `decode`, `score`): a timer such as
+`evaluation.timing.StageClock.stage`. The default runs every stage untimed."""
+
+
+def _untimed(name: str) -> AbstractContextManager[None]:
+    return nullcontext()
 
 
 @dataclass
@@ -282,6 +290,7 @@ class C2CModel(nn.Module):
         fusers: nn.Module | None = None,
         enabled: bool = True,
         control: FusionControl | None = None,
+        stage: Stage = _untimed,
     ) -> Cache | None:
         """Prefill both models on `inputs` and fuse the sharer's cache into the receiver's.
 
@@ -293,6 +302,7 @@ class C2CModel(nn.Module):
             fusers: The fuser module to call (e.g. a DDP-wrapped `self.fusers`); default `self.fusers`.
             enabled: False runs the receiver-only path: the same prefill, no sharer, no fusion.
             control: Strength, layer subset and proportion of fusion (`control.py`); default plain C2C.
+            stage: Wraps the `prefill`, `sharer` and `fuse` stages (for timing them).
 
         Returns:
             The receiver's cache over the P tokens, fused where `inputs.fusion_mask` is True (and
@@ -304,15 +314,18 @@ class C2CModel(nn.Module):
             return None
         mask = control.fusion_mask(inputs.fusion_mask)
         with torch.no_grad():
-            receiver_cache = kv.prefill(self.receiver, inputs.input_ids, inputs.attention_mask)
+            with stage("prefill"):
+                receiver_cache = kv.prefill(self.receiver, inputs.input_ids, inputs.attention_mask)
             if not enabled or control.fuses_nothing or not bool(mask.any()):
                 return receiver_cache
-            sharer_cache = kv.prefill(self.sharer, inputs.sharer_input_ids, inputs.sharer_attention_mask, keep_all_tokens=True)
-        fused = (fusers or self.fusers)(
-            kv.layers(sharer_cache), kv.layers(receiver_cache), mask, layers=control.layers, strength=control.strength
-        )
-        for layer_idx, (keys, values) in fused.items():
-            kv.replace_layer(receiver_cache, layer_idx, keys, values)
+            with stage("sharer"):
+                sharer_cache = kv.prefill(self.sharer, inputs.sharer_input_ids, inputs.sharer_attention_mask, keep_all_tokens=True)
+        with stage("fuse"):
+            fused = (fusers or self.fusers)(
+                kv.layers(sharer_cache), kv.layers(receiver_cache), mask, layers=control.layers, strength=control.strength
+            )
+            for layer_idx, (keys, values) in fused.items():
+                kv.replace_layer(receiver_cache, layer_idx, keys, values)
         return receiver_cache
 
     def forward(
@@ -324,6 +337,7 @@ class C2CModel(nn.Module):
         fusers: nn.Module | None = None,
         enabled: bool = True,
         control: FusionControl | None = None,
+        stage: Stage = _untimed,
     ) -> CausalLMOutputWithPast:
         """Teacher-forced pass for training: fuse the prompt, then score the continuation.
 
@@ -337,6 +351,7 @@ class C2CModel(nn.Module):
             fusers: The fuser module to call (a DDP wrapper in distributed training).
             enabled: False gives the receiver-only baseline through the same path.
             control: Strength, layer subset and proportion of fusion; default plain C2C.
+            stage: Wraps the `prefill`, `sharer`, `fuse` and `score` stages (for timing them).
 
         Returns:
             The receiver's output on columns `prompt_length - 1 ..`: `logits` (B, L - P + 1, V) and
@@ -344,16 +359,17 @@ class C2CModel(nn.Module):
         """
         if not 1 <= prompt_length <= inputs.input_ids.shape[1]:
             raise ValueError(f"prompt_length must be in [1, {inputs.input_ids.shape[1]}], got {prompt_length}")
-        cache = self.fuse(inputs.truncate(prompt_length - 1), fusers=fusers, enabled=enabled, control=control)
+        cache = self.fuse(inputs.truncate(prompt_length - 1), fusers=fusers, enabled=enabled, control=control, stage=stage)
         start = prompt_length - 1
-        return self.receiver(
-            input_ids=inputs.input_ids[:, start:],
-            attention_mask=inputs.attention_mask,
-            position_ids=kv.positions(inputs.attention_mask)[:, start:],
-            labels=None if labels is None else labels[:, start:],
-            use_cache=True,
-            **{kv.cache_kwarg(self.receiver): cache},
-        )
+        with stage("score"):
+            return self.receiver(
+                input_ids=inputs.input_ids[:, start:],
+                attention_mask=inputs.attention_mask,
+                position_ids=kv.positions(inputs.attention_mask)[:, start:],
+                labels=None if labels is None else labels[:, start:],
+                use_cache=True,
+                **{kv.cache_kwarg(self.receiver): cache},
+            )
 
     @torch.no_grad()
     def generate(
@@ -438,15 +454,23 @@ class C2CModel(nn.Module):
 
     @torch.no_grad()
     def generate_from_inputs(
-        self, inputs: C2CInputs, *, fuse: bool = True, control: FusionControl | None = None, **generate_kwargs: Any
+        self,
+        inputs: C2CInputs,
+        *,
+        fuse: bool = True,
+        control: FusionControl | None = None,
+        stage: Stage = _untimed,
+        **generate_kwargs: Any,
     ) -> Any:
-        """`generate` on prepared `C2CInputs` (with `control` of fusion); returns Hugging Face `generate`'s output."""
-        cache = self.fuse(inputs.truncate(inputs.input_ids.shape[1] - 1), enabled=fuse, control=control)
+        """`generate` on prepared `C2CInputs` (with `control` of fusion; `stage` wraps `prefill`, `sharer`,
+        `fuse` and `decode`); returns Hugging Face `generate`'s output."""
+        cache = self.fuse(inputs.truncate(inputs.input_ids.shape[1] - 1), enabled=fuse, control=control, stage=stage)
         if self.receiver_tokenizer is not None and self.receiver.generation_config.pad_token_id is None:
             generate_kwargs.setdefault("pad_token_id", self.receiver_tokenizer.pad_token_id)
         if cache is not None:
             generate_kwargs[kv.cache_kwarg(self.receiver)] = cache
-        return self.receiver.generate(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **generate_kwargs)
+        with stage("decode"):
+            return self.receiver.generate(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **generate_kwargs)
 
 
 def build_fusers(config: C2CConfig, *, seed: int | None = None) -> FuserStack:
