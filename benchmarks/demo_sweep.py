@@ -39,7 +39,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--variant", action="append", default=None, help="FIELD=VALUE[,FIELD=VALUE...] (repeatable; default: recipe)")
+    parser.add_argument(
+        "--variant", action="append", default=None, help="FIELD=VALUE[,FIELD=VALUE...] (repeatable; default: recipe)"
+    )
     parser.add_argument("--output_dir", default="runs/demo-sweep")
     args = parser.parse_args()
 
@@ -49,18 +51,29 @@ def main() -> None:
         spec = parse_variant(variant, SIZES[args.size])
         for seed in args.seeds:
             start = time.perf_counter()
-            result = run_demo(out / f"{variant.replace(',', '_').replace('=', '-')}-seed{seed}", seed=seed, size=spec, fresh=True, progress=False)
+            result = run_demo(
+                out / f"{variant.replace(',', '_').replace('=', '-')}-seed{seed}",
+                seed=seed,
+                size=spec,
+                fresh=True,
+                progress=False,
+            )
             wall = time.perf_counter() - start
             rows.append({"variant": variant, "seed": seed, "wall_s": round(wall, 1),
                          **{m: {"correct": r.correct, "n": len(r.answers)} for m, r in result.modes.items()},
                          "phase_seconds": {k: round(v, 1) for k, v in result.phase_seconds.items()}})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
 
-    lines = ["| variant | seed | " + " | ".join(MODES) + " | language models (s) | fuser (s) | total (s) |", "|---|---:|" + "---:|" * (len(MODES) + 3)]
+    lines = [
+        "| variant | seed | " + " | ".join(MODES) + " | language models (s) | fuser (s) | total (s) |",
+        "|---|---:|" + "---:|" * (len(MODES) + 3),
+    ]
     for row in rows:
         accs = " | ".join(f"{100 * row[m]['correct'] / row[m]['n']:.1f} %" for m in MODES)
         phases = row["phase_seconds"]
-        lines.append(f"| {row['variant']} | {row['seed']} | {accs} | {phases['language models']:.0f} | {phases['fuser']:.0f} | {row['wall_s']:.0f} |")
+        lines.append(
+            f"| {row['variant']} | {row['seed']} | {accs} | {phases['language models']:.0f} | {phases['fuser']:.0f} | {row['wall_s']:.0f} |"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "sweep.md").write_text("\n".join(lines) + "\n")

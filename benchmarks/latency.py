@@ -71,7 +71,11 @@ class Row:
 def build_pair(name: str) -> tuple[PreTrainedModel, PreTrainedModel, FuserConfig]:
     """Receiver, sharer (fp32, random weights) and fuser sizes of a named pair."""
     if name == "tiny":
-        return tiny_receiver(), tiny_sharer(), FuserConfig(hidden_dim=32, intermediate_dim=32, dropout=0.0, gate_init=3.0)
+        return (
+            tiny_receiver(),
+            tiny_sharer(),
+            FuserConfig(hidden_dim=32, intermediate_dim=32, dropout=0.0, gate_init=3.0),
+        )
     if name == "qwen":
         torch.manual_seed(0)
         receiver = AutoModelForCausalLM.from_config(Qwen3Config(
@@ -85,7 +89,11 @@ def build_pair(name: str) -> tuple[PreTrainedModel, PreTrainedModel, FuserConfig
             rope_theta=1_000_000, rms_norm_eps=1e-6,
         ), dtype=torch.float32)  # fmt: skip
         # Published sizes; the gate is opened (+3) so the fused cache really differs from the receiver's.
-        return receiver, sharer, FuserConfig(hidden_dim=1024, intermediate_dim=1024, num_layers=3, dropout=0.0, gate_init=3.0)
+        return (
+            receiver,
+            sharer,
+            FuserConfig(hidden_dim=1024, intermediate_dim=1024, num_layers=3, dropout=0.0, gate_init=3.0),
+        )
     raise ValueError(f"unknown pair {name!r}; choose tiny or qwen")
 
 
@@ -95,7 +103,9 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def time_stages(model: C2CModel, inputs: C2CInputs, new_tokens: int, fuse: bool, fp32_fusers: FuserStack | None = None) -> dict[str, float]:
+def time_stages(
+    model: C2CModel, inputs: C2CInputs, new_tokens: int, fuse: bool, fp32_fusers: FuserStack | None = None
+) -> dict[str, float]:
     """One generation, stage by stage, mirroring `C2CModel.fuse` + `generate_from_inputs`.
 
     Args:
@@ -118,7 +128,9 @@ def time_stages(model: C2CModel, inputs: C2CInputs, new_tokens: int, fuse: bool,
     times["receiver_prefill"] = time.perf_counter() - start
     if fuse:
         start = time.perf_counter()
-        sharer_cache = kv.prefill(model.sharer, prefix.sharer_input_ids, prefix.sharer_attention_mask, keep_all_tokens=True)
+        sharer_cache = kv.prefill(
+            model.sharer, prefix.sharer_input_ids, prefix.sharer_attention_mask, keep_all_tokens=True
+        )
         _sync(device)
         times["sharer_prefill"] = time.perf_counter() - start
         if fp32_fusers is not None:
@@ -134,7 +146,10 @@ def time_stages(model: C2CModel, inputs: C2CInputs, new_tokens: int, fuse: bool,
         times["fuse"] = time.perf_counter() - start
     start = time.perf_counter()
     out = model.receiver.generate(
-        input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **_decode_kwargs(new_tokens), **{kv.cache_kwarg(model.receiver): cache}
+        input_ids=inputs.input_ids,
+        attention_mask=inputs.attention_mask,
+        **_decode_kwargs(new_tokens),
+        **{kv.cache_kwarg(model.receiver): cache},
     )
     _sync(device)
     times["decode"] = time.perf_counter() - start
@@ -230,6 +245,7 @@ def log(message: str) -> None:
 
 def table(rows: list[Row]) -> str:
     """The results as a markdown table (milliseconds)."""
+
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{1e3 * value:.1f}"
 
@@ -240,7 +256,9 @@ def table(rows: list[Row]) -> str:
     for r in rows:
         cells = " | ".join(ms(r.stages[s]) for s in STAGES)
         ratio = "-" if r.ratio is None else f"**{r.ratio:.2f}x**"
-        lines.append(f"| {r.pair} | {r.dtype} | {r.mode} | {cells} | {ms(r.total)} | {ratio} | {ms(r.stages['fuse_fp32'])} | {ms(r.library)} |")
+        lines.append(
+            f"| {r.pair} | {r.dtype} | {r.mode} | {cells} | {ms(r.total)} | {ratio} | {ms(r.stages['fuse_fp32'])} | {ms(r.library)} |"
+        )
     return "\n".join(lines)
 
 
@@ -264,8 +282,13 @@ def machine() -> str:
             info = handle.read().splitlines()
     except OSError:
         info = []
-    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor() or platform.machine())
-    extensions = sorted({f for line in info if line.startswith("flags") for f in line.split() if f.startswith(("avx512", "amx"))})
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+        platform.processor() or platform.machine(),
+    )
+    extensions = sorted(
+        {f for line in info if line.startswith("flags") for f in line.split() if f.startswith(("avx512", "amx"))}
+    )
     return (f"{cpu} ({torch.backends.cpu.get_cpu_capability()}; {', '.join(extensions) or 'no AVX-512, no AMX'}), "
             f"{_cores()} cores visible, torch {torch.__version__} (torch threads: {torch.get_num_threads()}), "
             f"transformers {transformers.__version__}, Python {platform.python_version()}")  # fmt: skip
@@ -287,14 +310,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="example:\n  python benchmarks/latency.py --pairs tiny --repeats 3")  # fmt: skip
     parser.add_argument("--pairs", default="tiny,qwen", help="comma-separated: tiny, qwen (default: both)")
-    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16 (default: both)")
-    parser.add_argument("--prompt_tokens", type=int, default=170, help="prompt length (default: 170, as the paper's Table 3)")
+    parser.add_argument(
+        "--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16 (default: both)"
+    )
+    parser.add_argument(
+        "--prompt_tokens", type=int, default=170, help="prompt length (default: 170, as the paper's Table 3)"
+    )
     parser.add_argument("--new_tokens", type=int, default=10, help="tokens generated (default: 10)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (default: 3)")
-    parser.add_argument("--library_repeats", type=int, default=1, help="timed end-to-end runs through the library per configuration (default: 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores not busy, see available_threads)")
+    parser.add_argument(
+        "--library_repeats",
+        type=int,
+        default=1,
+        help="timed end-to-end runs through the library per configuration (default: 1)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: the cores not busy, see available_threads)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--write", type=Path, help="markdown file whose latency block gets the results, e.g. docs/perf.md")
+    parser.add_argument(
+        "--write", type=Path, help="markdown file whose latency block gets the results, e.g. docs/perf.md"
+    )
     args = parser.parse_args(argv)
     bad = [d for d in args.dtypes.split(",") if d not in DTYPES]
     if bad:

@@ -31,7 +31,18 @@ NAMES = ["sazera", "bolime", "tavuro", "kenasi", "dorupa", "mifalo", "zerika", "
 
 def start_server(model_args: list[str], extra: list[str]) -> tuple[subprocess.Popen, str]:
     """`c2c serve` on 127.0.0.1:0; returns the process and its base URL once /health is ready."""
-    argv = [sys.executable, "-m", "cache2cache.cli.main", "serve", "--port", "0", "--host", "127.0.0.1", *model_args, *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "cache2cache.cli.main",
+        "serve",
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        *model_args,
+        *extra,
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     url = proc.stdout.readline().split("listening on ")[1].split()[0]
     deadline = time.monotonic() + 600
@@ -111,7 +122,9 @@ async def run_level(url: str, concurrency: int, requests: int, duration_s: float
 def batch_mean(url: str) -> tuple[float, float]:
     """(sum, count) of the server's batch-size histogram."""
     text = httpx.get(url + "/metrics").text
-    value = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("c2c_batch_size_")}
+    value = {
+        line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("c2c_batch_size_")
+    }
     return value.get("c2c_batch_size_sum", 0.0), value.get("c2c_batch_size_count", 0.0)
 
 
@@ -145,7 +158,9 @@ def main() -> None:
         proc.terminate()
         proc.wait(120)
     if args.overload:
-        proc, url = start_server(model_args, ["--max_batch_size", str(args.max_batch_size), "--max_queue", str(args.overload_queue)])
+        proc, url = start_server(
+            model_args, ["--max_batch_size", str(args.max_batch_size), "--max_queue", str(args.overload_queue)]
+        )
         peak = [rss_mb(proc.pid)]
         stop = threading.Event()
 
@@ -156,7 +171,9 @@ def main() -> None:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         try:
-            row = asyncio.run(run_level(url, args.overload, args.overload * 4, args.duration_s, args.mode, args.max_tokens))
+            row = asyncio.run(
+                run_level(url, args.overload, args.overload * 4, args.duration_s, args.mode, args.max_tokens)
+            )
         finally:
             stop.set()
             sampler.join()
@@ -167,7 +184,10 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     if rows:
         base = rows[0]["requests_per_s"]
-        print(f"throughput vs concurrency {rows[0]['concurrency']}: " + ", ".join(f"{r['concurrency']}: {r['requests_per_s'] / base:.2f}x" for r in rows))
+        print(
+            f"throughput vs concurrency {rows[0]['concurrency']}: "
+            + ", ".join(f"{r['concurrency']}: {r['requests_per_s'] / base:.2f}x" for r in rows)
+        )
 
 
 if __name__ == "__main__":

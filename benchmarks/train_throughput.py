@@ -89,7 +89,9 @@ def run_case(pair: str, precision: str, steps: int, warmup: int, batch: int) -> 
         m = config.model
         receiver, sharer, rtok, stok = load_pair(m, torch.device("cpu"), config.training.seed, Path(out), write=False)
         pair_config = C2CConfig.for_pair(receiver, sharer, fuser=dataclasses.replace(m.fuser), layer_map=m.layer_map)
-        model = C2CModel.from_models(receiver, sharer, pair_config, receiver_tokenizer=rtok, sharer_tokenizer=stok, seed=0)
+        model = C2CModel.from_models(
+            receiver, sharer, pair_config, receiver_tokenizer=rtok, sharer_tokenizer=stok, seed=0
+        )
         if pair == "tiny":
             data = chat_conversations(read_records(str(ROOT / config.data.train[0].path)))
         else:
@@ -134,11 +136,20 @@ def _cpu_name() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", default=",".join(PAIRS), help=f"comma-separated, from {', '.join(PAIRS)}")
-    parser.add_argument("--precisions", default=",".join(PRECISIONS), help=f"comma-separated, from {', '.join(PRECISIONS)}")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: tiny 30, smollm2 6; 2 for emulated bf16)")
+    parser.add_argument(
+        "--precisions", default=",".join(PRECISIONS), help=f"comma-separated, from {', '.join(PRECISIONS)}"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps (default: tiny 30, smollm2 6; 2 for emulated bf16)"
+    )
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: tiny 2, smollm2 1)")
     parser.add_argument("--batch", type=int, default=8, help="conversations per step")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for smollm2 (default: all cores; tiny uses 1 as its recipe does)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for smollm2 (default: all cores; tiny uses 1 as its recipe does)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

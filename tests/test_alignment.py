@@ -33,9 +33,7 @@ def aligner(request: pytest.FixtureRequest) -> TokenAligner:
 
 def _lengths_equal(seq: AlignedSequence) -> None:
     n = len(seq.receiver_ids)
-    lengths = {
-        name: len(getattr(seq, name)) for name in ("receiver_mask", "sharer_ids", "sharer_mask", "fusion_mask")
-    }
+    lengths = {name: len(getattr(seq, name)) for name in ("receiver_mask", "sharer_ids", "sharer_mask", "fusion_mask")}
     assert set(lengths.values()) == {n}, (n, lengths)
 
 

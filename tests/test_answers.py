@@ -39,7 +39,7 @@ CASES = [
     ("B is the correct answer.", 4, None, 1),
     ("A is correct.", 4, None, 0),
     # echoes of the instruction and hedges
-    ('The correct answer is A/B/C/D', 4, None, None),
+    ("The correct answer is A/B/C/D", 4, None, None),
     ('Respond ONLY in the format "The correct answer is A/B/C/D". The correct answer is C', 4, None, 2),
     ("A or B", 4, None, None),
     ("The answer is A or B, I am not sure.", 4, None, None),

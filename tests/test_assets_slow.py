@@ -29,7 +29,9 @@ def test_fetched_model_gives_finite_logits(alias: str) -> None:
     has_template, layers, kv_heads, head_dim = MODELS[alias]
     model, tokenizer = load_model(alias, dtype=torch.bfloat16), load_tokenizer(alias)
     config = model.config
-    config_head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads  # Qwen2: none
+    config_head_dim = (
+        getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    )  # Qwen2: none
     assert (config.num_hidden_layers, config.num_key_value_heads, config_head_dim) == (layers, kv_heads, head_dim)
     assert (tokenizer.chat_template is not None) == has_template
     assert tokenizer.pad_token is not None

@@ -14,7 +14,9 @@ from conftest import prompt_ids
 
 
 def _out(model, ids):
-    return model.generate(input_ids=ids, max_new_tokens=5, do_sample=False, return_dict_in_generate=True, output_logits=True)
+    return model.generate(
+        input_ids=ids, max_new_tokens=5, do_sample=False, return_dict_in_generate=True, output_logits=True
+    )
 
 
 def _assert_same_generation(a, b, ids):
@@ -41,7 +43,10 @@ def test_loading_onto_another_pair_names_both_sides(pair, tmp_path):
     from tiny import tiny_receiver
 
     pair.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"(?s)receiver: the fusers were built for an unnamed model \(qwen3, 3 layers\).*num_key_value_heads: 2 != 4.*Fix:"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)receiver: the fusers were built for an unnamed model \(qwen3, 3 layers\).*num_key_value_heads: 2 != 4.*Fix:",
+    ):
         C2CModel.from_pretrained(tmp_path, receiver=tiny_receiver(num_key_value_heads=4), sharer=pair.sharer)
 
 
@@ -63,9 +68,14 @@ def test_published_layout_round_trip_is_strict_and_identical(pair, tmp_path):
     assert sorted(os.listdir(final)) == sorted(
         ["projector_config.json"] + [f"projector_{i}.{ext}" for i in range(3) for ext in ("pt", "json")]
     )
-    assert json.loads((final / "projector_config.json").read_text()) == {"0": {"1": {"0": [[0, 0]], "1": [[0, 1]], "2": [[1, 2]]}}}
+    assert json.loads((final / "projector_config.json").read_text()) == {
+        "0": {"1": {"0": [[0, 0]], "1": [[0, 1]], "2": [[1, 2]]}}
+    }
     meta = json.loads((final / "projector_0.json").read_text())
-    assert meta["class"] == "C2CProjector" and meta["init_args"]["dtype"] == {"__type__": "torch.dtype", "value": "float32"}
+    assert meta["class"] == "C2CProjector" and meta["init_args"]["dtype"] == {
+        "__type__": "torch.dtype",
+        "value": "float32",
+    }
     for where in (tmp_path / "pair", final):  # the pair folder or its final/
         loaded = C2CModel.from_pretrained(where, receiver=pair.receiver, sharer=pair.sharer)
         _assert_same_generation(pair, loaded, prompt_ids(1, 8))

@@ -102,7 +102,10 @@ def test_layer_map_choices_follow_the_library():
 
 def test_generate_with_fresh_fusers_streams_the_receivers_answer(dirs, capsys, caplog):
     prompt = "What is the capital of France?"
-    code, out, err = _run(["generate", prompt, "--receiver", dirs["recv"], "--sharer", dirs["shr"], "--max_new_tokens", "6", *SMALL], capsys)
+    code, out, err = _run(
+        ["generate", prompt, "--receiver", dirs["recv"], "--sharer", dirs["shr"], "--max_new_tokens", "6", *SMALL],
+        capsys,
+    )
     assert code == 0, err
     assert "UNTRAINED" in caplog.text
     # Fresh fusers have closed gates (published init), so the streamed text is the receiver's own answer.
@@ -112,7 +115,21 @@ def test_generate_with_fresh_fusers_streams_the_receivers_answer(dirs, capsys, c
     ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
     plain = receiver.generate(ids, max_new_tokens=6, do_sample=False)
     assert out == tok.decode(plain[0, ids.shape[1] :], skip_special_tokens=True) + "\n"
-    code, out_no_fuse, _ = _run(["generate", prompt, "--receiver", dirs["recv"], "--sharer", dirs["shr"], "--max_new_tokens", "6", "--no_fuse", *SMALL], capsys)
+    code, out_no_fuse, _ = _run(
+        [
+            "generate",
+            prompt,
+            "--receiver",
+            dirs["recv"],
+            "--sharer",
+            dirs["shr"],
+            "--max_new_tokens",
+            "6",
+            "--no_fuse",
+            *SMALL,
+        ],
+        capsys,
+    )
     assert code == 0 and out_no_fuse == out
 
 
@@ -122,7 +139,10 @@ def test_generate_with_a_checkpoint_streams_what_the_library_generates(dirs, cap
     code, out, err = _run(argv, capsys)
     assert code == 0, err
     model = C2CModel.from_pretrained(dirs["ckpt"], receiver=dirs["recv"], sharer=dirs["shr"])
-    messages = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Hello world"}]
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Hello world"},
+    ]
     assert out == _expected_text(model, messages, 7) + "\n"
     code, out_no_fuse, _ = _run([*argv, "--no_fuse"], capsys)
     assert code == 0 and out_no_fuse == _expected_text(model, messages, 7, fuse=False) + "\n"
@@ -156,7 +176,9 @@ def recorded_turns(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[dict[str,
 
 
 def test_chat_keeps_history_resets_and_exits(dirs, capsys, monkeypatch, recorded_turns):
-    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello world\nHow are you?\n/reset\n\n/nope\nThe sky is blue.\n/exit\nnever read\n"))
+    monkeypatch.setattr(
+        sys, "stdin", io.StringIO("Hello world\nHow are you?\n/reset\n\n/nope\nThe sky is blue.\n/exit\nnever read\n")
+    )
     code, out, err = _run(["chat", "--fuser", dirs["ckpt"], "--receiver", dirs["recv"], "--sharer", dirs["shr"],
                            "--max_new_tokens", "4", "--system", "Be brief."], capsys)  # fmt: skip
     assert code == 0, err
@@ -173,7 +195,9 @@ def test_chat_keeps_history_resets_and_exits(dirs, capsys, monkeypatch, recorded
 
 def test_chat_ends_at_end_of_input(dirs, capsys, monkeypatch, recorded_turns):
     monkeypatch.setattr(sys, "stdin", io.StringIO("Hello"))
-    code, out, err = _run(["chat", "--receiver", dirs["recv"], "--sharer", dirs["shr_bpe"], "--max_new_tokens", "3", *SMALL], capsys)
+    code, out, err = _run(
+        ["chat", "--receiver", dirs["recv"], "--sharer", dirs["shr_bpe"], "--max_new_tokens", "3", *SMALL], capsys
+    )
     assert code == 0, err
     assert len(recorded_turns) == 1 and out == recorded_turns[0][1] + "\n"
 
@@ -183,7 +207,9 @@ def test_chat_ends_at_end_of_input(dirs, capsys, monkeypatch, recorded_turns):
 
 def test_inspect_shows_shapes_layer_map_fuser_size_and_alignment(dirs, capsys):
     prompt = "What is the capital of France?"
-    code, out, err = _run(["inspect", "--receiver", dirs["recv"], "--sharer", dirs["shr"], "--prompt", prompt, *SMALL], capsys)
+    code, out, err = _run(
+        ["inspect", "--receiver", dirs["recv"], "--sharer", dirs["shr"], "--prompt", prompt, *SMALL], capsys
+    )
     assert code == 0, err
     assert "qwen3" in out and "llama" in out
     kv_row = next(line for line in out.splitlines() if line.strip().startswith("KV heads"))
@@ -198,7 +224,10 @@ def test_inspect_shows_shapes_layer_map_fuser_size_and_alignment(dirs, capsys):
 
 
 def test_inspect_with_a_shared_tokenizer_and_depth_map(dirs, capsys):
-    code, out, err = _run(["inspect", "--receiver", dirs["recv"], "--sharer", dirs["shr_bpe"], "--layer_map", "depth", "--prompt", "Hi"], capsys)
+    code, out, err = _run(
+        ["inspect", "--receiver", dirs["recv"], "--sharer", dirs["shr_bpe"], "--layer_map", "depth", "--prompt", "Hi"],
+        capsys,
+    )
     assert code == 0, err
     assert "layer map: depth" in out and "identical vocabularies" in out and "are fused" in out
 
@@ -212,7 +241,9 @@ def test_inspect_counts_the_published_fuser_stack_on_the_meta_device(tmp_path, c
                 num_key_value_heads=2).save_pretrained(tmp_path / "qwen2")  # fmt: skip
     for name in ("qwen3", "qwen2"):
         tok.save_pretrained(tmp_path / name)
-    code, out, err = _run(["inspect", "--receiver", str(tmp_path / "qwen3"), "--sharer", str(tmp_path / "qwen2")], capsys)
+    code, out, err = _run(
+        ["inspect", "--receiver", str(tmp_path / "qwen3"), "--sharer", str(tmp_path / "qwen2")], capsys
+    )
     assert code == 0, err
     assert "17,066,002 parameters per fuser x 28 = 477,848,056" in out
     assert "0-4 <- 0" in out and "5-27 <- 1-23" in out
@@ -230,14 +261,28 @@ def _assert_clean_error(code: int, err: str, verb: str, *needles: str) -> None:
 
 
 def test_bad_fuser_path_is_a_one_line_error(dirs, tmp_path, capsys):
-    code, _, err = _run(["generate", "Hi", "--fuser", str(tmp_path / "missing" / "ckpt"), "--receiver", dirs["recv"], "--sharer", dirs["shr"]], capsys)
+    code, _, err = _run(
+        [
+            "generate",
+            "Hi",
+            "--fuser",
+            str(tmp_path / "missing" / "ckpt"),
+            "--receiver",
+            dirs["recv"],
+            "--sharer",
+            dirs["shr"],
+        ],
+        capsys,
+    )
     _assert_clean_error(code, err, "generate", "missing/ckpt", "neither an existing folder nor a hub repo id")
     code, _, err = _run(["chat", "--fuser", str(tmp_path), "--receiver", dirs["recv"], "--sharer", dirs["shr"]], capsys)
     _assert_clean_error(code, err, "chat", "holds no C2C checkpoint")
 
 
 def test_checkpoint_on_mismatched_models_names_both_sides(dirs, capsys):
-    code, _, err = _run(["generate", "Hi", "--fuser", dirs["ckpt"], "--receiver", dirs["recv"], "--sharer", dirs["shr_deep"]], capsys)
+    code, _, err = _run(
+        ["generate", "Hi", "--fuser", dirs["ckpt"], "--receiver", dirs["recv"], "--sharer", dirs["shr_deep"]], capsys
+    )
     _assert_clean_error(code, err, "generate", "sharer: the fusers were built for", "num_hidden_layers: 2 != 3", "Fix:")
 
 

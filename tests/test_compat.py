@@ -19,7 +19,7 @@ RECEIVER_ID, SHARER_ID, PAIR = "Qwen/Qwen3-0.6B", "Qwen/Qwen2.5-0.5B-Instruct", 
 
 # The usage example of the nics-efc/C2C_Fuser model card, as published, except its import line (it
 # imported load_rosetta_model from the reference repository's script/playground/inference_example).
-MODEL_CARD_EXAMPLE = textwrap.dedent('''
+MODEL_CARD_EXAMPLE = textwrap.dedent("""
     import torch
     from huggingface_hub import snapshot_download
     from cache2cache.compat import load_rosetta_model
@@ -55,7 +55,7 @@ MODEL_CARD_EXAMPLE = textwrap.dedent('''
         outputs = rosetta_model.generate(**inputs, kv_cache_index=kv_cache_index, **sampling_params)
         output_text = tokenizer.decode(outputs[0, instruction_index.shape[1] + 1:], skip_special_tokens=True)
         print(f"C2C output text: {output_text}")
-''')
+""")
 
 
 def _section(value: int, length: int) -> torch.Tensor:
@@ -84,7 +84,9 @@ def test_the_model_card_example_runs_with_one_changed_import(kind, tmp_path, mon
         receiver_tokenizer=pair.receiver_tokenizer, sharer_tokenizer=pair.sharer_tokenizer,
     )  # fmt: skip
     ids = card["inputs"]["input_ids"]
-    sharer_ids = None if ours.aligner is None else torch.tensor([ours.aligner.align_tokens(ids[0].tolist())], device=device)
+    sharer_ids = (
+        None if ours.aligner is None else torch.tensor([ours.aligner.align_tokens(ids[0].tolist())], device=device)
+    )
     expected = ours.generate(input_ids=ids, sharer_input_ids=sharer_ids, do_sample=False, max_new_tokens=256)
     assert card["rosetta_model"].c2c.receiver.dtype == torch.bfloat16
     assert torch.equal(card["outputs"], expected)
@@ -97,7 +99,14 @@ def test_kv_cache_index_selects_the_fused_tokens():
     mixed = fusion_mask_from_kv_cache_index([_section(-1, 2), _section(1, 2), _section(0, 1), _section(1, 1)], ids)
     assert mixed[0].tolist() == [False, False, True, True, False, False]  # [0, 0] fuses nothing; the last section never
     per_row = torch.stack([torch.tensor([[1, 0]] * 5), torch.tensor([[-1, 0]] * 2 + [[1, 0]] * 3)])
-    assert fusion_mask_from_kv_cache_index([per_row, _section(-1, 1)], ids)[1].tolist() == [False, False, True, True, True, False]
+    assert fusion_mask_from_kv_cache_index([per_row, _section(-1, 1)], ids)[1].tolist() == [
+        False,
+        False,
+        True,
+        True,
+        True,
+        False,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -120,15 +129,27 @@ def test_generate_follows_the_index(pair):
     model = ReferenceStyleModel(pair)
 
     def run(**kw):
-        return pair.generate(input_ids=ids, max_new_tokens=4, do_sample=False, return_dict_in_generate=True, output_logits=True, **kw)
+        return pair.generate(
+            input_ids=ids, max_new_tokens=4, do_sample=False, return_dict_in_generate=True, output_logits=True, **kw
+        )
 
     def via_index(sections):
-        return model.generate(input_ids=ids, kv_cache_index=sections, max_new_tokens=4, do_sample=False, return_dict_in_generate=True, output_logits=True)
+        return model.generate(
+            input_ids=ids,
+            kv_cache_index=sections,
+            max_new_tokens=4,
+            do_sample=False,
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
 
     for got, expected in (
         (via_index([_section(1, 9), _section(-1, 1)]), run()),
         (via_index([_section(-1, 9), _section(-1, 1)]), run(fuse=False)),
-        (via_index([_section(-1, 5), _section(1, 4), _section(-1, 1)]), run(fuse_proportion=4 / 9)),  # the reference's back-order partial fusion
+        (
+            via_index([_section(-1, 5), _section(1, 4), _section(-1, 1)]),
+            run(fuse_proportion=4 / 9),
+        ),  # the reference's back-order partial fusion
     ):
         assert torch.equal(got.sequences, expected.sequences)
         torch.testing.assert_close(got.logits[0], expected.logits[0], rtol=1e-5, atol=1e-5)
@@ -142,6 +163,17 @@ def test_load_rosetta_model_names_what_is_missing_or_unsupported():
     with pytest.raises(ValueError, match="lacks teacher_model, checkpoints_dir"):
         load_rosetta_model({"rosetta_config": {"base_model": RECEIVER_ID}})
     with pytest.raises(ValueError, match="only one sharer"):
-        load_rosetta_model({"rosetta_config": {"base_model": RECEIVER_ID, "teacher_model": {"a": SHARER_ID}, "checkpoints_dir": "x"}})
+        load_rosetta_model(
+            {"rosetta_config": {"base_model": RECEIVER_ID, "teacher_model": {"a": SHARER_ID}, "checkpoints_dir": "x"}}
+        )
     with pytest.raises(ValueError, match="include_response is not supported"):
-        load_rosetta_model({"rosetta_config": {"base_model": RECEIVER_ID, "teacher_model": SHARER_ID, "checkpoints_dir": "x", "include_response": True}})
+        load_rosetta_model(
+            {
+                "rosetta_config": {
+                    "base_model": RECEIVER_ID,
+                    "teacher_model": SHARER_ID,
+                    "checkpoints_dir": "x",
+                    "include_response": True,
+                }
+            }
+        )

@@ -17,7 +17,9 @@ IDS = prompt_ids(2, 10, seed=4)
 
 
 def _greedy(model, **kw):
-    return model.generate(input_ids=IDS, max_new_tokens=4, do_sample=False, return_dict_in_generate=True, output_logits=True, **kw)
+    return model.generate(
+        input_ids=IDS, max_new_tokens=4, do_sample=False, return_dict_in_generate=True, output_logits=True, **kw
+    )
 
 
 @pytest.fixture
@@ -86,7 +88,9 @@ def test_bad_control_values_are_refused_with_the_fix(pair):
         pair.generate(input_ids=IDS, fusion_strength=-1)
     with pytest.raises(ValueError, match=r"fuse_proportion must be a number in \[0, 1\]"):
         pair.generate(input_ids=IDS, fuse_proportion=1.5)
-    with pytest.raises(ValueError, match=r"fuse_layers \[7\] have no fuser: this checkpoint fuses receiver layers \[0, 1, 2\]"):
+    with pytest.raises(
+        ValueError, match=r"fuse_layers \[7\] have no fuser: this checkpoint fuses receiver layers \[0, 1, 2\]"
+    ):
         pair.generate(input_ids=IDS, fuse_layers=[0, 7])
     with pytest.raises(ValueError, match="list of receiver layer indices"):
         pair.generate(input_ids=IDS, fuse_layers="0,1")
@@ -105,7 +109,9 @@ def test_cli_flags_reach_generate(monkeypatch, capsys):
 
     monkeypatch.setattr(generate_cli, "build_model", lambda args: FakeModel())
     monkeypatch.setattr("transformers.TextStreamer", lambda *a, **k: None)
-    assert main(["generate", "hi", "--fusion_strength", "0.25", "--fuse_layers", "1,2", "--fuse_proportion", "0.5"]) == 0
+    assert (
+        main(["generate", "hi", "--fusion_strength", "0.25", "--fuse_layers", "1,2", "--fuse_proportion", "0.5"]) == 0
+    )
     assert (seen["fusion_strength"], seen["fuse_layers"], seen["fuse_proportion"]) == (0.25, [1, 2], 0.5)
     assert main(["generate", "hi", "--fuse_layers", ""]) == 0 and seen["fuse_layers"] == []
     for flag, value in (("--fusion_strength", "-1"), ("--fuse_proportion", "2"), ("--fuse_layers", "a,b")):
@@ -149,10 +155,22 @@ def test_a_run_folder_older_than_the_control_fields_resumes(tmp_path):
     cfg = config(tmp_path, modes=["receiver"], answer_method="loglik", limit=2, latency_items=0)
     run_eval(cfg, model=model, progress=False)
     saved = tmp_path / "run" / "config.yaml"
-    old = {k: v for k, v in yaml.safe_load(saved.read_text()).items() if k not in ("fusion_strength", "fuse_layers", "fuse_proportion")}
+    old = {
+        k: v
+        for k, v in yaml.safe_load(saved.read_text()).items()
+        if k not in ("fusion_strength", "fuse_layers", "fuse_proportion")
+    }
     saved.write_text(yaml.safe_dump(old))
     config_resumed = config(tmp_path, modes=["receiver"], answer_method="loglik", limit=2, latency_items=0, resume=True)
     assert len(run_eval(config_resumed, model=model, progress=False).records) == 2
-    changed = config(tmp_path, modes=["receiver", "c2c"], answer_method="loglik", limit=2, latency_items=0, resume=True, fusion_strength=0.5)
+    changed = config(
+        tmp_path,
+        modes=["receiver", "c2c"],
+        answer_method="loglik",
+        limit=2,
+        latency_items=0,
+        resume=True,
+        fusion_strength=0.5,
+    )
     with pytest.raises(ValueError, match="fusion_strength: 1.0 -> 0.5"):
         run_eval(changed, model=model, progress=False)

@@ -70,7 +70,10 @@ def test_trained_pair_loads_from_its_checkpoint_alone(ci_demo):
 
 def test_same_seed_gives_identical_reports(tmp_path):
     tiny = DemoSize(40, 10, 10, 10, sharer_steps=30, receiver_steps=30, fuser_steps=10, latency_items=1)
-    first, second = (run_demo(tmp_path / name, size=tiny, seed=5, progress=False, num_threads=1, parallel=p) for name, p in (("a", True), ("b", False)))
+    first, second = (
+        run_demo(tmp_path / name, size=tiny, seed=5, progress=False, num_threads=1, parallel=p)
+        for name, p in (("a", True), ("b", False))
+    )
     items = [json.loads((r.output_dir / "results.json").read_text())["items"] for r in (first, second)]
     assert items[0] == items[1]
     assert {m: r.correct for m, r in first.modes.items()} == {m: r.correct for m, r in second.modes.items()}

@@ -39,7 +39,9 @@ def test_packed_loss_equals_padded_loss():
     mask = torch.tensor([[1] * len(d) + [0] * (width - len(d)) for d in docs])
     with torch.no_grad():
         packed_loss = model(input_ids=ids, position_ids=positions, labels=labels, use_cache=False).loss
-        padded_loss = model(input_ids=padded, attention_mask=mask, labels=padded.masked_fill(mask == 0, -100), use_cache=False).loss
+        padded_loss = model(
+            input_ids=padded, attention_mask=mask, labels=padded.masked_fill(mask == 0, -100), use_cache=False
+        ).loss
     torch.testing.assert_close(packed_loss, padded_loss, atol=1e-5, rtol=1e-5)
 
 

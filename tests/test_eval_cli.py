@@ -76,7 +76,9 @@ def test_a_checkpoint_for_another_pair_names_both_sides(dirs, tmp_path, capsys):
 
 def test_bad_tasks_are_one_line_errors(dirs, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"question": "Q?", "choices": ["a", "b"], "answer": 0}\n{"question": "R?", "choices": ["a"], "answer": 0}\n')
+    bad.write_text(
+        '{"question": "Q?", "choices": ["a", "b"], "answer": 0}\n{"question": "R?", "choices": ["a"], "answer": 0}\n'
+    )
     cases = [
         (str(tmp_path / "missing.jsonl"), "is neither a known task"),
         ("arc_esay", "did you mean arc_easy"),

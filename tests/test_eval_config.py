@@ -29,7 +29,9 @@ def test_overrides_are_parsed_as_yaml_and_lists_take_commas(tmp_path):
 
 def test_a_recipe_is_read_and_flags_override_it(tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"kind": "eval", **MODELS, "task": TASK, "modes": ["receiver"], "max_new_tokens": 8}))
+    recipe.write_text(
+        yaml.safe_dump({"kind": "eval", **MODELS, "task": TASK, "modes": ["receiver"], "max_new_tokens": 8})
+    )
     cfg = load_eval_config(recipe, {"max_new_tokens": "16", "output_dir": str(tmp_path / "out")})
     assert (cfg.modes, cfg.max_new_tokens, cfg.response_text) == (["receiver"], 16, "The correct answer is")
 
@@ -99,6 +101,8 @@ def test_c2c_validate_knows_eval_recipes():
     from cache2cache.cli import validate
 
     if "eval" not in validate.RECIPE_KINDS:
-        pytest.skip('cli/validate.py does not register kind "eval" yet: add "eval": "cache2cache.evaluation.config:validate_recipe"')
+        pytest.skip(
+            'cli/validate.py does not register kind "eval" yet: add "eval": "cache2cache.evaluation.config:validate_recipe"'
+        )
     kind, problems = validate.validate_file(str(RECIPES[0]), check_files=False)
     assert (kind, problems) == ("eval", [])

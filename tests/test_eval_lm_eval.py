@@ -39,7 +39,12 @@ def test_simple_evaluate_runs_local_tasks_through_c2c(offline):
     from lm_eval.tasks import TaskManager
 
     lm = C2CLM(model=tiny_eval_pair("aligned"), batch_size=4)
-    out = lm_eval.simple_evaluate(model=lm, tasks=["tiny_mc_lm", "tiny_gen_lm"], task_manager=TaskManager(include_path=str(TASKS), include_defaults=False), log_samples=True)
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=["tiny_mc_lm", "tiny_gen_lm"],
+        task_manager=TaskManager(include_path=str(TASKS), include_defaults=False),
+        log_samples=True,
+    )
     assert 0.0 <= out["results"]["tiny_mc_lm"]["acc,none"] <= 1.0
     assert 0.0 <= out["results"]["tiny_gen_lm"]["exact_match,none"] <= 1.0
     samples = out["samples"]["tiny_mc_lm"]
@@ -65,13 +70,19 @@ def test_loglikelihood_scores_the_continuation_over_the_fused_cache():
         cache = model.fuse(model.inputs_from_ids(torch.tensor([context[:-1]])))
         seq = torch.tensor([context[-1:] + continuation])
         positions = torch.arange(len(context) - 1, len(context) + len(continuation))[None]
-        logits = model.receiver(input_ids=seq, position_ids=positions, **{kv.cache_kwarg(model.receiver): cache}).logits[0]
+        logits = model.receiver(
+            input_ids=seq, position_ids=positions, **{kv.cache_kwarg(model.receiver): cache}
+        ).logits[0]
         plain = model.receiver(input_ids=torch.tensor([context + continuation])).logits[0, len(context) - 1 : -1]
     hand = sum(float(torch.log_softmax(logits[k], -1)[t]) for k, t in enumerate(continuation))
     alone = sum(float(torch.log_softmax(plain[k], -1)[t]) for k, t in enumerate(continuation))
 
-    [(score, _)] = C2CLM(model=model).loglikelihood([_request("loglikelihood", (CONTEXT, CONTINUATION))], disable_tqdm=True)
-    [(receiver_score, _)] = C2CLM(model=model, fuse=False).loglikelihood([_request("loglikelihood", (CONTEXT, CONTINUATION))], disable_tqdm=True)
+    [(score, _)] = C2CLM(model=model).loglikelihood(
+        [_request("loglikelihood", (CONTEXT, CONTINUATION))], disable_tqdm=True
+    )
+    [(receiver_score, _)] = C2CLM(model=model, fuse=False).loglikelihood(
+        [_request("loglikelihood", (CONTEXT, CONTINUATION))], disable_tqdm=True
+    )
     assert score == pytest.approx(hand, abs=1e-4)
     assert receiver_score == pytest.approx(alone, abs=1e-4)
     assert abs(score - receiver_score) > 1e-3  # open gates: fusion changes the score
@@ -80,7 +91,10 @@ def test_loglikelihood_scores_the_continuation_over_the_fused_cache():
 def test_generate_until_stops_at_the_until_strings():
     model = tiny_eval_pair("aligned")
     lm = C2CLM(model=model)
-    [text] = lm.generate_until([_request("generate_until", (CONTEXT, {"until": ["e"], "max_gen_toks": 6, "do_sample": False}))], disable_tqdm=True)
+    [text] = lm.generate_until(
+        [_request("generate_until", (CONTEXT, {"until": ["e"], "max_gen_toks": 6, "do_sample": False}))],
+        disable_tqdm=True,
+    )
     ids = torch.tensor([model.receiver_tokenizer.encode(CONTEXT, add_special_tokens=False)])
     inputs = model.inputs_from_ids(ids, sharer_input_ids=torch.tensor([model.aligner.align_tokens(ids[0].tolist())]))
     full = model.generate_from_inputs(inputs, max_new_tokens=6, do_sample=False)
@@ -90,7 +104,9 @@ def test_generate_until_stops_at_the_until_strings():
 
 def test_rolling_loglikelihood_sums_the_windows():
     lm = C2CLM(model=tiny_eval_pair("shared"), max_length=8)
-    [total] = lm.loglikelihood_rolling([_request("loglikelihood_rolling", ("The quick brown fox jumps over the lazy dog.",))], disable_tqdm=True)
+    [total] = lm.loglikelihood_rolling(
+        [_request("loglikelihood_rolling", ("The quick brown fox jumps over the lazy dog.",))], disable_tqdm=True
+    )
     assert total < 0
 
 

@@ -50,7 +50,9 @@ def test_summarize_counts_latency_and_groups():
     assert t2t.stage_median_ms == {"stage1": 100.0, "stage2": 20.0}
     assert missing.n == 0 and missing.latency_median_ms is None
     assert speed_ratios([receiver, t2t]) == {"t2t/receiver": pytest.approx(120 / 25)}
-    assert speed_ratios([t2t, ModeSummary.from_counts("c2c", 1, 2, latencies_ms=[60.0])])["t2t/c2c"] == pytest.approx(2.0)
+    assert speed_ratios([t2t, ModeSummary.from_counts("c2c", 1, 2, latencies_ms=[60.0])])["t2t/c2c"] == pytest.approx(
+        2.0
+    )
 
 
 def test_markdown_has_the_tables_and_extra_sections(tmp_path):

@@ -44,7 +44,10 @@ def tiny_eval_pair(kind: str = "aligned") -> C2CModel:
     kind: "aligned" (BPE receiver <- word-level sharer, token-aligned), "wordlevel" (the reverse: the
     receiver's letters " A".." D" are single tokens) or "shared" (both read the BPE tokenizer).
     """
-    rt, st = {"aligned": (bpe_tokenizer(), wordlevel_tokenizer()), "wordlevel": (wordlevel_tokenizer(), bpe_tokenizer())}.get(kind, (None, None))
+    rt, st = {
+        "aligned": (bpe_tokenizer(), wordlevel_tokenizer()),
+        "wordlevel": (wordlevel_tokenizer(), bpe_tokenizer()),
+    }.get(kind, (None, None))
     if kind == "shared":
         rt = st = bpe_tokenizer()
     return tokenized_pair(rt, st)
@@ -100,7 +103,9 @@ def test_every_mode_writes_all_outputs_and_the_summary_agrees_with_the_items(ali
             assert (r["latency_ms"] is not None) == (r["id"] in ("q1", "q2"))
             if r["latency_ms"]:
                 assert set(r["latency_ms"]) == STAGES[entry["mode"]][method["answer_method"] == "loglik"]
-                assert r["latency_ms"]["total"] == pytest.approx(sum(v for k, v in r["latency_ms"].items() if k != "total"))
+                assert r["latency_ms"]["total"] == pytest.approx(
+                    sum(v for k, v in r["latency_ms"].items() if k != "total")
+                )
             if method["answer_method"] == "loglik":
                 assert len(r["scores"]) == num_choices[r["id"]]
                 assert r["pred"] == max(range(len(r["scores"])), key=r["scores"].__getitem__)
@@ -129,7 +134,9 @@ def _hand_scores(model: C2CModel, messages, choices_text: list[str], prefix: str
             start = int(inputs.attention_mask.sum()) - 1  # the aligner may pad template sections inside the prompt
             positions = torch.arange(start, start + seq.shape[1])[None]
             mask = torch.cat([inputs.attention_mask, torch.ones_like(tail)], dim=1)
-            logits = model.receiver(input_ids=seq, attention_mask=mask, position_ids=positions, **{kv.cache_kwarg(model.receiver): cache}).logits
+            logits = model.receiver(
+                input_ids=seq, attention_mask=mask, position_ids=positions, **{kv.cache_kwarg(model.receiver): cache}
+            ).logits
         logprobs = torch.log_softmax(logits[0].float(), dim=-1)
         scores.append(sum(float(logprobs[len(prefix_ids) + k, t]) for k, t in enumerate(continuation)))
     return scores
@@ -157,7 +164,9 @@ def test_single_token_letters_are_read_from_one_next_token_distribution():
     items = load_task(TASK, limit=2)
     prompts = ["[assistant]"] * 2
     plan = scorer.plan(wordlevel_tokenizer(), prompts, [it.choices for it in items])  # "A".."D" are words
-    assert plan.rows == [0, 1] and all(ids is not None and len(ids) == len(it.choices) for (_, ids), it in zip(plan.reads, items))
+    assert plan.rows == [0, 1] and all(
+        ids is not None and len(ids) == len(it.choices) for (_, ids), it in zip(plan.reads, items)
+    )
     # The toy BPE's merges depend on the trainer's tie-breaking, which varies between processes, so
     # whether " C" after the prefix is one token, and a different one from " D", is read off the
     # tokenizer (as the scorer tokenizes it: after the prefix) rather than assumed.
@@ -174,7 +183,9 @@ def test_t2t_builds_the_spec_prompts_and_never_fuses(aligned, tmp_path):
     calls = []
     handle = aligned.fusers.register_forward_hook(lambda *args: calls.append(1))
     try:
-        result = run_eval(config(tmp_path, modes=["t2t"], communication_max_new_tokens=5), model=aligned, progress=False)
+        result = run_eval(
+            config(tmp_path, modes=["t2t"], communication_max_new_tokens=5), model=aligned, progress=False
+        )
     finally:
         handle.remove()
     assert not calls, "T2T's stage 2 is the receiver alone"
@@ -188,7 +199,9 @@ def test_t2t_builds_the_spec_prompts_and_never_fuses(aligned, tmp_path):
             {"role": "assistant", "content": record["background"]},
             {"role": "user", "content": mc_prompt(item.question, item.choices)},
         ]
-        assert record["prompt"] == render_chat(aligned.receiver_tokenizer, stage2, add_generation_prompt=True, enable_thinking=False)
+        assert record["prompt"] == render_chat(
+            aligned.receiver_tokenizer, stage2, add_generation_prompt=True, enable_thinking=False
+        )
 
 
 @pytest.mark.parametrize("kind", ["aligned", "shared"])
@@ -197,7 +210,9 @@ def test_c2c_fuses_the_prompt_minus_its_last_token_and_nothing_else(tmp_path, ki
     model = tiny_eval_pair(kind)
     masks = []
     handle = model.fusers.register_forward_hook(lambda module, args, out: masks.append(args[2].clone()))
-    common = dict(answer_method=method, loglik_target="texts", latency_items=0, batch_size=1)  # one item (one row) per pass
+    common = dict(
+        answer_method=method, loglik_target="texts", latency_items=0, batch_size=1
+    )  # one item (one row) per pass
     try:
         run_eval(config(tmp_path, modes=["receiver", "sharer", "t2t"], **common), model=model, progress=False)
         assert not masks, "only the c2c mode runs the fusers"
@@ -206,7 +221,10 @@ def test_c2c_fuses_the_prompt_minus_its_last_token_and_nothing_else(tmp_path, ki
     finally:
         handle.remove()
     # The mask of each item's prompt as the library encodes it; the last prompt token is never fused.
-    expected = [model.encode([[{"role": "user", "content": mc_prompt(it.question, it.choices)}]]).fusion_mask[:, :-1] for it in items]
+    expected = [
+        model.encode([[{"role": "user", "content": mc_prompt(it.question, it.choices)}]]).fusion_mask[:, :-1]
+        for it in items
+    ]
     assert len(masks) == (len(items) if method == "generate" else sum(len(it.choices) for it in items))
     for mask in masks:  # a loglik row's continuation is never in the mask: it is as wide as the prompt minus one
         assert any(mask.shape == e.shape and torch.equal(mask, e) for e in expected)
@@ -231,8 +249,12 @@ def test_the_timed_path_computes_what_the_library_computes(aligned, fuse):
 
 
 def test_batched_and_timed_items_give_the_same_answers(aligned, tmp_path):
-    timed = run_eval(config(tmp_path / "a", answer_method="loglik", latency_items=None), model=aligned, progress=False).records
-    batched = run_eval(config(tmp_path / "b", answer_method="loglik", latency_items=0), model=aligned, progress=False).records
+    timed = run_eval(
+        config(tmp_path / "a", answer_method="loglik", latency_items=None), model=aligned, progress=False
+    ).records
+    batched = run_eval(
+        config(tmp_path / "b", answer_method="loglik", latency_items=0), model=aligned, progress=False
+    ).records
     assert all(r["latency_ms"] for r in timed) and not any(r["latency_ms"] for r in batched)
     for a, b in zip(timed, batched, strict=True):
         assert (a["mode"], a["id"], a["pred"]) == (b["mode"], b["id"], b["pred"])
@@ -252,6 +274,12 @@ def test_resume_skips_finished_items_and_refuses_a_changed_setup(aligned, tmp_pa
     keys = [(r["mode"], r["id"]) for r in read_items(tmp_path / "run")]
     assert len(keys) == len(set(keys)) == 4 + 4 and len(resumed.records) == 8
     with pytest.raises(ValueError, match="answer_method"):
-        run_eval(config(tmp_path, modes=["receiver"], answer_method="generate", resume=True), model=aligned, progress=False)
-    fresh = run_eval(config(tmp_path, modes=["receiver"], answer_method="loglik", limit=2, overwrite=True), model=aligned, progress=False)
+        run_eval(
+            config(tmp_path, modes=["receiver"], answer_method="generate", resume=True), model=aligned, progress=False
+        )
+    fresh = run_eval(
+        config(tmp_path, modes=["receiver"], answer_method="loglik", limit=2, overwrite=True),
+        model=aligned,
+        progress=False,
+    )
     assert len(read_items(fresh.output_dir)) == 2

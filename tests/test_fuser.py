@@ -17,7 +17,9 @@ def _kv(b: int, h: int, n: int, d: int, seed: int) -> tuple[torch.Tensor, torch.
 
 def small(**kw) -> C2CFuser:
     torch.manual_seed(0)
-    return C2CFuser(source_dim=8, target_dim=16, source_num_heads=3, target_num_heads=2, hidden_dim=32, intermediate_dim=24, **kw)
+    return C2CFuser(
+        source_dim=8, target_dim=16, source_num_heads=3, target_num_heads=2, hidden_dim=32, intermediate_dim=24, **kw
+    )
 
 
 def test_parameter_count_matches_the_paper_for_qwen3_0_6b_from_qwen2_5_0_5b():
@@ -43,7 +45,14 @@ def test_state_dict_keys_are_the_published_ones():
     keys = set(fuser.state_dict())
     expected = {"key_gate_logit", "value_gate_logit", "gate_temperature"}
     for p in ("key_", "value_"):
-        expected |= {f"{p}in.weight", f"{p}in.bias", f"{p}scalar_head.weight", f"{p}scalar_head.bias", f"{p}proj_out.weight", f"{p}proj_out.bias"}
+        expected |= {
+            f"{p}in.weight",
+            f"{p}in.bias",
+            f"{p}scalar_head.weight",
+            f"{p}scalar_head.bias",
+            f"{p}proj_out.weight",
+            f"{p}proj_out.bias",
+        }
         for block in ("mlp1.blocks.0", "scalar_mlp2.blocks.0", "proj_mlp2.blocks.0", "proj_mlp2.blocks.1"):
             expected |= {f"{p}{block}.norm.weight", f"{p}{block}.w1.weight", f"{p}{block}.w2.weight"}
     assert keys == expected

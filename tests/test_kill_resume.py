@@ -28,7 +28,9 @@ def _command(output_dir: Path, *extra: str) -> list[str]:
 
 def _start(output_dir: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen(_command(output_dir, *extra), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        _command(output_dir, *extra), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _finish(output_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -43,7 +45,9 @@ def _wait_for(condition, process: subprocess.Popen[str], timeout: float = 240.0)
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
-            pytest.fail(f"training ended (exit {process.returncode}) before the moment to stop it: {process.stderr.read()[-2000:]}")
+            pytest.fail(
+                f"training ended (exit {process.returncode}) before the moment to stop it: {process.stderr.read()[-2000:]}"
+            )
         if time.monotonic() > deadline:
             process.kill()
             pytest.fail("timed out waiting for the moment to stop training")
@@ -100,7 +104,10 @@ def test_sigkill_mid_save_leaves_a_resumable_run(straight, tmp_path) -> None:
 def test_sigint_saves_the_step_and_exits_cleanly_then_resumes(straight, tmp_path) -> None:
     out = tmp_path / "run"
     process = _start(out, "--save_steps", "1000")  # no checkpoint but the one the interrupt writes
-    _wait_for(lambda: (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 2, process)
+    _wait_for(
+        lambda: (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 2,
+        process,
+    )
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-2000:]
@@ -108,6 +115,9 @@ def test_sigint_saves_the_step_and_exits_cleanly_then_resumes(straight, tmp_path
     message = err.strip().splitlines()[-1]
     [stopped] = _steps(out)
     assert 18 <= stopped < STEPS and not (out / "final").exists()
-    assert message == f"c2c train: interrupted at step {stopped}; checkpoint saved to {out / f'checkpoint-{stopped}'}; continue with --resume"
+    assert (
+        message
+        == f"c2c train: interrupted at step {stopped}; checkpoint saved to {out / f'checkpoint-{stopped}'}; continue with --resume"
+    )
     _finish(out, "--save_steps", "1000", "--resume")
     _assert_identical(_weights(out), straight)

@@ -64,7 +64,7 @@ def test_left_padded_batch_matches_each_example_alone(pair):
     batch = _greedy(pair, input_ids=ids, attention_mask=mask)
     for row, single_ids in enumerate((a, b)):
         alone = _greedy(pair, input_ids=single_ids[None])
-        assert torch.equal(batch.sequences[row, 12:], alone.sequences[0, len(single_ids):])
+        assert torch.equal(batch.sequences[row, 12:], alone.sequences[0, len(single_ids) :])
         torch.testing.assert_close(batch.logits[0][row], alone.logits[0][0], rtol=1e-4, atol=1e-4)
 
 

@@ -13,8 +13,15 @@ pytestmark = pytest.mark.slow
 
 PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
-    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a prime number larger than 10 ✓"}],
-    [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Which gas do plants absorb?"}],
+    [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Name a prime number larger than 10 ✓"},
+    ],
+    [
+        {"role": "user", "content": "Hi!"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Which gas do plants absorb?"},
+    ],
 ]
 
 
@@ -29,7 +36,9 @@ def real_pair() -> C2CModel:
     receiver, sharer = (load_model(n, dtype=torch.float32) for n in names)
     rtok, stok = (load_tokenizer(n) for n in names)
     fuser = FuserConfig(hidden_dim=256, intermediate_dim=256)  # published gate init: closed at eval
-    return C2CModel.from_models(receiver, sharer, fuser=fuser, receiver_tokenizer=rtok, sharer_tokenizer=stok, seed=0).eval()
+    return C2CModel.from_models(
+        receiver, sharer, fuser=fuser, receiver_tokenizer=rtok, sharer_tokenizer=stok, seed=0
+    ).eval()
 
 
 def test_real_prompts_align_with_equal_lengths_and_message_only_fusion(real_pair):
@@ -56,7 +65,9 @@ def test_closed_gate_reproduces_the_receiver_alone_exactly(real_pair):
 
 def test_generate_runs_with_a_fresh_fuser_and_long_prompts(real_pair):
     long_prompt = "Repeat after me: " + "the quick brown fox jumps over the lazy dog. " * 70  # > Gemma's 512 window
-    texts = real_pair.generate([[{"role": "user", "content": long_prompt}], PROMPTS[0]], max_new_tokens=4, do_sample=False)
+    texts = real_pair.generate(
+        [[{"role": "user", "content": long_prompt}], PROMPTS[0]], max_new_tokens=4, do_sample=False
+    )
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     assert real_pair.encode([[{"role": "user", "content": long_prompt}]]).input_ids.shape[1] > 512
 

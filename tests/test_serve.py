@@ -51,7 +51,9 @@ def model():
 
 @pytest.fixture(scope="module")
 def live(model):
-    server = LiveServer(lambda: model, ServeSettings(max_batch_size=8, batch_wait_ms=150, t2t=T2T, max_prompt_tokens=200))
+    server = LiveServer(
+        lambda: model, ServeSettings(max_batch_size=8, batch_wait_ms=150, t2t=T2T, max_prompt_tokens=200)
+    )
     yield server
     server.stop()
 
@@ -115,7 +117,10 @@ def test_models_health_metrics_and_seeded_sampling(live):
     assert [m.id for m in client(live).models.list()] == ["c2c", "receiver", "sharer", "t2t"]
     assert httpx.get(live.url + "/health").json()["status"] == "ready"
     body = {"model": "receiver", "messages": HELLO, "max_tokens": 6, "temperature": 1.5, "top_p": 0.9, "seed": 7}
-    assert chat(live, body).json()["choices"][0]["message"]["content"] == chat(live, body).json()["choices"][0]["message"]["content"]
+    assert (
+        chat(live, body).json()["choices"][0]["message"]["content"]
+        == chat(live, body).json()["choices"][0]["message"]["content"]
+    )
     text = httpx.get(live.url + "/metrics").text
     for name in ("c2c_requests_total", "c2c_queue_depth", "c2c_batch_size_bucket", "c2c_request_latency_seconds_bucket",
                  "c2c_time_to_first_token_seconds_bucket", "c2c_generated_tokens_total"):  # fmt: skip
@@ -155,7 +160,9 @@ def test_concurrent_greedy_requests_batch_and_give_the_texts_each_gives_alone(li
     assert max(r["timing"]["batch_size"] for r in together) > 1
     text = httpx.get(live.url + "/metrics").text
     count = float(next(line.split()[-1] for line in text.splitlines() if line.startswith("c2c_batch_size_count")))
-    ones = float(next(line.split()[-1] for line in text.splitlines() if line.startswith('c2c_batch_size_bucket{le="1.0"}')))
+    ones = float(
+        next(line.split()[-1] for line in text.splitlines() if line.startswith('c2c_batch_size_bucket{le="1.0"}'))
+    )
     assert count > ones  # some batch held more than one request
     assert live.metric("c2c_batch_size_sum") - live.metric('c2c_batch_size_bucket{le="1.0"}') > before
 
@@ -179,15 +186,22 @@ def test_a_client_that_disconnects_mid_stream_frees_its_batch_slot(live):
 
 @pytest.mark.parametrize(
     "controls, equals",
-    [({"fusion_strength": 0}, "receiver"), ({"fuse_layers": []}, "receiver"), ({"fuse_proportion": 0}, "receiver"),
-     ({"fusion_strength": 1, "fuse_proportion": 1}, "c2c"), ({"fusion_strength": 0.5, "fuse_layers": [0, 2]}, None)],
+    [
+        ({"fusion_strength": 0}, "receiver"),
+        ({"fuse_layers": []}, "receiver"),
+        ({"fuse_proportion": 0}, "receiver"),
+        ({"fusion_strength": 1, "fuse_proportion": 1}, "c2c"),
+        ({"fusion_strength": 0.5, "fuse_layers": [0, 2]}, None),
+    ],
 )
 def test_the_request_body_carries_the_fusion_controls(live, model, controls, equals):
     body = {"model": "c2c", "messages": HELLO, "max_tokens": 6, "temperature": 0, **controls}
     response = chat(live, body)
     assert response.status_code == 200, response.text
     if equals is not None:
-        assert response.json()["choices"][0]["message"]["content"] == model.generate(HELLO, max_new_tokens=6, do_sample=False, fuse=equals == "c2c")
+        assert response.json()["choices"][0]["message"]["content"] == model.generate(
+            HELLO, max_new_tokens=6, do_sample=False, fuse=equals == "c2c"
+        )
     else:  # an interior point: exactly what the library gives with the same controls
         expected = model.generate(HELLO, max_new_tokens=6, do_sample=False, fusion_strength=0.5, fuse_layers=[0, 2])
         assert response.json()["choices"][0]["message"]["content"] == expected
@@ -238,7 +252,9 @@ def test_a_prompt_over_max_prompt_tokens_is_413(live):
 
 
 def test_a_full_queue_is_429_and_a_slow_request_is_504(model):
-    server = LiveServer(lambda: model, ServeSettings(max_batch_size=1, batch_wait_ms=0, max_queue=1, request_timeout_s=2.0, t2t=T2T))
+    server = LiveServer(
+        lambda: model, ServeSettings(max_batch_size=1, batch_wait_ms=0, max_queue=1, request_timeout_s=2.0, t2t=T2T)
+    )
     try:
         # 5000 tokens take far longer than 2 s (HF generate alone costs over 1 ms a step)
         long = {"model": "receiver", "messages": HELLO, "max_tokens": 5000, "temperature": 0}
@@ -297,7 +313,10 @@ def test_no_request_gets_a_500_or_a_traceback(live):
 @pytest.fixture(scope="module")
 def saved_pair(tmp_path_factory, model) -> Path:
     root = tmp_path_factory.mktemp("serve")
-    for name, lm, tok in (("receiver", model.receiver, model.receiver_tokenizer), ("sharer", model.sharer, model.sharer_tokenizer)):
+    for name, lm, tok in (
+        ("receiver", model.receiver, model.receiver_tokenizer),
+        ("sharer", model.sharer, model.sharer_tokenizer),
+    ):
         lm.save_pretrained(root / name)
         tok.save_pretrained(root / name)
     model.save_pretrained(root / "fuser")
@@ -305,7 +324,11 @@ def saved_pair(tmp_path_factory, model) -> Path:
 
 
 def test_the_cli_prints_its_urls_and_sigterm_drains_in_flight_requests(saved_pair):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     argv = [sys.executable, "-m", "cache2cache.cli.main", "serve", "--fuser", str(saved_pair / "fuser"), "--receiver", str(saved_pair / "receiver"),
             "--sharer", str(saved_pair / "sharer"), "--port", "0", "--t2t_max_tokens", "4", "--api-key", "k"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

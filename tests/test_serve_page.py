@@ -24,7 +24,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 sync_api = pytest.importorskip("playwright.sync_api")
 # .ci/run sets C2C_REQUIRE_BROWSER=1, so a broken Chromium install fails there instead of skipping
 pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None and not os.environ.get("C2C_REQUIRE_BROWSER"), reason=f"{CHROMIUM} is missing (apt-get install chromium)"
+    shutil.which(CHROMIUM) is None and not os.environ.get("C2C_REQUIRE_BROWSER"),
+    reason=f"{CHROMIUM} is missing (apt-get install chromium)",
 )
 
 
@@ -69,7 +70,11 @@ def test_the_page_streams_three_columns_without_console_errors(live, tmp_path: P
             print(f"screenshot: {tmp_path / 'serve.png'}")
             assert (tmp_path / "serve.png").stat().st_size > 10_000
             # every external resource would be a request to another host: there are none
-            assert all(u.startswith(live.url) for u in page.evaluate("performance.getEntries().map(e => e.name)") if u.startswith("http"))
+            assert all(
+                u.startswith(live.url)
+                for u in page.evaluate("performance.getEntries().map(e => e.name)")
+                if u.startswith("http")
+            )
             assert problems == []
         finally:
             browser.close()

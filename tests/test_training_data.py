@@ -32,7 +32,10 @@ from cache2cache.training.data import (
 from cache2cache.training.loop import response_loss_sum
 
 CONVERSATIONS = [
-    [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "The capital of France is Paris."}],
+    [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is Paris."},
+    ],
     [
         {"role": "system", "content": "You are a helpful assistant."},
         {"role": "user", "content": "Hello world, how are you today?"},
@@ -77,9 +80,23 @@ def test_missing_local_file_is_a_clear_error(tmp_path) -> None:
 
 def test_sharegpt_recovers_complete_conversations_from_a_truncated_array(tmp_path) -> None:
     rows = [
-        {"id": "a", "conversations": [{"from": "human", "value": "q1"}, {"from": "gpt", "value": "a1"}, {"from": "human", "value": "dangling"}]},
+        {
+            "id": "a",
+            "conversations": [
+                {"from": "human", "value": "q1"},
+                {"from": "gpt", "value": "a1"},
+                {"from": "human", "value": "dangling"},
+            ],
+        },
         {"id": "b", "conversations": [{"from": "human", "value": "only a question"}]},
-        {"id": "c", "conversations": [{"from": "system", "value": "be brief"}, {"from": "human", "value": "q2"}, {"from": "gpt", "value": "a2"}]},
+        {
+            "id": "c",
+            "conversations": [
+                {"from": "system", "value": "be brief"},
+                {"from": "human", "value": "q2"},
+                {"from": "gpt", "value": "a2"},
+            ],
+        },
         {"id": "d", "conversations": [{"from": "human", "value": "q3"}, {"from": "gpt", "value": "a3"}]},
     ]
     text = json.dumps(rows, indent=2)
@@ -88,7 +105,11 @@ def test_sharegpt_recovers_complete_conversations_from_a_truncated_array(tmp_pat
     got = sharegpt_conversations(path)
     assert got == [
         [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}],
-        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}],
+        [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "q2"},
+            {"role": "assistant", "content": "a2"},
+        ],
     ]
     assert sharegpt_conversations(path, limit=1) == got[:1]
 
@@ -133,7 +154,10 @@ def test_unusable_and_too_long_conversations_are_dropped_and_counted(caplog) -> 
     bad = [
         [{"role": "user", "content": "no answer"}],
         [{"role": "user", "content": "empty"}, {"role": "assistant", "content": "  "}],
-        [{"role": "user", "content": "Summarize the text in one sentence, please. " * 20}, {"role": "assistant", "content": "No."}],
+        [
+            {"role": "user", "content": "Summarize the text in one sentence, please. " * 20},
+            {"role": "assistant", "content": "No."},
+        ],
     ]
     with caplog.at_level(logging.INFO, logger="cache2cache.training.data"):
         data = ChatDataset(CONVERSATIONS + bad, ExampleEncoder(tok), max_length=120, name="train")
@@ -180,6 +204,8 @@ def test_collated_rows_score_like_each_example_alone(aligned: bool) -> None:
         logits = model(batch.inputs, p).logits
         for row, e in enumerate(examples):
             alone = collate([e], receiver_pad_id=pads[0], sharer_pad_id=pads[1])
-            expected = response_loss_sum(model(alone.inputs, alone.prompt_length).logits, alone.labels, alone.prompt_length)
+            expected = response_loss_sum(
+                model(alone.inputs, alone.prompt_length).logits, alone.labels, alone.prompt_length
+            )
             got = response_loss_sum(logits[row : row + 1], batch.labels[row : row + 1], p)
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

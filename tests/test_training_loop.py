@@ -59,7 +59,9 @@ def config(output_dir: Path, **training: object) -> TrainConfig:
 
 def test_loss_falls_on_a_fittable_set_and_everything_is_logged(tmp_path) -> None:
     losses: list[float] = []
-    final = train_fusers(make_pair(), CONVERSATIONS, CONVERSATIONS[:2], config(tmp_path), on_step=lambda s, m: losses.append(m["loss"]))
+    final = train_fusers(
+        make_pair(), CONVERSATIONS, CONVERSATIONS[:2], config(tmp_path), on_step=lambda s, m: losses.append(m["loss"])
+    )
     assert losses[-1] < 0.1 * losses[0], losses
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 31))
@@ -71,7 +73,11 @@ def test_loss_falls_on_a_fittable_set_and_everything_is_logged(tmp_path) -> None
 
 def test_only_fuser_parameters_change(tmp_path) -> None:
     model = make_pair(aligned=True)  # the aligned path, end to end
-    frozen = {f"{role}.{k}": v.clone() for role in ("receiver", "sharer") for k, v in getattr(model, role).state_dict().items()}
+    frozen = {
+        f"{role}.{k}": v.clone()
+        for role in ("receiver", "sharer")
+        for k, v in getattr(model, role).state_dict().items()
+    }
     fusers_before = {k: v.clone() for k, v in model.fusers.state_dict().items()}
     train_fusers(model, CONVERSATIONS, None, config(tmp_path, max_steps=3))
     after = {f"{role}.{k}": v for role in ("receiver", "sharer") for k, v in getattr(model, role).state_dict().items()}
@@ -116,7 +122,18 @@ def test_fresh_run_refuses_to_mix_with_earlier_checkpoints(tmp_path) -> None:
 
 
 def _train_cli(*args: str) -> list[str]:
-    return ["train", "--config", "recipes/tiny.yaml", "--max_steps", "4", "--eval_steps", "2", "--gate_init", "30", *args]
+    return [
+        "train",
+        "--config",
+        "recipes/tiny.yaml",
+        "--max_steps",
+        "4",
+        "--eval_steps",
+        "2",
+        "--gate_init",
+        "30",
+        *args,
+    ]
 
 
 def test_two_torchrun_processes_match_one_with_the_same_global_batch(tmp_path, monkeypatch) -> None:
@@ -136,7 +153,10 @@ def test_two_torchrun_processes_match_one_with_the_same_global_batch(tmp_path, m
     # of a step; a wrong reduction (a rank's gradients lost or counted twice) moves weights by whole steps.
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-4)
-    rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()] for name in ("ddp", "one")}
+    rows = {
+        name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("ddp", "one")
+    }
     for a, b in zip(rows["ddp"], rows["one"], strict=True):  # losses and eval losses averaged over ranks
         assert a.keys() == b.keys() and a["step"] == b["step"]
         for key in ("loss", "eval_loss"):
@@ -157,7 +177,9 @@ def test_tiny_recipe_trains_through_the_cli_and_the_checkpoint_reloads(tmp_path,
     assert (exported / "final" / "projector_config.json").is_file()
     # a resume of the finished run has nothing left to do and leaves the fusers as they are
     before = load_file(out / "final" / "fuser.safetensors")
-    assert main(["train", "--config", "recipes/tiny.yaml", "--max_steps", "9", "--output_dir", str(out), "--resume"]) == 0
+    assert (
+        main(["train", "--config", "recipes/tiny.yaml", "--max_steps", "9", "--output_dir", str(out), "--resume"]) == 0
+    )
     after = load_file(out / "final" / "fuser.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
 

@@ -42,7 +42,9 @@ WEIGHTS_NAME = "fuser.safetensors"
 PUBLISHED_MAP = "projector_config.json"
 PUBLISHED_CLASS = "C2CProjector"
 _SHAPE_ARGS = ("source_dim", "target_dim", "source_num_heads", "target_num_heads")
-_PUBLISHED_ARGS = _SHAPE_ARGS + tuple(f.name for f in fields(FuserConfig) if f.name not in ("gate_init", "anneal_schedule", "zero_init"))
+_PUBLISHED_ARGS = _SHAPE_ARGS + tuple(
+    f.name for f in fields(FuserConfig) if f.name not in ("gate_init", "anneal_schedule", "zero_init")
+)
 # The JSON type of each published constructor argument, to refuse a mistyped projector_{i}.json up front.
 _PUBLISHED_ARG_TYPES: dict[str, Any] = {name: int for name in _SHAPE_ARGS} | {
     f.name: typing.get_type_hints(FuserConfig)[f.name] for f in fields(FuserConfig)
@@ -68,7 +70,11 @@ def save_c2c(model: C2CModel, directory: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     config_text = json.dumps(model.config.to_dict(), indent=2) + "\n"
     with tempfile.TemporaryDirectory(dir=directory, prefix=".saving-") as tmp:
-        save_model(model.fusers, os.path.join(tmp, WEIGHTS_NAME), metadata={"format": "pt", "c2c_format_version": str(model.config.format_version)})
+        save_model(
+            model.fusers,
+            os.path.join(tmp, WEIGHTS_NAME),
+            metadata={"format": "pt", "c2c_format_version": str(model.config.format_version)},
+        )
         Path(tmp, CONFIG_NAME).write_text(config_text)
         os.replace(os.path.join(tmp, WEIGHTS_NAME), directory / WEIGHTS_NAME)
         os.replace(os.path.join(tmp, CONFIG_NAME), directory / CONFIG_NAME)
@@ -80,7 +86,9 @@ def load_fuser_weights(fusers: FuserStack, path: str | Path) -> None:
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"cannot read fuser weights {path}: {err}. The file is missing or corrupt; re-save the checkpoint.") from err
+        raise ValueError(
+            f"cannot read fuser weights {path}: {err}. The file is missing or corrupt; re-save the checkpoint."
+        ) from err
     _load_strict(fusers, state, str(path))
 
 
@@ -89,13 +97,19 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k}: file {tuple(state[k].shape)} != model {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} != model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
         parts = []
         if missing:
             parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
         if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+            parts.append(
+                f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
+            )
         if wrong:
             parts.append(f"wrong shapes ({len(wrong)}): {', '.join(wrong[:8])}")
         raise ValueError(
@@ -202,7 +216,9 @@ def _resolve_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
     """Load `model` (and its tokenizer) when given by name, falling back to the recorded name."""
     if model is not None and not isinstance(model, str | PreTrainedModel):
-        raise TypeError(f"{role}= must be a loaded PreTrainedModel or a hub id / path string, got {type(model).__name__}")
+        raise TypeError(
+            f"{role}= must be a loaded PreTrainedModel or a hub id / path string, got {type(model).__name__}"
+        )
     name = model if isinstance(model, str) else (recorded if model is None else None)
     if model is None and not recorded:
         raise ValueError(f"the checkpoint does not record its {role}; pass {role}= (a model or a hub id / path)")
@@ -261,27 +277,41 @@ def _read_published(final: Path) -> dict[str, Any]:
         per_layer = mapping["0"]["1"]
         layer_map = {int(t): (int(pairs[0][0]), int(pairs[0][1])) for t, pairs in per_layer.items()}
     except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as err:
-        raise ValueError(f"{final / PUBLISHED_MAP} is not a published layer map ({err}); expected {{'0': {{'1': {{layer: [[src, idx]]}}}}}}") from err
+        raise ValueError(
+            f"{final / PUBLISHED_MAP} is not a published layer map ({err}); expected {{'0': {{'1': {{layer: [[src, idx]]}}}}}}"
+        ) from err
     projectors: dict[int, tuple[dict[str, Any], dict[str, torch.Tensor]]] = {}
     for idx in sorted({i for _, i in layer_map.values()}):
         meta_path, weights_path = final / f"projector_{idx}.json", final / f"projector_{idx}.pt"
         if not meta_path.is_file() or not weights_path.is_file():
-            raise FileNotFoundError(f"{final} lacks projector_{idx}.json or projector_{idx}.pt, which {PUBLISHED_MAP} refers to")
+            raise FileNotFoundError(
+                f"{final} lacks projector_{idx}.json or projector_{idx}.pt, which {PUBLISHED_MAP} refers to"
+            )
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{meta_path} is not valid JSON ({err}); restore it from the published checkpoint") from err
+            raise ValueError(
+                f"{meta_path} is not valid JSON ({err}); restore it from the published checkpoint"
+            ) from err
         if not isinstance(meta, dict) or meta.get("class") != PUBLISHED_CLASS:
             found = meta.get("class") if isinstance(meta, dict) else meta
-            raise ValueError(f"{meta_path}: class {found!r} is not supported; only {PUBLISHED_CLASS} (the published fuser) is")
+            raise ValueError(
+                f"{meta_path}: class {found!r} is not supported; only {PUBLISHED_CLASS} (the published fuser) is"
+            )
         init_args = meta.get("init_args", {})
         if not isinstance(init_args, dict):
             raise ValueError(f"{meta_path}: init_args must be an object of constructor arguments, got {init_args!r}")
         args = {k: _decode_arg(v) for k, v in init_args.items() if k != "dtype"}
         types = _PUBLISHED_ARG_TYPES.items()
-        wrong = [f"{k}: got {args[k]!r}, expected {describe_annotation(tp)}" for k, tp in types if k in args and not fits_annotation(args[k], tp)]
+        wrong = [
+            f"{k}: got {args[k]!r}, expected {describe_annotation(tp)}"
+            for k, tp in types
+            if k in args and not fits_annotation(args[k], tp)
+        ]
         if wrong:
-            raise ValueError(f"{meta_path}: bad init_args ({'; '.join(wrong)}); restore it from the published checkpoint")
+            raise ValueError(
+                f"{meta_path}: bad init_args ({'; '.join(wrong)}); restore it from the published checkpoint"
+            )
         state = _load_tensors(weights_path)
         projectors[idx] = (args, state)
     return {"layer_map": layer_map, "projectors": projectors}
@@ -300,13 +330,19 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
             "Fix: load only checkpoints you trust, re-saved as plain tensors with torch.save(module.state_dict())"
         ) from err
     except (RuntimeError, EOFError, OSError) as err:  # torch reports a truncated or corrupt zip as RuntimeError
-        raise ValueError(f"cannot read {path}: it is truncated or corrupt ({str(err).split('. ')[0]}); download it again") from err
+        raise ValueError(
+            f"cannot read {path}: it is truncated or corrupt ({str(err).split('. ')[0]}); download it again"
+        ) from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors (got {type(state).__name__}); download it again")
+        raise ValueError(
+            f"{path} does not hold a state dict of tensors (got {type(state).__name__}); download it again"
+        )
     return state
 
 
-def _published_to_fusers(published: dict[str, Any], receiver: PreTrainedModel, sharer: PreTrainedModel) -> tuple[C2CConfig, FuserStack]:
+def _published_to_fusers(
+    published: dict[str, Any], receiver: PreTrainedModel, sharer: PreTrainedModel
+) -> tuple[C2CConfig, FuserStack]:
     """Build strict fusers from the published files and check them against the models' shapes."""
     r, s = ModelFingerprint.from_model(receiver), ModelFingerprint.from_model(sharer)
     layer_map = {t: src for t, (src, _) in published["layer_map"].items()}
@@ -315,7 +351,12 @@ def _published_to_fusers(published: dict[str, Any], receiver: PreTrainedModel, s
     built: dict[int, C2CFuser] = {}
     for t, (_, idx) in sorted(published["layer_map"].items()):
         args, state = published["projectors"][idx]
-        expect = {"source_dim": s.head_dim, "source_num_heads": s.num_key_value_heads, "target_dim": r.head_dim, "target_num_heads": r.num_key_value_heads}
+        expect = {
+            "source_dim": s.head_dim,
+            "source_num_heads": s.num_key_value_heads,
+            "target_dim": r.head_dim,
+            "target_num_heads": r.num_key_value_heads,
+        }
         wrong = [f"{k}: checkpoint {args.get(k)} != model {v}" for k, v in expect.items() if args.get(k) != v]
         if wrong:
             raise ValueError(
@@ -325,7 +366,9 @@ def _published_to_fusers(published: dict[str, Any], receiver: PreTrainedModel, s
             )
         unknown = set(args) - set(_PUBLISHED_ARGS) - {"zero_init"}
         if unknown:
-            raise ValueError(f"published projector_{idx}.json has init_args this fuser does not know: {sorted(unknown)}")
+            raise ValueError(
+                f"published projector_{idx}.json has init_args this fuser does not know: {sorted(unknown)}"
+            )
         if idx not in built:
             built[idx] = C2CFuser(**args)
             _load_strict(built[idx], state, f"projector_{idx}.pt")
@@ -357,14 +400,19 @@ def export_published(model: C2CModel, directory: str | Path) -> Path:
     for idx, (t, s) in enumerate(cfg.layer_map.items()):
         fuser = model.fusers.fusers[str(t)]
         torch.save({k: v.detach().cpu().clone() for k, v in fuser.state_dict().items()}, final / f"projector_{idx}.pt")
-        (final / f"projector_{idx}.json").write_text(json.dumps({"class": PUBLISHED_CLASS, "init_args": init_args}, indent=2))
+        (final / f"projector_{idx}.json").write_text(
+            json.dumps({"class": PUBLISHED_CLASS, "init_args": init_args}, indent=2)
+        )
         mapping[str(t)] = [[s, idx]]
     (final / PUBLISHED_MAP).write_text(json.dumps({"0": {"1": mapping}}))
     recipe = {
         "model": {
             "base_model": cfg.receiver.name_or_path,
             "teacher_model": cfg.sharer.name_or_path,
-            "projector": {"type": PUBLISHED_CLASS, "params": {k: v for k, v in asdict(cfg.fuser).items() if k in _PUBLISHED_ARGS}},
+            "projector": {
+                "type": PUBLISHED_CLASS,
+                "params": {k: v for k, v in asdict(cfg.fuser).items() if k in _PUBLISHED_ARGS},
+            },
             "mapping": "last_aligned" if cfg.layer_map_name == "terminal" else "k_nearest",
         }
     }

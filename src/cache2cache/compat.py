@@ -38,6 +38,7 @@ from .model import C2CModel
 
 logger = logging.getLogger(__name__)
 
+
 def fusion_mask_from_kv_cache_index(kv_cache_index: Sequence[torch.Tensor], input_ids: torch.Tensor) -> torch.Tensor:
     """Translate the reference's `kv_cache_index` sections into a fusion mask.
 
@@ -56,7 +57,9 @@ def fusion_mask_from_kv_cache_index(kv_cache_index: Sequence[torch.Tensor], inpu
     """
     batch, length = input_ids.shape
     if isinstance(kv_cache_index, torch.Tensor) or not kv_cache_index:
-        raise ValueError("kv_cache_index must be a non-empty list of (B, n, 2) tensors, e.g. [instruction_index, label_index]")
+        raise ValueError(
+            "kv_cache_index must be a non-empty list of (B, n, 2) tensors, e.g. [instruction_index, label_index]"
+        )
     sections = []
     for i, section in enumerate(kv_cache_index):
         section = torch.as_tensor(section)
@@ -75,7 +78,9 @@ def fusion_mask_from_kv_cache_index(kv_cache_index: Sequence[torch.Tensor], inpu
     rows = torch.cat(sections, dim=1)  # (B, N, 2)
     sharer, offset = rows[..., 0], rows[..., 1]
     if bool((offset != 0).any()):
-        raise ValueError(f"kv_cache_index layer offsets must be 0 (the reference never reads them), got {sorted(set(offset.unique().tolist()))}")
+        raise ValueError(
+            f"kv_cache_index layer offsets must be 0 (the reference never reads them), got {sorted(set(offset.unique().tolist()))}"
+        )
     unknown = sorted(set(sharer.unique().tolist()) - {-1, 0, 1})
     if unknown:
         raise ValueError(
@@ -148,7 +153,9 @@ class ReferenceStyleModel:
             return input_ids
         sharer_ids = torch.full_like(input_ids, aligner.sharer_pad_id)
         for row, (ids, mask) in enumerate(zip(input_ids, attention_mask.bool(), strict=True)):
-            sharer_ids[row, mask] = torch.tensor(aligner.align_tokens(ids[mask].tolist()), dtype=input_ids.dtype, device=input_ids.device)
+            sharer_ids[row, mask] = torch.tensor(
+                aligner.align_tokens(ids[mask].tolist()), dtype=input_ids.dtype, device=input_ids.device
+            )
         return sharer_ids
 
 
@@ -178,21 +185,30 @@ def load_rosetta_model(
     """
     rosetta = model_config.get("rosetta_config") if isinstance(model_config, Mapping) else None
     if not isinstance(rosetta, Mapping):
-        raise ValueError('model_config needs a "rosetta_config" mapping with base_model, teacher_model and checkpoints_dir')
+        raise ValueError(
+            'model_config needs a "rosetta_config" mapping with base_model, teacher_model and checkpoints_dir'
+        )
     missing = [key for key in ("base_model", "teacher_model", "checkpoints_dir") if not rosetta.get(key)]
     if missing:
-        raise ValueError(f"rosetta_config lacks {', '.join(missing)}; give the receiver id, the sharer id and the published final/ folder")
+        raise ValueError(
+            f"rosetta_config lacks {', '.join(missing)}; give the receiver id, the sharer id and the published final/ folder"
+        )
     if not isinstance(rosetta["teacher_model"], str) or not isinstance(rosetta["checkpoints_dir"], (str, Path)):
         raise ValueError(
             "rosetta_config names several sharers or checkpoints (a dict teacher_model or a list checkpoints_dir); "
             "only one sharer with one checkpoint is supported: give a single id and a single final/ folder"
         )
     if rosetta.get("include_response"):
-        raise ValueError("rosetta_config include_response is not supported (fusers fuse prompt tokens only, as they were trained); drop it")
+        raise ValueError(
+            "rosetta_config include_response is not supported (fusers fuse prompt tokens only, as they were trained); drop it"
+        )
     if eval_config:
         logger.info("load_rosetta_model ignores eval_config keys %s", sorted(eval_config))
     model = C2CModel.from_pretrained(
-        rosetta["checkpoints_dir"], receiver=rosetta["base_model"], sharer=rosetta["teacher_model"], dtype=dtype, device=usable_device(device)
+        rosetta["checkpoints_dir"],
+        receiver=rosetta["base_model"],
+        sharer=rosetta["teacher_model"],
+        dtype=dtype,
+        device=usable_device(device),
     )
     return ReferenceStyleModel(model), model.receiver_tokenizer
-

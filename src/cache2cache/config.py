@@ -101,14 +101,18 @@ class FuserConfig:
             if getattr(self, name) < 1:
                 problems.append(f"{prefix}{name}: got {getattr(self, name)}, expected a positive integer")
         if self.num_layers < 3:
-            problems.append(f"{prefix}num_layers: got {self.num_layers}, expected >= 3 (one fusion block and L-2 projection blocks)")
+            problems.append(
+                f"{prefix}num_layers: got {self.num_layers}, expected >= 3 (one fusion block and L-2 projection blocks)"
+            )
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"{prefix}dropout: got {self.dropout}, expected 0 <= dropout < 1 (published: 0.1)")
         for name in ("initial_temperature", "final_temperature"):
             if not getattr(self, name) > 0:
                 problems.append(f"{prefix}{name}: got {getattr(self, name)}, expected > 0")
         if self.anneal_schedule not in ("geometric", "linear"):
-            problems.append(f"{prefix}anneal_schedule: got {self.anneal_schedule!r}, expected 'geometric' (published code) or 'linear'")
+            problems.append(
+                f"{prefix}anneal_schedule: got {self.anneal_schedule!r}, expected 'geometric' (published code) or 'linear'"
+            )
         return problems
 
 
@@ -179,7 +183,9 @@ class C2CConfig:
             if not 0 <= t < self.receiver.num_hidden_layers:
                 problems.append(f"layer_map key {t} is not a receiver layer (0..{self.receiver.num_hidden_layers - 1})")
             if not 0 <= s < self.sharer.num_hidden_layers:
-                problems.append(f"layer_map value {s} (for receiver layer {t}) is not a sharer layer (0..{self.sharer.num_hidden_layers - 1})")
+                problems.append(
+                    f"layer_map value {s} (for receiver layer {t}) is not a sharer layer (0..{self.sharer.num_hidden_layers - 1})"
+                )
         if not self.layer_map:
             problems.append("layer_map is empty: no receiver layer would be fused")
         if self.alignment_strategy not in ("first", "longest"):
@@ -207,7 +213,9 @@ class C2CConfig:
         """
         fix = "re-save the checkpoint with save_pretrained, or restore the file from where it came"
         if not isinstance(d, dict):
-            raise ValueError(f"{source} is not a valid C2C config: the top level is a {type(d).__name__}, expected a JSON object; {fix}")
+            raise ValueError(
+                f"{source} is not a valid C2C config: the top level is a {type(d).__name__}, expected a JSON object; {fix}"
+            )
         version = d.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(
@@ -220,9 +228,12 @@ class C2CConfig:
                 problems += _field_problems(kind, d[key], key)
         layer_map = d.get("layer_map", {})
         if not isinstance(layer_map, dict) or not all(
-            isinstance(t, str) and t.isdigit() and isinstance(v, int) and not isinstance(v, bool) for t, v in layer_map.items()
+            isinstance(t, str) and t.isdigit() and isinstance(v, int) and not isinstance(v, bool)
+            for t, v in layer_map.items()
         ):
-            problems.append(f"layer_map: got {layer_map!r}, expected an object of receiver layer -> sharer layer, e.g. {{\"0\": 0}}")
+            problems.append(
+                f'layer_map: got {layer_map!r}, expected an object of receiver layer -> sharer layer, e.g. {{"0": 0}}'
+            )
         if problems:
             raise ValueError(f"{source} is not a valid C2C config: {'; '.join(problems)}; {fix}")
         config = cls(
@@ -255,7 +266,9 @@ class C2CConfig:
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{path} does not exist; give a folder written by save_pretrained") from err
         except UnicodeDecodeError as err:
-            raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); re-save the checkpoint with save_pretrained") from err
+            raise ValueError(
+                f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); re-save the checkpoint with save_pretrained"
+            ) from err
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
@@ -282,7 +295,9 @@ def describe_annotation(tp: Any) -> str:
     """What `fits_annotation` wants, in words: "an integer", "a string or null", ..."""
     if isinstance(tp, types.UnionType):
         return " or ".join(describe_annotation(arg) for arg in typing.get_args(tp))
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}.get(tp, str(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}.get(
+        tp, str(tp)
+    )
 
 
 def _field_problems(cls: type, data: Any, where: str, required: tuple[str, ...] | None = None) -> list[str]:
@@ -296,10 +311,18 @@ def _field_problems(cls: type, data: Any, where: str, required: tuple[str, ...] 
     hints = typing.get_type_hints(cls)
     problems = [f"{prefix}{key}: unknown key (expected one of {', '.join(names)})" for key in data if key not in names]
     for f in dataclasses.fields(cls):
-        needed = f.name in required if required is not None else f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        needed = (
+            f.name in required
+            if required is not None
+            else f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        )
         if f.name not in data:
             if needed:
                 problems.append(f"{prefix}{f.name}: missing")
-        elif not dataclasses.is_dataclass(hints[f.name]) and f.name != "layer_map" and not fits_annotation(data[f.name], hints[f.name]):
+        elif (
+            not dataclasses.is_dataclass(hints[f.name])
+            and f.name != "layer_map"
+            and not fits_annotation(data[f.name], hints[f.name])
+        ):
             problems.append(f"{prefix}{f.name}: got {data[f.name]!r}, expected {describe_annotation(hints[f.name])}")
     return problems

@@ -43,14 +43,29 @@ class FusionControl:
     proportion: float = 1.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) or not math.isfinite(self.strength) or self.strength < 0:
-            raise ValueError(f"fusion_strength must be a finite number >= 0 (0: receiver alone, 1: C2C), got {self.strength!r}")
-        if isinstance(self.proportion, bool) or not isinstance(self.proportion, (int, float)) or not 0 <= self.proportion <= 1:
-            raise ValueError(f"fuse_proportion must be a number in [0, 1] (0: receiver alone, 1: C2C), got {self.proportion!r}")
+        if (
+            isinstance(self.strength, bool)
+            or not isinstance(self.strength, (int, float))
+            or not math.isfinite(self.strength)
+            or self.strength < 0
+        ):
+            raise ValueError(
+                f"fusion_strength must be a finite number >= 0 (0: receiver alone, 1: C2C), got {self.strength!r}"
+            )
+        if (
+            isinstance(self.proportion, bool)
+            or not isinstance(self.proportion, (int, float))
+            or not 0 <= self.proportion <= 1
+        ):
+            raise ValueError(
+                f"fuse_proportion must be a number in [0, 1] (0: receiver alone, 1: C2C), got {self.proportion!r}"
+            )
         if self.layers is not None:
             bad = [x for x in self.layers if isinstance(x, bool) or not isinstance(x, int) or x < 0]
             if bad:
-                raise ValueError(f"fuse_layers must be receiver layer indices (integers >= 0), got {list(self.layers)!r}")
+                raise ValueError(
+                    f"fuse_layers must be receiver layer indices (integers >= 0), got {list(self.layers)!r}"
+                )
             object.__setattr__(self, "layers", tuple(sorted(set(self.layers))))
 
     @classmethod

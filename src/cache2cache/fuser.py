@@ -107,7 +107,9 @@ class C2CFuser(nn.Module):
     ) -> None:
         super().__init__()
         if num_layers < 3:
-            raise ValueError(f"C2CFuser needs num_layers >= 3 (one fusion block, L-2 projection blocks), got {num_layers}")
+            raise ValueError(
+                f"C2CFuser needs num_layers >= 3 (one fusion block, L-2 projection blocks), got {num_layers}"
+            )
         if anneal_schedule not in ("geometric", "linear"):
             raise ValueError(f"anneal_schedule must be 'geometric' or 'linear', got {anneal_schedule!r}")
         self.source_num_heads, self.source_dim = source_num_heads, source_dim
@@ -191,7 +193,9 @@ class C2CFuser(nn.Module):
         """
         (ks, vs), (kt, vt) = source_kv, target_kv
         if ks.shape[-2] != kt.shape[-2]:
-            raise ValueError(f"sharer and receiver caches must cover the same tokens, got {ks.shape[-2]} and {kt.shape[-2]}")
+            raise ValueError(
+                f"sharer and receiver caches must cover the same tokens, got {ks.shape[-2]} and {kt.shape[-2]}"
+            )
         return self._fuse_one("key", ks, kt), self._fuse_one("value", vs, vt)
 
 
@@ -206,7 +210,9 @@ class FuserStack(nn.Module):
     def __init__(self, layer_map: dict[int, int], fusers: dict[int, C2CFuser]) -> None:
         super().__init__()
         if set(layer_map) != set(fusers):
-            raise ValueError(f"layer map covers receiver layers {sorted(layer_map)} but fusers exist for {sorted(fusers)}")
+            raise ValueError(
+                f"layer map covers receiver layers {sorted(layer_map)} but fusers exist for {sorted(fusers)}"
+            )
         self.layer_map = dict(sorted(layer_map.items()))
         self.fusers = nn.ModuleDict({str(t): fusers[t] for t in self.layer_map})
 
@@ -258,7 +264,10 @@ class FuserStack(nn.Module):
             if strength != 1:
                 k, v = kt_c + strength * (k - kt_c), vt_c + strength * (v - vt_c)
             keep = ~mask.index_select(1, cols)[:, None, :, None]  # (B, 1, C, 1)
-            fused[t] = (kt.index_copy(2, cols, torch.where(keep, kt_c, k)), vt.index_copy(2, cols, torch.where(keep, vt_c, v)))
+            fused[t] = (
+                kt.index_copy(2, cols, torch.where(keep, kt_c, k)),
+                vt.index_copy(2, cols, torch.where(keep, vt_c, v)),
+            )
         return fused
 
 

@@ -41,7 +41,10 @@ def depth_map(num_receiver_layers: int, num_sharer_layers: int) -> dict[int, int
         return i / (n - 1) if n > 1 else 0.0
 
     return {
-        t: min(range(num_sharer_layers), key=lambda s: (abs(depth(s, num_sharer_layers) - depth(t, num_receiver_layers)), s))
+        t: min(
+            range(num_sharer_layers),
+            key=lambda s: (abs(depth(s, num_sharer_layers) - depth(t, num_receiver_layers)), s),
+        )
         for t in range(num_receiver_layers)
     }
 
@@ -57,4 +60,6 @@ def build_layer_map(name: str, num_receiver_layers: int, num_sharer_layers: int)
 
 def _check(num_receiver_layers: int, num_sharer_layers: int) -> None:
     if num_receiver_layers < 1 or num_sharer_layers < 1:
-        raise ValueError(f"layer counts must be positive, got receiver {num_receiver_layers}, sharer {num_sharer_layers}")
+        raise ValueError(
+            f"layer counts must be positive, got receiver {num_receiver_layers}, sharer {num_sharer_layers}"
+        )

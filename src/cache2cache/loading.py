@@ -103,18 +103,14 @@ def _model_aliases() -> list[str]:
 def _looks_like_path(text: str) -> bool:
     """A hub id is `name` or `org/name`; anything else the user typed is meant as a path."""
     return (
-        text.endswith(".gguf")
-        or text.startswith(("/", "./", "../", "~", "\\"))
-        or text.count("/") > 1
-        or "\\" in text
+        text.endswith(".gguf") or text.startswith(("/", "./", "../", "~", "\\")) or text.count("/") > 1 or "\\" in text
     )
 
 
 def _check_gguf_file(path: Path) -> None:
     if path.suffix != ".gguf":
         raise ValueError(
-            f"{path} is a file but not a .gguf; give a .gguf file, a Hugging Face folder (with config.json) "
-            "or a hub id"
+            f"{path} is a file but not a .gguf; give a .gguf file, a Hugging Face folder (with config.json) or a hub id"
         )
     with open(path, "rb") as handle:
         magic = handle.read(4)
@@ -150,21 +146,25 @@ def parse_device(device: str | torch.device) -> torch.device:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device {device!r} is not a torch device ({str(err).splitlines()[0]}); use e.g. cpu, cuda or cuda:1") from err
+        raise ValueError(
+            f"device {device!r} is not a torch device ({str(err).splitlines()[0]}); use e.g. cpu, cuda or cuda:1"
+        ) from err
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise ValueError(f"device {str(parsed)!r} requested but {build}; use cpu, or install a CUDA build of torch on a GPU machine")
+            raise ValueError(
+                f"device {str(parsed)!r} requested but {build}; use cpu, or install a CUDA build of torch on a GPU machine"
+            )
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(parsed)!r} requested but only {torch.cuda.device_count()} CUDA device(s) are visible; use cuda:0..")
+            raise ValueError(
+                f"device {str(parsed)!r} requested but only {torch.cuda.device_count()} CUDA device(s) are visible; use cuda:0.."
+            )
     if parsed.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {str(parsed)!r} requested but MPS is not available here; use cpu")
     return parsed
 
 
-def _from_pretrained(
-    kind: type, name: str | Path, location: str, gguf_file: str | None, **kwargs: object
-) -> object:
+def _from_pretrained(kind: type, name: str | Path, location: str, gguf_file: str | None, **kwargs: object) -> object:
     """`kind.from_pretrained` on a resolved `name`; a hub failure says what else the name could have meant."""
     if gguf_file is not None:
         require_gguf()

@@ -111,7 +111,11 @@ class C2CModel(nn.Module):
         self.receiver_tokenizer = receiver_tokenizer
         self.sharer_tokenizer = sharer_tokenizer
         self.aligner = None
-        if receiver_tokenizer is not None and sharer_tokenizer is not None and not _same_vocab(receiver_tokenizer, sharer_tokenizer):
+        if (
+            receiver_tokenizer is not None
+            and sharer_tokenizer is not None
+            and not _same_vocab(receiver_tokenizer, sharer_tokenizer)
+        ):
             from .alignment import TokenAligner
 
             self.aligner = TokenAligner(receiver_tokenizer, sharer_tokenizer, strategy=config.alignment_strategy)
@@ -166,7 +170,10 @@ class C2CModel(nn.Module):
         from .config import ModelFingerprint
 
         problems = []
-        for role, model, expected in (("receiver", self.receiver, self.config.receiver), ("sharer", self.sharer, self.config.sharer)):
+        for role, model, expected in (
+            ("receiver", self.receiver, self.config.receiver),
+            ("sharer", self.sharer, self.config.sharer),
+        ):
             actual = ModelFingerprint.from_model(model)
             mismatch = expected.shape_mismatches(actual)
             if mismatch:
@@ -175,7 +182,12 @@ class C2CModel(nn.Module):
                     f"differing fields (saved != loaded): {'; '.join(mismatch)}"
                 )
             elif expected.name_or_path and actual.name_or_path and expected.name_or_path != actual.name_or_path:
-                logger.info("%s loaded from %r; fusers were trained with %r (same shapes)", role, actual.name_or_path, expected.name_or_path)
+                logger.info(
+                    "%s loaded from %r; fusers were trained with %r (same shapes)",
+                    role,
+                    actual.name_or_path,
+                    expected.name_or_path,
+                )
         if problems:
             raise ValueError(
                 "this C2C checkpoint does not fit the models given: "
@@ -228,9 +240,13 @@ class C2CModel(nn.Module):
             the fusion mask (the last one is never fused, since it is not prefilled).
         """
         if self.receiver_tokenizer is None:
-            raise ValueError("chat messages need a receiver tokenizer: pass receiver_tokenizer= when building the C2CModel")
+            raise ValueError(
+                "chat messages need a receiver tokenizer: pass receiver_tokenizer= when building the C2CModel"
+            )
         if self.aligner is not None:
-            batch = self.aligner.align_batch(conversations, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking)
+            batch = self.aligner.align_batch(
+                conversations, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+            )
             inputs = C2CInputs(
                 batch.receiver_input_ids,
                 batch.receiver_attention_mask,
@@ -240,7 +256,10 @@ class C2CModel(nn.Module):
             )
             return inputs.to(self.device)
         tok = self.receiver_tokenizer
-        texts = [render_chat(tok, c, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking) for c in conversations]
+        texts = [
+            render_chat(tok, c, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking)
+            for c in conversations
+        ]
         previous_side, tok.padding_side = tok.padding_side, "left"
         try:
             enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
@@ -279,7 +298,9 @@ class C2CModel(nn.Module):
                 f"sharer token id {int(sharer_input_ids.max())} is outside the sharer's vocabulary ({vocab}); "
                 "the tokenizers probably differ: pass sharer_tokenizer= so prompts get aligned"
             )
-        return C2CInputs(input_ids, attention_mask, sharer_input_ids, sharer_attention_mask, fusion_mask.bool()).to(self.device)
+        return C2CInputs(input_ids, attention_mask, sharer_input_ids, sharer_attention_mask, fusion_mask.bool()).to(
+            self.device
+        )
 
     # ----------------------------------------------------------------------------------- the method
 
@@ -319,10 +340,16 @@ class C2CModel(nn.Module):
             if not enabled or control.fuses_nothing or not bool(mask.any()):
                 return receiver_cache
             with stage("sharer"):
-                sharer_cache = kv.prefill(self.sharer, inputs.sharer_input_ids, inputs.sharer_attention_mask, keep_all_tokens=True)
+                sharer_cache = kv.prefill(
+                    self.sharer, inputs.sharer_input_ids, inputs.sharer_attention_mask, keep_all_tokens=True
+                )
         with stage("fuse"):
             fused = (fusers or self.fusers)(
-                kv.layers(sharer_cache), kv.layers(receiver_cache), mask, layers=control.layers, strength=control.strength
+                kv.layers(sharer_cache),
+                kv.layers(receiver_cache),
+                mask,
+                layers=control.layers,
+                strength=control.strength,
             )
             for layer_idx, (keys, values) in fused.items():
                 kv.replace_layer(receiver_cache, layer_idx, keys, values)
@@ -359,7 +386,9 @@ class C2CModel(nn.Module):
         """
         if not 1 <= prompt_length <= inputs.input_ids.shape[1]:
             raise ValueError(f"prompt_length must be in [1, {inputs.input_ids.shape[1]}], got {prompt_length}")
-        cache = self.fuse(inputs.truncate(prompt_length - 1), fusers=fusers, enabled=enabled, control=control, stage=stage)
+        cache = self.fuse(
+            inputs.truncate(prompt_length - 1), fusers=fusers, enabled=enabled, control=control, stage=stage
+        )
         start = prompt_length - 1
         with stage("score"):
             return self.receiver(
@@ -423,15 +452,20 @@ class C2CModel(nn.Module):
             inputs = self.encode(conversations, enable_thinking=enable_thinking)
         else:
             inputs = self.inputs_from_ids(
-                input_ids, attention_mask, sharer_input_ids=sharer_input_ids,
-                sharer_attention_mask=sharer_attention_mask, fusion_mask=fusion_mask,
+                input_ids,
+                attention_mask,
+                sharer_input_ids=sharer_input_ids,
+                sharer_attention_mask=sharer_attention_mask,
+                fusion_mask=fusion_mask,
             )
         self._check_prompt_length(inputs.input_ids.shape[1], generate_kwargs.get("max_new_tokens"))
         out = self.generate_from_inputs(inputs, fuse=fuse, control=control, **generate_kwargs)
         if messages is None:
             return out
         sequences = out.sequences if hasattr(out, "sequences") else out
-        texts = self.receiver_tokenizer.batch_decode(sequences[:, inputs.input_ids.shape[1] :], skip_special_tokens=True)
+        texts = self.receiver_tokenizer.batch_decode(
+            sequences[:, inputs.input_ids.shape[1] :], skip_special_tokens=True
+        )
         return texts[0] if single else texts
 
     def _check_prompt_length(self, length: int, max_new_tokens: Any) -> None:
@@ -470,7 +504,9 @@ class C2CModel(nn.Module):
         if cache is not None:
             generate_kwargs[kv.cache_kwarg(self.receiver)] = cache
         with stage("decode"):
-            return self.receiver.generate(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **generate_kwargs)
+            return self.receiver.generate(
+                input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **generate_kwargs
+            )
 
 
 def build_fusers(config: C2CConfig, *, seed: int | None = None) -> FuserStack:
@@ -501,10 +537,14 @@ def check_generation_kwargs(kwargs: dict[str, Any]) -> None:
     problems = []
     max_new = kwargs.get("max_new_tokens")
     if max_new is not None and (not isinstance(max_new, int) or isinstance(max_new, bool) or max_new < 1):
-        problems.append(f"max_new_tokens={max_new!r}: expected a positive integer (the most tokens to generate), e.g. 64")
+        problems.append(
+            f"max_new_tokens={max_new!r}: expected a positive integer (the most tokens to generate), e.g. 64"
+        )
     temperature = kwargs.get("temperature")
     if temperature is not None and (not isinstance(temperature, int | float) or not temperature > 0):
-        problems.append(f"temperature={temperature!r}: expected a number > 0 (1.0 samples as trained; for greedy decoding, drop do_sample)")
+        problems.append(
+            f"temperature={temperature!r}: expected a number > 0 (1.0 samples as trained; for greedy decoding, drop do_sample)"
+        )
     top_p = kwargs.get("top_p")
     if top_p is not None and (not isinstance(top_p, int | float) or not 0 < top_p <= 1):
         problems.append(f"top_p={top_p!r}: expected a probability mass in (0, 1], e.g. 0.9 (1.0 keeps every token)")
@@ -536,7 +576,9 @@ def _as_conversations(messages: Messages | list[Messages] | str) -> tuple[list[M
     for b, conversation in enumerate(conversations):
         where = f"conversation {b}, " if not single else ""
         if not conversation:
-            raise ValueError(f"{f'conversation {b}' if not single else 'the conversation'} has no messages; give at least one user message")
+            raise ValueError(
+                f"{f'conversation {b}' if not single else 'the conversation'} has no messages; give at least one user message"
+            )
         for i, message in enumerate(conversation):
             if not isinstance(message, dict) or not isinstance(message.get("content"), str):
                 raise ValueError(f"{where}message {i}: expected a dict with a string 'content', got {message!r}")
@@ -544,7 +586,9 @@ def _as_conversations(messages: Messages | list[Messages] | str) -> tuple[list[M
             if role not in ROLES:
                 raise ValueError(f"{where}message {i}: role {role!r} is not one of {', '.join(ROLES)}; fix the role")
             if role == "user" and not message["content"].strip():
-                raise ValueError(f"{where}message {i}: the user message is empty; give the question or instruction to answer")
+                raise ValueError(
+                    f"{where}message {i}: the user message is empty; give the question or instruction to answer"
+                )
     return conversations, single
 
 

@@ -109,7 +109,10 @@ def pad_id(tok: PreTrainedTokenizerBase) -> int:
 
 def sharer_texts(model: C2CModel, conversations: Sequence[Messages], *, enable_thinking: bool = False) -> list[str]:
     """The conversations rendered with the sharer's own chat template (or the plain fallback)."""
-    return [render_chat(model.sharer_tokenizer, c, add_generation_prompt=True, enable_thinking=enable_thinking) for c in conversations]
+    return [
+        render_chat(model.sharer_tokenizer, c, add_generation_prompt=True, enable_thinking=enable_thinking)
+        for c in conversations
+    ]
 
 
 def sharer_encode(model: C2CModel, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,7 +132,11 @@ def generated_lengths(new: torch.Tensor, generation_config: Any, tok: PreTrained
     """Tokens generated per row of `new` (B, T): up to and including the first end-of-sequence token
     (finished rows are filled with the pad token, which therefore also ends a row)."""
     eos = generation_config.eos_token_id
-    stops = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id, generation_config.pad_token_id, tok.pad_token_id}
+    stops = set(eos if isinstance(eos, list) else [eos]) | {
+        tok.eos_token_id,
+        generation_config.pad_token_id,
+        tok.pad_token_id,
+    }
     stops.discard(None)
     lengths = []
     for row in new.tolist():
@@ -156,7 +163,9 @@ def prompt_length(model: C2CModel, mode: str, conversation: Messages) -> int:
 
 def write_backgrounds(model: C2CModel, conversations: Sequence[Messages], style: T2TStyle) -> list[str]:
     """T2T stage 1: the sharer's background for each conversation's last user message (greedy)."""
-    requests = [[{"role": "user", "content": style.request.replace("{question}", last_user_message(c))}] for c in conversations]
+    requests = [
+        [{"role": "user", "content": style.request.replace("{question}", last_user_message(c))}] for c in conversations
+    ]
     tok = model.sharer_tokenizer
     ids, mask = sharer_encode(model, sharer_texts(model, requests))
     kwargs: dict[str, Any] = {"max_new_tokens": style.max_new_tokens, "do_sample": False, "pad_token_id": pad_id(tok)}
@@ -164,7 +173,9 @@ def write_backgrounds(model: C2CModel, conversations: Sequence[Messages], style:
         kwargs.update(stop_strings=list(PLAIN_STOPS), tokenizer=tok)
     new = model.sharer.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1] :]
     counts = generated_lengths(new, model.sharer.generation_config, tok)
-    return [cut_at_stops(tok.decode(row[:n], skip_special_tokens=True), PLAIN_STOPS) for row, n in zip(new.tolist(), counts)]
+    return [
+        cut_at_stops(tok.decode(row[:n], skip_special_tokens=True), PLAIN_STOPS) for row, n in zip(new.tolist(), counts)
+    ]
 
 
 def t2t_conversation(conversation: Messages, background: str, style: T2TStyle) -> Messages:
@@ -173,7 +184,11 @@ def t2t_conversation(conversation: Messages, background: str, style: T2TStyle) -
     if style.reading == "system":
         return [{"role": "system", "content": background.strip()}, *conversation]
     last = max(i for i, m in enumerate(conversation) if m["role"] == "user")
-    return [*conversation[:last], *t2t_messages(background_prompt(question, style.request), background, question), *conversation[last + 1 :]]
+    return [
+        *conversation[:last],
+        *t2t_messages(background_prompt(question, style.request), background, question),
+        *conversation[last + 1 :],
+    ]
 
 
 def last_user_message(conversation: Messages) -> str:
@@ -229,5 +244,7 @@ def generate_mode(
             backgrounds = write_backgrounds(model, conversations, t2t)
         conversations = [t2t_conversation(c, bg, t2t) for c, bg in zip(conversations, backgrounds)]
     inputs = model.encode(conversations, enable_thinking=enable_thinking)
-    out = timed_generate(model, inputs, fuse=mode == "c2c", clock=clock, control=control if mode == "c2c" else None, **generate_kwargs)
+    out = timed_generate(
+        model, inputs, fuse=mode == "c2c", clock=clock, control=control if mode == "c2c" else None, **generate_kwargs
+    )
     return ModeOutput(out[:, inputs.input_ids.shape[1] :], inputs.attention_mask.sum(dim=1).tolist(), backgrounds)

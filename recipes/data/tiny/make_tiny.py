@@ -42,7 +42,9 @@ def conversations(seed: int = 0) -> list[list[dict[str, str]]]:
     for thing in THINGS:
         colour = rng.choice(COLOURS)
         for question in (f"What colour is the {thing}?", f"Which colour does the {thing} have?"):
-            out.append([{"role": "user", "content": question}, {"role": "assistant", "content": f"The {thing} is {colour}."}])
+            out.append(
+                [{"role": "user", "content": question}, {"role": "assistant", "content": f"The {thing} is {colour}."}]
+            )
     return out
 
 
@@ -58,7 +60,9 @@ def tokenizer(corpus: list[str]) -> PreTrainedTokenizerFast:
         show_progress=False,
     )
     tk.train_from_iterator(corpus, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<|endoftext|>", eos_token="<|im_end|>", bos_token="<|im_start|>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<|endoftext|>", eos_token="<|im_end|>", bos_token="<|im_start|>"
+    )
     tok.chat_template = CHAT_TEMPLATE
     return tok
 
@@ -74,7 +78,10 @@ def main() -> None:
     # initializer_range 0.2 (instead of 0.02): random embeddings large enough that the receiver's logits
     # can become confident, so what the fuser writes into its cache visibly lowers the loss.
     ids = dict(
-        vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
         initializer_range=0.2,
     )
     receiver = Qwen3Config(

@@ -47,10 +47,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        "(default with --fuser: the sharer the checkpoint records)")  # fmt: skip
     group.add_argument("--fuser", metavar="PATH_OR_ID", help="fuser checkpoint: a save_pretrained folder, a published-layout "
                        "folder or a hub repo id (default: fresh, untrained fusers)")  # fmt: skip
-    group.add_argument("--subfolder", help="folder inside --fuser, e.g. qwen3_0.6b+qwen2.5_0.5b_Fuser for nics-efc/C2C_Fuser")
+    group.add_argument(
+        "--subfolder", help="folder inside --fuser, e.g. qwen3_0.6b+qwen2.5_0.5b_Fuser for nics-efc/C2C_Fuser"
+    )
 
 
-def add_fresh_fuser_arguments(parser: argparse.ArgumentParser, *, title: str = "fresh fusers (only without --fuser)") -> None:
+def add_fresh_fuser_arguments(
+    parser: argparse.ArgumentParser, *, title: str = "fresh fusers (only without --fuser)"
+) -> None:
     """Add the shape flags of freshly initialised fusers (published defaults when omitted)."""
     group = parser.add_argument_group(title)
     group.add_argument("--layer_map", choices=LAYER_MAPS, help="receiver-to-sharer layer map (default: terminal)")
@@ -65,10 +69,22 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generation")
     group.add_argument("--max_new_tokens", type=int, default=256, help="most tokens to generate (default: 256)")
     group.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
-    group.add_argument("--temperature", type=float, help="sampling temperature (with --do_sample; default: the receiver's generation config)")
-    group.add_argument("--top_p", type=float, help="nucleus sampling mass (with --do_sample; default: the receiver's generation config)")
+    group.add_argument(
+        "--temperature",
+        type=float,
+        help="sampling temperature (with --do_sample; default: the receiver's generation config)",
+    )
+    group.add_argument(
+        "--top_p",
+        type=float,
+        help="nucleus sampling mass (with --do_sample; default: the receiver's generation config)",
+    )
     group.add_argument("--system", help="a system message put before the conversation")
-    group.add_argument("--no_fuse", action="store_true", help="receiver alone through the same code path (no sharer, no fusion), for comparison")
+    group.add_argument(
+        "--no_fuse",
+        action="store_true",
+        help="receiver alone through the same code path (no sharer, no fusion), for comparison",
+    )
     group = parser.add_argument_group("fusion control (each runs from the receiver alone to plain C2C)")
     group.add_argument("--fusion_strength", type=_strength, default=1.0, metavar="ALPHA",
                        help="scale every fused delta by ALPHA >= 0 (0: receiver alone; default 1: C2C)")  # fmt: skip
@@ -101,7 +117,9 @@ def _proportion(text: str) -> float:
 def _layers(text: str) -> list[int]:
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if not all(part.isdigit() for part in parts):
-        raise argparse.ArgumentTypeError(f"expected receiver layer indices separated by commas (e.g. 0,1,2; '' for none), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected receiver layer indices separated by commas (e.g. 0,1,2; '' for none), got {text!r}"
+        )
     return [int(part) for part in parts]
 
 
@@ -109,8 +127,12 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """Add `--device`, `--dtype` and `--seed`."""
     group = parser.add_argument_group("runtime")
     group.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available, else cpu)")
-    group.add_argument("--dtype", choices=DTYPES, default="auto", help="dtype of the loaded models; the fusers follow the "
-                       "receiver (default: auto, each model's own)")
+    group.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="auto",
+        help="dtype of the loaded models; the fusers follow the receiver (default: auto, each model's own)",
+    )
     group.add_argument("--seed", type=int, help="seed for fresh fusers and for sampling")
 
 
@@ -139,7 +161,11 @@ def fresh_fuser_config(args: argparse.Namespace) -> FuserConfig:
     """Published fuser hyperparameters, with the shape flags the user gave."""
     from cache2cache import FuserConfig
 
-    given = {name: getattr(args, name) for name in ("hidden_dim", "intermediate_dim", "num_layers") if getattr(args, name) is not None}
+    given = {
+        name: getattr(args, name)
+        for name in ("hidden_dim", "intermediate_dim", "num_layers")
+        if getattr(args, name) is not None
+    }
     return FuserConfig(**given)
 
 
@@ -168,14 +194,18 @@ def build_model(args: argparse.Namespace) -> C2CModel:
     if args.fuser:
         given = [f"--{name}" for name in FRESH_FUSER_FLAGS if getattr(args, name, None) is not None]
         if given:
-            raise ValueError(f"{', '.join(given)} shape fresh fusers only; the checkpoint {args.fuser!r} fixes them. Drop them, or drop --fuser")
+            raise ValueError(
+                f"{', '.join(given)} shape fresh fusers only; the checkpoint {args.fuser!r} fixes them. Drop them, or drop --fuser"
+            )
         model = C2CModel.from_pretrained(
             args.fuser, receiver=args.receiver, sharer=args.sharer, subfolder=args.subfolder, dtype=dtype, device=device
         )
         return model.eval()
     missing = [flag for flag, value in (("--receiver", args.receiver), ("--sharer", args.sharer)) if not value]
     if missing:
-        raise ValueError(f"without --fuser, {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required (fresh fusers need both models)")
+        raise ValueError(
+            f"without --fuser, {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required (fresh fusers need both models)"
+        )
     if args.subfolder:
         raise ValueError("--subfolder is a folder inside --fuser; pass --fuser too")
     from cache2cache.loading import load_model, load_tokenizer
@@ -216,7 +246,9 @@ def generation_kwargs(args: argparse.Namespace) -> dict[str, object]:
     if args.do_sample:
         kwargs.update(sampling)
     elif sampling:
-        logger.warning("%s only apply with --do_sample; decoding greedily without them", " and ".join(f"--{k}" for k in sampling))
+        logger.warning(
+            "%s only apply with --do_sample; decoding greedily without them", " and ".join(f"--{k}" for k in sampling)
+        )
     return kwargs
 
 

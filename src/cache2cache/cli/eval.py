@@ -65,8 +65,14 @@ def run(args: argparse.Namespace) -> int:
         from cache2cache.evaluation.runner import run_eval
 
         config = load_eval_config(args.config, overrides)
-        if "resume" in overrides and config.resume and not (Path(config.output_dir).expanduser() / ITEMS_FILE).is_file():
-            raise ValueError(f"--resume: {config.output_dir!r} holds no run to continue (no {ITEMS_FILE}); drop --resume to start a fresh run")
+        if (
+            "resume" in overrides
+            and config.resume
+            and not (Path(config.output_dir).expanduser() / ITEMS_FILE).is_file()
+        ):
+            raise ValueError(
+                f"--resume: {config.output_dir!r} holds no run to continue (no {ITEMS_FILE}); drop --resume to start a fresh run"
+            )
         result = run_eval(config)
     except USER_ERRORS as err:
         return report_error("eval", err)
@@ -78,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     ratios = speed_ratios(summaries)
     if ratios:
         print("median latency ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
-    written = [name for name in ("items.jsonl", "summary.json", "results.md", "results.png") if (result.output_dir / name).is_file()]
+    written = [
+        name
+        for name in ("items.jsonl", "summary.json", "results.md", "results.png")
+        if (result.output_dir / name).is_file()
+    ]
     print(f"results in {result.output_dir}: {', '.join(written)}")
     return 0

@@ -34,8 +34,12 @@ _TOKEN_WIDTH = 24  # characters of a token's repr shown in the alignment preview
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the pair, the layer map and fuser shape, and the optional prompt to align."""
     group = parser.add_argument_group("models")
-    group.add_argument("--receiver", required=True, metavar="MODEL", help="receiver: hub id, local folder, .gguf file or fetched alias")
-    group.add_argument("--sharer", required=True, metavar="MODEL", help="sharer: hub id, local folder, .gguf file or fetched alias")
+    group.add_argument(
+        "--receiver", required=True, metavar="MODEL", help="receiver: hub id, local folder, .gguf file or fetched alias"
+    )
+    group.add_argument(
+        "--sharer", required=True, metavar="MODEL", help="sharer: hub id, local folder, .gguf file or fetched alias"
+    )
     add_fresh_fuser_arguments(parser, title="fusers (published sizes when omitted)")
     group = parser.add_argument_group("alignment preview")
     group.add_argument("--prompt", help="a user message to tokenize and align for both models")
@@ -62,11 +66,17 @@ def report(args: argparse.Namespace) -> str:
     receiver, sharer = _meta_model(args.receiver), _meta_model(args.sharer)
     receiver_tok, sharer_tok = load_tokenizer(args.receiver), load_tokenizer(args.sharer)
     config = C2CConfig.for_pair(
-        receiver, sharer, fuser=fresh_fuser_config(args), layer_map=args.layer_map or "terminal", alignment_strategy=args.strategy
+        receiver,
+        sharer,
+        fuser=fresh_fuser_config(args),
+        layer_map=args.layer_map or "terminal",
+        alignment_strategy=args.strategy,
     )
     lines = ["shapes", *_shape_table(receiver, sharer, receiver_tok, sharer_tok), ""]
 
-    lines.append(f"layer map: {config.layer_map_name} ({len(config.layer_map)} fusers; receiver layers <- sharer layers)")
+    lines.append(
+        f"layer map: {config.layer_map_name} ({len(config.layer_map)} fusers; receiver layers <- sharer layers)"
+    )
     lines += [f"  {run}" for run in _layer_runs(config.layer_map)]
 
     import torch
@@ -103,7 +113,10 @@ def _meta_model(name: str) -> PreTrainedModel:
 
 
 def _shape_table(
-    receiver: PreTrainedModel, sharer: PreTrainedModel, receiver_tok: PreTrainedTokenizerBase, sharer_tok: PreTrainedTokenizerBase
+    receiver: PreTrainedModel,
+    sharer: PreTrainedModel,
+    receiver_tok: PreTrainedTokenizerBase,
+    sharer_tok: PreTrainedTokenizerBase,
 ) -> list[str]:
     """Rows `field | receiver | sharer`, aligned in columns."""
     from cache2cache import ModelFingerprint
@@ -153,7 +166,9 @@ def _layer_runs(layer_map: dict[int, int]) -> list[str]:
     return [f"{span(run[0][0], run[-1][0])} <- {span(run[0][1], run[-1][1])}" for run in runs]
 
 
-def _alignment_section(args: argparse.Namespace, receiver_tok: PreTrainedTokenizerBase, sharer_tok: PreTrainedTokenizerBase) -> list[str]:
+def _alignment_section(
+    args: argparse.Namespace, receiver_tok: PreTrainedTokenizerBase, sharer_tok: PreTrainedTokenizerBase
+) -> list[str]:
     """The tokenizer relation and, with `--prompt`, the prompt's alignment, position by position."""
     same = receiver_tok.get_vocab() == sharer_tok.get_vocab()
     if same:
@@ -167,7 +182,11 @@ def _alignment_section(args: argparse.Namespace, receiver_tok: PreTrainedTokeniz
     if same:
         from cache2cache.chat import render_chat
 
-        n = len(receiver_tok(render_chat(receiver_tok, messages, enable_thinking=False), add_special_tokens=False)["input_ids"])
+        n = len(
+            receiver_tok(render_chat(receiver_tok, messages, enable_thinking=False), add_special_tokens=False)[
+                "input_ids"
+            ]
+        )
         return [head, f"  the prompt renders to {n} tokens; {n - 1} are fused"]
     from cache2cache.alignment import TokenAligner
 

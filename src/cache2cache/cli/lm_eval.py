@@ -44,7 +44,10 @@ def run_argv(argv: list[str]) -> int:
 
         import cache2cache.evaluation.lm_eval  # noqa: F401  (registers the c2c model)
     except ImportError as err:
-        print(f"c2c lm-eval: error: lm-eval is not installed ({err}); install it with: pip install 'cache2cache[eval]'", file=sys.stderr)
+        print(
+            f"c2c lm-eval: error: lm-eval is not installed ({err}); install it with: pip install 'cache2cache[eval]'",
+            file=sys.stderr,
+        )
         return 1
     saved, sys.argv = sys.argv, ["lm-eval", *argv]  # lm-eval's parser reads sys.argv itself
     try:

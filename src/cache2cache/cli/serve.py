@@ -8,7 +8,15 @@ import os
 import sys
 from pathlib import Path
 
-from .common import USER_ERRORS, add_fresh_fuser_arguments, add_model_arguments, add_runtime_arguments, build_model, configure_logging, report_error
+from .common import (
+    USER_ERRORS,
+    add_fresh_fuser_arguments,
+    add_model_arguments,
+    add_runtime_arguments,
+    build_model,
+    configure_logging,
+    report_error,
+)
 
 EXAMPLE = """examples:
   # the pair `c2c demo` trained (c2c_demo/), page at http://127.0.0.1:8000/
@@ -35,19 +43,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fresh_fuser_arguments(parser)
     add_runtime_arguments(parser)
     group = parser.add_argument_group("server")
-    group.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    group.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
+    )
     group.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
     group.add_argument("--api-key", "--api_key", dest="api_key", default=os.environ.get("C2C_API_KEY"),
                        help="require 'Authorization: Bearer KEY' on every /v1 route (default: $C2C_API_KEY; unset: no auth)")  # fmt: skip
-    group.add_argument("--max_batch_size", type=int, default=8, help="most requests run together in one batch (default: 8)")
-    group.add_argument("--batch_wait_ms", type=float, default=10.0, help="longest wait for more requests to join a batch (default: 10)")
-    group.add_argument("--max_queue", type=int, default=64, help="most requests waiting; more are refused with 429 (default: 64)")
-    group.add_argument("--request_timeout_s", type=float, default=300.0, help="longest time for one request; longer gets 504 (default: 300)")
-    group.add_argument("--max_prompt_tokens", type=int, default=4096, help="longest prompt; longer gets 413 (default: 4096)")
+    group.add_argument(
+        "--max_batch_size", type=int, default=8, help="most requests run together in one batch (default: 8)"
+    )
+    group.add_argument(
+        "--batch_wait_ms", type=float, default=10.0, help="longest wait for more requests to join a batch (default: 10)"
+    )
+    group.add_argument(
+        "--max_queue", type=int, default=64, help="most requests waiting; more are refused with 429 (default: 64)"
+    )
+    group.add_argument(
+        "--request_timeout_s",
+        type=float,
+        default=300.0,
+        help="longest time for one request; longer gets 504 (default: 300)",
+    )
+    group.add_argument(
+        "--max_prompt_tokens", type=int, default=4096, help="longest prompt; longer gets 413 (default: 4096)"
+    )
     group.add_argument("--t2t_style", choices=("auto", "paper", "demo"), default="auto",
                        help="how t2t asks the sharer for background: the paper's prompt, or the demo pair's format "
                        "(default: auto, demo for a fuser inside a `c2c demo` folder)")  # fmt: skip
-    group.add_argument("--t2t_max_tokens", type=int, help="most background tokens the sharer writes in t2t (default: 256 paper, 16 demo)")
+    group.add_argument(
+        "--t2t_max_tokens",
+        type=int,
+        help="most background tokens the sharer writes in t2t (default: 256 paper, 16 demo)",
+    )
 
 
 def demo_folder(fuser: str | None) -> Path | None:
@@ -76,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
         from cache2cache.serving.app import ServeSettings, create_app
         from cache2cache.serving.server import run_server
     except ImportError as err:
-        return report_error("serve", ImportError(f"{err}; install the server's dependencies: pip install 'cache2cache[serve]'"))
+        return report_error(
+            "serve", ImportError(f"{err}; install the server's dependencies: pip install 'cache2cache[serve]'")
+        )
     try:
         demo = demo_folder(args.fuser)
         t2t = DEMO_T2T if args.t2t_style == "demo" or (args.t2t_style == "auto" and demo) else PAPER_T2T
@@ -98,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
         return report_error("serve", err)
 
     def announce(url: str) -> None:
-        print(f"c2c serve: listening on {url}  (OpenAI API: {url}/v1, models loading; GET {url}/health says when ready)", flush=True)
+        print(
+            f"c2c serve: listening on {url}  (OpenAI API: {url}/v1, models loading; GET {url}/health says when ready)",
+            flush=True,
+        )
         print(f"c2c serve: page: {url}/", flush=True)
 
     code = run_server(app, args.host, args.port, drain_timeout_s=args.request_timeout_s, on_ready=announce)

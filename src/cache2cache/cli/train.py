@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         _leave_process_group()
     if main_rank:
         print(f"fusers saved to {final}")
-        print(f"load them with: C2CModel.from_pretrained({str(final)!r}), or c2c generate --fuser {final} \"...\"")
+        print(f'load them with: C2CModel.from_pretrained({str(final)!r}), or c2c generate --fuser {final} "..."')
     return 0
 
 

@@ -21,14 +21,18 @@ def sharer_texts(world: World, tokenizer: PreTrainedTokenizerFast, seed: int) ->
     for p in world.fuser_train + world.receiver_known:
         for a in ATTRIBUTES:
             texts.append(render_chat(tokenizer, qa_conversation(p, a), add_generation_prompt=False))
-        texts.append(render_chat(tokenizer, background_conversation(p, rng.choice(ATTRIBUTES)), add_generation_prompt=False))
+        texts.append(
+            render_chat(tokenizer, background_conversation(p, rng.choice(ATTRIBUTES)), add_generation_prompt=False)
+        )
     return texts
 
 
 def receiver_texts(world: World, tokenizer: PreTrainedTokenizerFast) -> list[str]:
     """The receiver's corpus: facts and questions about C (its own knowledge circuit), and reading
     practice on R (the background fact a sharer would write, then a question), in its own chat template."""
-    texts = [f"{tokenizer.bos_token} {p.fact(a)} {tokenizer.eos_token}" for p in world.receiver_known for a in ATTRIBUTES]
+    texts = [
+        f"{tokenizer.bos_token} {p.fact(a)} {tokenizer.eos_token}" for p in world.receiver_known for a in ATTRIBUTES
+    ]
     for p in world.receiver_known:
         texts += [render_chat(tokenizer, qa_conversation(p, a), add_generation_prompt=False) for a in ATTRIBUTES]
     for p in world.reading:

@@ -17,7 +17,10 @@ EXAMPLES = 6
 
 def mode_summaries(result: DemoResult) -> list[ModeSummary]:
     """One `ModeSummary` per mode, in the order receiver, sharer, t2t, c2c."""
-    return [ModeSummary.from_counts(m, r.correct, len(r.answers), latencies_ms=r.latencies_ms) for m, r in result.modes.items()]
+    return [
+        ModeSummary.from_counts(m, r.correct, len(r.answers), latencies_ms=r.latencies_ms)
+        for m, r in result.modes.items()
+    ]
 
 
 def write_demo_report(result: DemoResult, world: World) -> None:
@@ -43,7 +46,9 @@ def write_demo_report(result: DemoResult, world: World) -> None:
         f"over the first {len(next(iter(result.modes.values())).latencies_ms)} questions."),
     ]  # fmt: skip
     write_markdown(summaries, out / "report.md", title="C2C demo: held-out people", extra_sections=notes)
-    write_chart(summaries, out / "report.png", title="C2C demo (held-out people)")  # skipped, with a warning, without matplotlib
+    write_chart(
+        summaries, out / "report.png", title="C2C demo (held-out people)"
+    )  # skipped, with a warning, without matplotlib
     (out / "results.json").write_text(
         json.dumps(
             {

@@ -69,9 +69,22 @@ class DemoSize:
 
 SIZES: dict[str, DemoSize] = {
     # Held-out C2C ~90 % against ~9 % for the receiver alone, in about 4 minutes on 2 CPU cores.
-    "full": DemoSize(400, 100, 100, 150, sharer_steps=800, receiver_steps=800, fuser_steps=600, latency_items=30, fuser_batch_size=48),
+    "full": DemoSize(
+        400, 100, 100, 150, sharer_steps=800, receiver_steps=800, fuser_steps=600, latency_items=30, fuser_batch_size=48
+    ),
     # A reduced run for CI (same code path): fewer people and steps, a smaller but clear gap.
-    "ci": DemoSize(120, 40, 40, 60, sharer_steps=1200, receiver_steps=400, fuser_steps=300, latency_items=5, lm_batch_size=32, fuser_batch_size=32),
+    "ci": DemoSize(
+        120,
+        40,
+        40,
+        60,
+        sharer_steps=1200,
+        receiver_steps=400,
+        fuser_steps=300,
+        latency_items=5,
+        lm_batch_size=32,
+        fuser_batch_size=32,
+    ),
 }
 
 
@@ -168,12 +181,21 @@ def run_demo(
     sharer, sharer_tok, receiver, receiver_tok = timed(
         "language models", lambda: _language_models(world, out, spec, seed, progress, parallel, reused)
     )
-    model = timed("fuser", lambda: _fuser(world, out / "fuser", receiver, receiver_tok, sharer, sharer_tok, spec, seed, progress, reused))
+    model = timed(
+        "fuser",
+        lambda: _fuser(world, out / "fuser", receiver, receiver_tok, sharer, sharer_tok, spec, seed, progress, reused),
+    )
     questions = corpora.held_out_questions(world)
     results = timed("evaluation", lambda: evaluate_modes(model, questions, spec.latency_items, progress))
     result = DemoResult(
-        out, [q[0][0]["content"] for q in questions], [q[1] for q in questions], results, seconds, reused,
-        {p.name for p in world.fuser_train}, {p.name for p in world.held_out},
+        out,
+        [q[0][0]["content"] for q in questions],
+        [q[1] for q in questions],
+        results,
+        seconds,
+        reused,
+        {p.name for p in world.fuser_train},
+        {p.name for p in world.held_out},
     )
     from . import report
 
@@ -201,19 +223,36 @@ def _save_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, tar
 def _load(folder: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """A trained model and its tokenizer, frozen; a damaged folder is reported with the fix."""
     try:
-        return AutoModelForCausalLM.from_pretrained(folder).eval().requires_grad_(False), AutoTokenizer.from_pretrained(folder)
+        return AutoModelForCausalLM.from_pretrained(folder).eval().requires_grad_(False), AutoTokenizer.from_pretrained(
+            folder
+        )
     except (OSError, ValueError, SafetensorError) as err:
-        raise ValueError(f"cannot load the demo's trained {folder.name} from {folder} ({err}); rerun with --fresh (fresh=True) to retrain") from err
+        raise ValueError(
+            f"cannot load the demo's trained {folder.name} from {folder} ({err}); rerun with --fresh (fresh=True) to retrain"
+        ) from err
 
 
 def train_sharer(world: World, folder: Path, spec: DemoSize, seed: int, progress: bool) -> None:
     """Train the sharer from scratch and save it (with its tokenizer) to `folder`, atomically."""
     people = world.fuser_train + world.held_out + world.receiver_known
-    vocab_texts = [" ".join([p.bio(), *(p.question(a) + " " + p.background(a) for a in ATTRIBUTES), BACKGROUND_REQUEST]) for p in people]
+    vocab_texts = [
+        " ".join([p.bio(), *(p.question(a) + " " + p.background(a) for a in ATTRIBUTES), BACKGROUND_REQUEST])
+        for p in people
+    ]
     tokenizer = word_tokenizer(vocab_texts, role="sharer")
     model = sharer_model(len(tokenizer), seed)
     texts = corpora.sharer_texts(world, tokenizer, seed)
-    pretrain(model, tokenizer, texts, steps=spec.sharer_steps, lr=spec.sharer_lr, batch_size=spec.lm_batch_size, seed=seed, desc="sharer LM", progress=progress)
+    pretrain(
+        model,
+        tokenizer,
+        texts,
+        steps=spec.sharer_steps,
+        lr=spec.sharer_lr,
+        batch_size=spec.lm_batch_size,
+        seed=seed,
+        desc="sharer LM",
+        progress=progress,
+    )
     _save_atomic(model, tokenizer, folder)
 
 
@@ -223,7 +262,17 @@ def train_receiver(world: World, folder: Path, spec: DemoSize, seed: int, progre
     tokenizer = word_tokenizer(vocab_texts, role="receiver", exclude=hidden)
     model = receiver_model(len(tokenizer), seed + 1)
     texts = corpora.receiver_texts(world, tokenizer)
-    pretrain(model, tokenizer, texts, steps=spec.receiver_steps, lr=spec.receiver_lr, batch_size=spec.lm_batch_size, seed=seed, desc="receiver LM", progress=progress)
+    pretrain(
+        model,
+        tokenizer,
+        texts,
+        steps=spec.receiver_steps,
+        lr=spec.receiver_lr,
+        batch_size=spec.lm_batch_size,
+        seed=seed,
+        desc="receiver LM",
+        progress=progress,
+    )
     _save_atomic(model, tokenizer, folder)
 
 
@@ -235,7 +284,9 @@ def _receiver_job(folder: str, spec: DemoSize, seed: int, progress: bool) -> Non
     train_receiver(world, Path(folder), spec, seed, progress)
 
 
-def _language_models(world: World, out: Path, spec: DemoSize, seed: int, progress: bool, parallel: bool, reused: list[str]):
+def _language_models(
+    world: World, out: Path, spec: DemoSize, seed: int, progress: bool, parallel: bool, reused: list[str]
+):
     """Train (or reuse) the sharer and the receiver; returns both models and tokenizers, as saved.
 
     The two are independent, so with `parallel` the receiver trains in a second process while the
@@ -245,7 +296,9 @@ def _language_models(world: World, out: Path, spec: DemoSize, seed: int, progres
     reused += [name for name in ("sharer", "receiver") if name not in todo]
     job = None
     if "receiver" in todo and "sharer" in todo and parallel:
-        job = multiprocessing.get_context("spawn").Process(target=_receiver_job, args=(str(out / "receiver"), spec, seed, False))
+        job = multiprocessing.get_context("spawn").Process(
+            target=_receiver_job, args=(str(out / "receiver"), spec, seed, False)
+        )
         job.start()
         todo.remove("receiver")
     try:
@@ -261,7 +314,9 @@ def _language_models(world: World, out: Path, spec: DemoSize, seed: int, progres
         if job is not None:
             job.join()
     if job is not None and job.exitcode != 0:
-        raise RuntimeError(f"training the receiver in its own process failed (exit code {job.exitcode}); rerun with parallel=False to see why")
+        raise RuntimeError(
+            f"training the receiver in its own process failed (exit code {job.exitcode}); rerun with parallel=False to see why"
+        )
     return (*_load(out / "sharer"), *_load(out / "receiver"))
 
 
@@ -284,13 +339,26 @@ def fuser_recipe(spec: DemoSize, seed: int, output_dir: Path) -> tuple[FuserConf
     return fuser, config
 
 
-def _fuser(world, folder: Path, receiver, receiver_tok, sharer, sharer_tok, spec: DemoSize, seed: int, progress: bool, reused: list[str]) -> C2CModel:
+def _fuser(
+    world,
+    folder: Path,
+    receiver,
+    receiver_tok,
+    sharer,
+    sharer_tok,
+    spec: DemoSize,
+    seed: int,
+    progress: bool,
+    reused: list[str],
+) -> C2CModel:
     if (folder / "final" / "c2c_config.json").is_file():
         reused.append("fuser")
         return C2CModel.from_pretrained(folder / "final", receiver=receiver, sharer=sharer,
                                         receiver_tokenizer=receiver_tok, sharer_tokenizer=sharer_tok)  # fmt: skip
     fuser, config = fuser_recipe(spec, seed, folder)
-    model = C2CModel.from_models(receiver, sharer, fuser=fuser, receiver_tokenizer=receiver_tok, sharer_tokenizer=sharer_tok, seed=seed)
+    model = C2CModel.from_models(
+        receiver, sharer, fuser=fuser, receiver_tokenizer=receiver_tok, sharer_tokenizer=sharer_tok, seed=seed
+    )
     train_fusers(model, corpora.fuser_conversations(world), None, config, progress=progress)
     return model.eval()
 
@@ -298,7 +366,9 @@ def _fuser(world, folder: Path, receiver, receiver_tok, sharer, sharer_tok, spec
 # ------------------------------------------------------------------------------------ evaluation
 
 
-def evaluate_modes(model: C2CModel, questions: list[tuple[list[dict[str, str]], str]], latency_items: int, progress: bool) -> dict[str, ModeResult]:
+def evaluate_modes(
+    model: C2CModel, questions: list[tuple[list[dict[str, str]], str]], latency_items: int, progress: bool
+) -> dict[str, ModeResult]:
     """Answer every held-out question in each mode (batched), then time `latency_items` of them at
     batch size 1. An answer is correct when its first word is the gold value."""
     from tqdm.auto import tqdm
@@ -313,7 +383,9 @@ def evaluate_modes(model: C2CModel, questions: list[tuple[list[dict[str, str]], 
     }
     results: dict[str, ModeResult] = {}
     for mode in tqdm(MODES, desc="evaluate", disable=not progress, leave=False):
-        answers = [a for start in range(0, len(conversations), 64) for a in answer[mode](conversations[start : start + 64])]
+        answers = [
+            a for start in range(0, len(conversations), 64) for a in answer[mode](conversations[start : start + 64])
+        ]
         latencies = []
         for conv in conversations[:latency_items]:
             start = time.perf_counter()
@@ -339,7 +411,9 @@ def _sharer_generate(model: C2CModel, conversations: list[list[dict[str, str]]],
 
 def _t2t(model: C2CModel, conversations: list[list[dict[str, str]]]) -> list[str]:
     """Text-to-text: the sharer writes background for each question, the receiver reads it, then answers."""
-    requests = [[{"role": "user", "content": BACKGROUND_REQUEST.format(question=c[-1]["content"])}] for c in conversations]
+    requests = [
+        [{"role": "user", "content": BACKGROUND_REQUEST.format(question=c[-1]["content"])}] for c in conversations
+    ]
     backgrounds = _sharer_generate(model, requests, 16)
     reading = [[{"role": "system", "content": bg.strip()}, c[-1]] for bg, c in zip(backgrounds, conversations)]
     return model.generate(reading, fuse=False, max_new_tokens=2, do_sample=False)

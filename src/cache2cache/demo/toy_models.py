@@ -19,7 +19,14 @@ from collections.abc import Iterable, Sequence
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from tqdm.auto import tqdm
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +62,9 @@ def word_tokenizer(texts: Iterable[str], *, role: str, exclude: Iterable[str] = 
     splitter = pre_tokenizers.Whitespace()
     banned = set(exclude)
     all_texts = [*texts, _TEMPLATE_WORDS[role]]
-    words = sorted({w for text in all_texts for w, _ in splitter.pre_tokenize_str(text)} - banned - set(specials.values()))
+    words = sorted(
+        {w for text in all_texts for w, _ in splitter.pre_tokenize_str(text)} - banned - set(specials.values())
+    )
     vocab = {tok: i for i, tok in enumerate(list(specials.values()) + words)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=specials["unk"]))
     backend.pre_tokenizer = splitter
@@ -68,8 +77,17 @@ def sharer_model(vocab_size: int, seed: int) -> LlamaForCausalLM:
     """Llama-style sharer: hidden 128 (MLP 256), 3 layers, 4 heads, 4 KV heads of dim 32."""
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
-        num_key_value_heads=4, head_dim=32, max_position_embeddings=256, pad_token_id=3, bos_token_id=0, eos_token_id=1,
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        head_dim=32,
+        max_position_embeddings=256,
+        pad_token_id=3,
+        bos_token_id=0,
+        eos_token_id=1,
     )
     return LlamaForCausalLM(config)
 
@@ -78,14 +96,25 @@ def receiver_model(vocab_size: int, seed: int) -> Qwen3ForCausalLM:
     """Qwen3-style receiver: hidden 128 (MLP 256), 3 layers, 4 heads, 2 KV heads of dim 32, tied embeddings."""
     torch.manual_seed(seed)
     config = Qwen3Config(
-        vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=32, tie_word_embeddings=True, max_position_embeddings=256,
-        pad_token_id=0, bos_token_id=2, eos_token_id=3,
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        tie_word_embeddings=True,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
     )
     return Qwen3ForCausalLM(config)
 
 
-def pack_rows(docs: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pack_rows(
+    docs: Sequence[Sequence[int]], width: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pack tokenized documents into rows of `width` tokens, each document whole and in order.
 
     Every document restarts its position ids at 0, which is how transformers recognises packed
@@ -105,7 +134,9 @@ def pack_rows(docs: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[t
     used = 0
     for doc in docs:
         if len(doc) > width:
-            raise ValueError(f"a {len(doc)}-token document does not fit a packed row of {width} tokens; raise the row width")
+            raise ValueError(
+                f"a {len(doc)}-token document does not fit a packed row of {width} tokens; raise the row width"
+            )
         if used + len(doc) > width:
             rows.append([])
             used = 0
@@ -115,7 +146,9 @@ def pack_rows(docs: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[t
     for row in rows:
         fill = width - sum(map(len, row))
         ids.append([t for doc in row for t in doc] + [pad_id] * fill)
-        positions.append([i for doc in row for i in range(len(doc))] + list(range(fill)))  # padding: one more "document"
+        positions.append(
+            [i for doc in row for i in range(len(doc))] + list(range(fill))
+        )  # padding: one more "document"
         labels.append([t for doc in row for t in (-100, *doc[1:])] + [-100] * fill)
     return torch.tensor(ids), torch.tensor(positions), torch.tensor(labels)
 
@@ -149,13 +182,18 @@ def pretrain(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
+        optimizer,
+        lambda s: (
+            (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
+        ),
     )
     model.train()
     losses: list[float] = []
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for _ in bar:
-        ids, positions, labels = pack_rows([encoded[rng.randrange(len(encoded))] for _ in range(batch_size)], width, tokenizer.pad_token_id)
+        ids, positions, labels = pack_rows(
+            [encoded[rng.randrange(len(encoded))] for _ in range(batch_size)], width, tokenizer.pad_token_id
+        )
         loss = model(input_ids=ids, position_ids=positions, labels=labels, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

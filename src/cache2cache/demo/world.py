@@ -19,12 +19,33 @@ import random
 from dataclasses import dataclass
 
 CITIES = ("paris", "tokyo", "lima", "oslo", "cairo", "delhi", "quito", "dakar", "hanoi", "sofia", "perth", "accra")
-JOBS = ("baker", "doctor", "pilot", "farmer", "painter", "teacher", "miner", "sailor", "singer", "tailor", "judge", "chef")
+JOBS = (
+    "baker",
+    "doctor",
+    "pilot",
+    "farmer",
+    "painter",
+    "teacher",
+    "miner",
+    "sailor",
+    "singer",
+    "tailor",
+    "judge",
+    "chef",
+)
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "black", "white", "pink", "brown")
 ATTRIBUTES = ("city", "job", "colour")
 
-_QUESTION = {"city": "where does {name} live ?", "job": "what is the job of {name} ?", "colour": "which colour does {name} like ?"}
-_FACT = {"city": "{name} lives in {value} .", "job": "{name} works as a {value} .", "colour": "{name} likes the colour {value} ."}
+_QUESTION = {
+    "city": "where does {name} live ?",
+    "job": "what is the job of {name} ?",
+    "colour": "which colour does {name} like ?",
+}
+_FACT = {
+    "city": "{name} lives in {value} .",
+    "job": "{name} works as a {value} .",
+    "colour": "{name} likes the colour {value} .",
+}
 BACKGROUND_REQUEST = "background : {question}"
 
 _CONSONANTS = "bdfgklmnprstvz"
@@ -80,7 +101,9 @@ class World:
         return self.fuser_train + self.held_out + self.receiver_known + self.reading
 
 
-def make_world(seed: int, *, n_fuser_train: int = 400, n_held_out: int = 100, n_receiver_known: int = 100, n_reading: int = 150) -> World:
+def make_world(
+    seed: int, *, n_fuser_train: int = 400, n_held_out: int = 100, n_receiver_known: int = 100, n_reading: int = 150
+) -> World:
     """Generate a world from `seed`: unique two-or-three-syllable names, uniformly random attributes."""
     rng = random.Random(seed)
     total = n_fuser_train + n_held_out + n_receiver_known + n_reading
@@ -100,7 +123,10 @@ def make_world(seed: int, *, n_fuser_train: int = 400, n_held_out: int = 100, n_
 
 def qa_conversation(person: Person, attribute: str) -> list[dict[str, str]]:
     """A question and its one-word answer, as chat messages."""
-    return [{"role": "user", "content": person.question(attribute)}, {"role": "assistant", "content": person.value(attribute)}]
+    return [
+        {"role": "user", "content": person.question(attribute)},
+        {"role": "assistant", "content": person.value(attribute)},
+    ]
 
 
 def background_conversation(person: Person, attribute: str) -> list[dict[str, str]]:

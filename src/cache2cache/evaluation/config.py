@@ -61,11 +61,20 @@ class EvalConfig:
     """One evaluation run; each field's `metadata["help"]` is its `c2c eval --help` line."""
 
     kind: Literal["eval"] = _opt("eval", "recipe kind (always 'eval')")
-    receiver: str | None = _opt(None, "receiver: hub id, local folder, .gguf or fetched alias (default with --fuser: the recorded one)")
-    sharer: str | None = _opt(None, "sharer: hub id, local folder, .gguf or fetched alias (default with --fuser: the recorded one)")
-    fuser: str | None = _opt(None, "trained fuser checkpoint (folder, published layout or hub id); required by the c2c mode")
+    receiver: str | None = _opt(
+        None, "receiver: hub id, local folder, .gguf or fetched alias (default with --fuser: the recorded one)"
+    )
+    sharer: str | None = _opt(
+        None, "sharer: hub id, local folder, .gguf or fetched alias (default with --fuser: the recorded one)"
+    )
+    fuser: str | None = _opt(
+        None, "trained fuser checkpoint (folder, published layout or hub id); required by the c2c mode"
+    )
     subfolder: str | None = _opt(None, "folder inside --fuser (e.g. qwen3_0.6b+qwen2.5_0.5b_Fuser)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _opt("auto", "dtype of the models (auto: the checkpoint's). On CPU, bfloat16 pays only with AVX-512 BF16/AMX; on AVX2-only CPUs it is ~6x slower than float32")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _opt(
+        "auto",
+        "dtype of the models (auto: the checkpoint's). On CPU, bfloat16 pays only with AVX-512 BF16/AMX; on AVX2-only CPUs it is ~6x slower than float32",
+    )
     device: str = _opt("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:N")
     task: str = _opt("", "task name (see --list_tasks), bigbench:<task>, or a .jsonl / .jsonl.gz file")
     split: str | None = _opt(None, "split of a registered task (default: its first, usually test)")
@@ -75,21 +84,41 @@ class EvalConfig:
     seed: int = _opt(0, "seed of --sample")
     data_dir: str | None = _opt(None, "where local benchmark data lives (default: the c2c fetch cache)")
     modes: list[Mode] = field(
-        default_factory=lambda: list(MODES), metadata={"help": "comma-separated modes run side by side: receiver, sharer, t2t, c2c"}
+        default_factory=lambda: list(MODES),
+        metadata={"help": "comma-separated modes run side by side: receiver, sharer, t2t, c2c"},
     )
-    answer_method: Literal["generate", "loglik"] = _opt("generate", "generate: greedy reply + answer extraction (the paper's); loglik: rank choices by log-probability")
-    loglik_target: Literal["letters", "texts"] = _opt("letters", "loglik: score the letters ' A', ' B', ... after the response prefix (docs/method.md §6.4), or each choice's full text (lm-eval style)")
-    prompt_style: Literal["paper", "plain"] = _opt("paper", "paper: the paper's multiple-choice prompt; plain: the question text alone (needs loglik_target texts or generate)")
-    response_prefix: str | None = _opt(None, "loglik: text after the generation prompt, before the scored choice (default: 'The correct answer is' for paper prompts, '' for plain)")
+    answer_method: Literal["generate", "loglik"] = _opt(
+        "generate", "generate: greedy reply + answer extraction (the paper's); loglik: rank choices by log-probability"
+    )
+    loglik_target: Literal["letters", "texts"] = _opt(
+        "letters",
+        "loglik: score the letters ' A', ' B', ... after the response prefix (docs/method.md §6.4), or each choice's full text (lm-eval style)",
+    )
+    prompt_style: Literal["paper", "plain"] = _opt(
+        "paper",
+        "paper: the paper's multiple-choice prompt; plain: the question text alone (needs loglik_target texts or generate)",
+    )
+    response_prefix: str | None = _opt(
+        None,
+        "loglik: text after the generation prompt, before the scored choice (default: 'The correct answer is' for paper prompts, '' for plain)",
+    )
     max_new_tokens: int = _opt(64, "generate: most answer tokens (paper: 64)")
     communication_max_new_tokens: int = _opt(256, "t2t: most background tokens the sharer writes (paper: 256)")
-    background_prompt: str = _opt(T2T_BACKGROUND_PROMPT, "t2t: the sharer's prompt; {question} is the stem without options")
+    background_prompt: str = _opt(
+        T2T_BACKGROUND_PROMPT, "t2t: the sharer's prompt; {question} is the stem without options"
+    )
     enable_thinking: bool = _opt(False, "passed to chat templates that read it (Qwen3); off as in the paper")
     fusion_strength: float = _opt(1.0, "c2c: scale every fused delta by this alpha >= 0 (0: receiver alone, 1: C2C)")
-    fuse_layers: list[int] | None = _opt(None, "c2c: receiver layers to fuse, comma-separated, [] for none (default: every mapped layer)")
-    fuse_proportion: float = _opt(1.0, "c2c: fuse only the last p in [0, 1] of each prompt's fused tokens (0: receiver alone, 1: C2C)")
+    fuse_layers: list[int] | None = _opt(
+        None, "c2c: receiver layers to fuse, comma-separated, [] for none (default: every mapped layer)"
+    )
+    fuse_proportion: float = _opt(
+        1.0, "c2c: fuse only the last p in [0, 1] of each prompt's fused tokens (0: receiver alone, 1: C2C)"
+    )
     batch_size: int = _opt(8, "items per batch for untimed items")
-    latency_items: int | None = _opt(None, "time only the first N items, at batch size 1 (default: all items, all at batch size 1; 0: none)")
+    latency_items: int | None = _opt(
+        None, "time only the first N items, at batch size 1 (default: all items, all at batch size 1; 0: none)"
+    )
     output_dir: str = _opt("runs/eval", "run folder: config.yaml, items.jsonl, summary.json, results.md, results.png")
     resume: bool = _opt(False, "continue a run in output_dir, skipping finished items")
     overwrite: bool = _opt(False, "replace the results of a previous run in output_dir")
@@ -182,7 +211,9 @@ def parse_eval_config(raw: Mapping[str, Any]) -> tuple[EvalConfig, list[str]]:
             bad = [v for v in converted if v not in choices]
             close = {v: difflib.get_close_matches(str(v), [str(a) for a in choices], n=1) for v in bad}
             hints_text = "".join(f"; {v!r}: did you mean {c[0]!r}?" for v, c in close.items() if c)
-            problems.append(f"{key}: {', '.join(repr(v) for v in bad)} not allowed, expected {_expected(hints[key])}{hints_text}")
+            problems.append(
+                f"{key}: {', '.join(repr(v) for v in bad)} not allowed, expected {_expected(hints[key])}{hints_text}"
+            )
             values[key] = [v for v in converted if v in choices]
             continue
         if not ok:
@@ -230,7 +261,9 @@ def check_eval_config(config: EvalConfig, *, check_files: bool = True) -> list[s
     c = config
     problems: list[str] = []
     if not c.task:
-        problems.append("task: missing; give a task name (see `c2c eval --list_tasks`), bigbench:<task> or a .jsonl file")
+        problems.append(
+            "task: missing; give a task name (see `c2c eval --list_tasks`), bigbench:<task> or a .jsonl file"
+        )
     if not c.modes:
         problems.append(f"modes: empty; name at least one of {', '.join(MODES)}")
     duplicates = sorted({m for m in c.modes if c.modes.count(m) > 1})
@@ -243,7 +276,9 @@ def check_eval_config(config: EvalConfig, *, check_files: bool = True) -> list[s
         )
     for role in ("receiver", "sharer"):
         if not getattr(c, role) and not c.fuser:
-            problems.append(f"{role}: missing; give a hub id, a local folder, a .gguf file or a fetched alias (or --fuser, which records both)")
+            problems.append(
+                f"{role}: missing; give a hub id, a local folder, a .gguf file or a fetched alias (or --fuser, which records both)"
+            )
     if c.subfolder and not c.fuser:
         problems.append("subfolder: a folder inside --fuser; give --fuser too, or drop --subfolder")
     if c.prompt_style == "plain" and c.answer_method == "loglik" and c.loglik_target == "letters":
@@ -258,12 +293,20 @@ def check_eval_config(config: EvalConfig, *, check_files: bool = True) -> list[s
     if not (math.isfinite(c.fusion_strength) and c.fusion_strength >= 0):
         problems.append(f"fusion_strength: got {c.fusion_strength}, expected a number >= 0 (0: receiver alone, 1: C2C)")
     if not 0 <= c.fuse_proportion <= 1:
-        problems.append(f"fuse_proportion: got {c.fuse_proportion}, expected a number in [0, 1] (0: receiver alone, 1: C2C)")
+        problems.append(
+            f"fuse_proportion: got {c.fuse_proportion}, expected a number in [0, 1] (0: receiver alone, 1: C2C)"
+        )
     if c.fuse_layers is not None and any(layer < 0 for layer in c.fuse_layers):
         problems.append(f"fuse_layers: got {c.fuse_layers}, expected receiver layer indices >= 0")
-    controlled = [name for name, default in (("fusion_strength", 1.0), ("fuse_layers", None), ("fuse_proportion", 1.0)) if getattr(c, name) != default]
+    controlled = [
+        name
+        for name, default in (("fusion_strength", 1.0), ("fuse_layers", None), ("fuse_proportion", 1.0))
+        if getattr(c, name) != default
+    ]
     if controlled and "c2c" not in c.modes:
-        problems.append(f"{', '.join(controlled)}: control the c2c mode only, which --modes lacks; add c2c to --modes or drop them")
+        problems.append(
+            f"{', '.join(controlled)}: control the c2c mode only, which --modes lacks; add c2c to --modes or drop them"
+        )
     if c.limit is not None and c.sample is not None:
         problems.append("limit and sample: give either limit (the first N items) or sample (N random items), not both")
     if c.latency_items is not None and c.latency_items < 0:
@@ -293,7 +336,9 @@ def _file_problems(c: EvalConfig) -> list[str]:
         if not Path(c.task).expanduser().is_file():
             close = difflib.get_close_matches(c.task, registered, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            problems.append(f"task: {c.task!r} is neither a known task{hint} nor an existing file; see `c2c eval --list_tasks`")
+            problems.append(
+                f"task: {c.task!r} is neither a known task{hint} nor an existing file; see `c2c eval --list_tasks`"
+            )
         elif c.split is not None:
             problems.append(f"split: {c.task!r} is a file and has no splits; drop split")
     for role in ("receiver", "sharer"):

@@ -66,7 +66,9 @@ def _layer_list(value: list[int] | int | str | None) -> list[int] | None:
         return [value]
     parts = [part.strip() for part in str(value).split(":") if part.strip()]
     if not all(part.isdigit() for part in parts):
-        raise ValueError(f"fuse_layers={value!r}: expected receiver layers joined by ':' (e.g. fuse_layers=0:1:2), since ',' separates model_args")
+        raise ValueError(
+            f"fuse_layers={value!r}: expected receiver layers joined by ':' (e.g. fuse_layers=0:1:2), since ',' separates model_args"
+        )
     return [int(part) for part in parts]
 
 
@@ -121,10 +123,14 @@ class C2CLM(TemplateLM):
     ) -> None:
         super().__init__()
         self.fuse = _flag(fuse)
-        self.control = FusionControl.from_kwargs(float(fusion_strength), _layer_list(fuse_layers), float(fuse_proportion))
+        self.control = FusionControl.from_kwargs(
+            float(fusion_strength), _layer_list(fuse_layers), float(fuse_proportion)
+        )
         if model is None:
             if self.fuse and not fuser:
-                raise ValueError("C2CLM needs model= or fuser= (a trained checkpoint); for the receiver alone pass fuse=False with receiver= and sharer=")
+                raise ValueError(
+                    "C2CLM needs model= or fuser= (a trained checkpoint); for the receiver alone pass fuse=False with receiver= and sharer="
+                )
             from .config import EvalConfig
             from .runner import build_model
 
@@ -140,7 +146,11 @@ class C2CLM(TemplateLM):
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
         if str(batch_size) != str(self.batch_size):
             logger.warning("batch_size %r is not a number (lm-eval's 'auto' is not supported); using 8", batch_size)
-        self._max_length = int(max_length) if max_length is not None else int(getattr(model.receiver.config, "max_position_embeddings", 2048))
+        self._max_length = (
+            int(max_length)
+            if max_length is not None
+            else int(getattr(model.receiver.config, "max_position_embeddings", 2048))
+        )
         self.max_gen_toks = int(max_gen_toks)
         self.add_bos_token = _flag(add_bos_token)
         if kwargs:
@@ -208,7 +218,10 @@ class C2CLM(TemplateLM):
 
     @torch.inference_mode()
     def _loglikelihood_tokens(
-        self, requests: list[tuple[tuple[str, str], list[int], list[int]]], disable_tqdm: bool = False, override_bs: int | None = None
+        self,
+        requests: list[tuple[tuple[str, str], list[int], list[int]]],
+        disable_tqdm: bool = False,
+        override_bs: int | None = None,
     ) -> list[tuple[float, bool]]:
         """Score `(strings, context ids, continuation ids)` requests through the fused cache, longest first."""
         order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][1]) + len(requests[i][2])))
@@ -269,9 +282,14 @@ class C2CLM(TemplateLM):
                 kwargs.update(stop_strings=until, tokenizer=self.tokenizer)
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
-                prompts = [self.tok_encode(requests[i].args[0])[-(self.max_length - max_new) :] or [self.prefix_token_id] for i in chunk]
+                prompts = [
+                    self.tok_encode(requests[i].args[0])[-(self.max_length - max_new) :] or [self.prefix_token_id]
+                    for i in chunk
+                ]
                 inputs = self._inputs(prompts)
-                out = self.c2c.generate_from_inputs(inputs, fuse=self.fuse, control=self.control, max_new_tokens=max_new, **kwargs)
+                out = self.c2c.generate_from_inputs(
+                    inputs, fuse=self.fuse, control=self.control, max_new_tokens=max_new, **kwargs
+                )
                 texts = self.tokenizer.batch_decode(out[:, inputs.input_ids.shape[1] :], skip_special_tokens=True)
                 for i, text in zip(chunk, texts, strict=True):
                     for stop in until:

@@ -62,11 +62,7 @@ def mc_prompt(question: str, choices: Sequence[str], *, use_template: bool = Tru
         return question + "\n\nChoices:\n" + block
     answer_format = "/".join(letter(i) for i in range(len(choices)))
     return (
-        "Accurately answer the following question:\n\n"
-        + question
-        + "\n\nChoices:\n"
-        + block
-        + "\n\nInstructions:\n"
+        "Accurately answer the following question:\n\n" + question + "\n\nChoices:\n" + block + "\n\nInstructions:\n"
         "- Carefully read the question and all options.\n"
         "- Select the single most correct answer.\n"
         f'- Respond ONLY in the following format: "The correct answer is {answer_format}".\n'

@@ -110,7 +110,9 @@ class ModeSummary:
     by_category: dict[str, GroupAccuracy] = field(default_factory=dict)
 
     @classmethod
-    def from_counts(cls, mode: str, correct: int, n: int, *, latencies_ms: Sequence[float] = (), unanswered: int = 0) -> ModeSummary:
+    def from_counts(
+        cls, mode: str, correct: int, n: int, *, latencies_ms: Sequence[float] = (), unanswered: int = 0
+    ) -> ModeSummary:
         """A summary from counts and (optionally) per-item total latencies in ms."""
         low, high = wilson_interval(correct, n)
         return cls(
@@ -265,7 +267,9 @@ CHART_EXTRA = "pip install 'cache2cache[demo]' (matplotlib only; the eval and al
 """How to get the charts' one optional dependency."""
 
 
-def write_chart(summaries: Sequence[ModeSummary], path: str | Path, *, title: str = "Evaluation results") -> Path | None:
+def write_chart(
+    summaries: Sequence[ModeSummary], path: str | Path, *, title: str = "Evaluation results"
+) -> Path | None:
     """`plot_summary`, or, without matplotlib, a warning and None: a finished run never loses its
     results to the chart. A chart left at `path` by an earlier run is removed then, so none is stale."""
     try:
@@ -295,7 +299,10 @@ def plot_summary(summaries: Sequence[ModeSummary], path: str | Path, *, title: s
     figure, axes = plt.subplots(1, 2 if timed else 1, figsize=(10 if timed else 5.5, 4), squeeze=False)
     names = [s.mode for s in summaries]
     accuracy = [100 * s.accuracy for s in summaries]
-    whiskers = [[100 * max(0.0, s.accuracy - s.ci_low) for s in summaries], [100 * max(0.0, s.ci_high - s.accuracy) for s in summaries]]
+    whiskers = [
+        [100 * max(0.0, s.accuracy - s.ci_low) for s in summaries],
+        [100 * max(0.0, s.ci_high - s.accuracy) for s in summaries],
+    ]
     ax = axes[0][0]
     bars = ax.bar(names, accuracy, yerr=whiskers, capsize=4, color="#4C72B0")
     ax.bar_label(bars, labels=[f"{a:.1f}" for a in accuracy], padding=2, fontsize=8)

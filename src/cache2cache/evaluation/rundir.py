@@ -71,7 +71,9 @@ class RunFolder:
     def _check_resumable(self, config: EvalConfig) -> None:
         saved_path = self.path / CONFIG_FILE
         if not saved_path.is_file():
-            raise ValueError(f"cannot resume {self.path}: {CONFIG_FILE} is missing, so its records cannot be checked; use --overwrite")
+            raise ValueError(
+                f"cannot resume {self.path}: {CONFIG_FILE} is missing, so its records cannot be checked; use --overwrite"
+            )
         saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
         now = config.to_dict()
         # A field a run folder predates had its default value in that run.
@@ -97,7 +99,9 @@ class RunFolder:
                     logger.warning("%s: dropping its last line, cut short by an interruption", self.items_path)
                     self.items_path.write_text("".join(x + "\n" for x in lines[:-1]), encoding="utf-8")
                     break
-                raise ValueError(f"{self.items_path}:{number} is not valid JSON ({err.msg}); fix or delete the line, or use --overwrite") from err
+                raise ValueError(
+                    f"{self.items_path}:{number} is not valid JSON ({err.msg}); fix or delete the line, or use --overwrite"
+                ) from err
             done[(record["mode"], record["id"])] = record
         return done
 
@@ -123,7 +127,9 @@ class RunFolder:
             "speed_ratios": speed_ratios(summaries),
             "config": config.to_dict(),
         }
-        (self.path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (self.path / SUMMARY_FILE).write_text(
+            json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         title = f"{config.task}" + (f" ({config.split})" if config.split else "") + f": {n_items} items"
         write_markdown(summaries, self.path / MARKDOWN_FILE, title=title, extra_sections={"Setup": setup_text(config)})
         write_chart(summaries, self.path / CHART_FILE, title=title)
@@ -133,7 +139,11 @@ class RunFolder:
 def setup_text(config: EvalConfig) -> str:
     """A markdown list of the settings that shape the numbers."""
     c = config
-    method = c.answer_method if c.answer_method == "generate" else f"loglik ({c.loglik_target}, response prefix {c.response_text!r})"
+    method = (
+        c.answer_method
+        if c.answer_method == "generate"
+        else f"loglik ({c.loglik_target}, response prefix {c.response_text!r})"
+    )
     timed = "every item" if c.latency_items is None else f"the first {c.latency_items} items"
     lines = [
         f"- receiver: `{c.receiver}`; sharer: `{c.sharer}`; fuser: `{c.fuser}`; dtype {c.dtype}, device {c.device}",

@@ -97,7 +97,12 @@ def build_model(config: EvalConfig) -> C2CModel:
     dtype = None if config.dtype == "auto" else getattr(torch, config.dtype)
     if config.fuser:
         return C2CModel.from_pretrained(
-            config.fuser, receiver=config.receiver, sharer=config.sharer, subfolder=config.subfolder, dtype=dtype, device=device
+            config.fuser,
+            receiver=config.receiver,
+            sharer=config.sharer,
+            subfolder=config.subfolder,
+            dtype=dtype,
+            device=device,
         ).eval()
     receiver = load_model(config.receiver, dtype=dtype, device=device)
     sharer = load_model(config.sharer, dtype=dtype, device=device)
@@ -120,7 +125,9 @@ def answer_messages(item: MultipleChoiceItem, style: str) -> Messages:
 
 def t2t_stage2_messages(item: MultipleChoiceItem, background: str, config: EvalConfig) -> Messages:
     """The T2T receiver's 3-turn chat: [background request, the sharer's background, the question]."""
-    return t2t_messages(background_prompt(item.question, config.background_prompt), background, question_text(item, config.prompt_style))
+    return t2t_messages(
+        background_prompt(item.question, config.background_prompt), background, question_text(item, config.prompt_style)
+    )
 
 
 class Evaluator:
@@ -133,7 +140,9 @@ class Evaluator:
 
     def __init__(self, model: C2CModel, config: EvalConfig) -> None:
         if model.receiver_tokenizer is None or model.sharer_tokenizer is None:
-            raise ValueError("evaluation renders chat prompts, so the C2CModel needs receiver_tokenizer and sharer_tokenizer")
+            raise ValueError(
+                "evaluation renders chat prompts, so the C2CModel needs receiver_tokenizer and sharer_tokenizer"
+            )
         self.model = model
         self.config = config
         self.receiver_tokenizer: PreTrainedTokenizerBase = model.receiver_tokenizer
@@ -154,7 +163,9 @@ class Evaluator:
             convs = [answer_messages(it, self.config.prompt_style) for it in items]
             answers = self._receiver_answers(convs, items, fuse=mode == "c2c", clock=clock)
         elif mode == "sharer":
-            answers = self._sharer_answers([answer_messages(it, self.config.prompt_style) for it in items], items, clock)
+            answers = self._sharer_answers(
+                [answer_messages(it, self.config.prompt_style) for it in items], items, clock
+            )
         elif mode == "t2t":
             answers, extra, clock = self._t2t(items, timed)
         else:
@@ -164,14 +175,21 @@ class Evaluator:
             for item, answer, more in zip(items, answers, extra, strict=True)
         ]
 
-    def _t2t(self, items: Sequence[MultipleChoiceItem], timed: bool) -> tuple[list[Answer], list[dict[str, Any]], StageClock | None]:
+    def _t2t(
+        self, items: Sequence[MultipleChoiceItem], timed: bool
+    ) -> tuple[list[Answer], list[dict[str, Any]], StageClock | None]:
         stage1 = StageClock(self.model.device) if timed else None
         convs = [background_messages(it, self.config.background_prompt) for it in items]
-        backgrounds, counts, prompts, _ = self._sharer_generate(convs, self.config.communication_max_new_tokens, stage1, "stage1")
+        backgrounds, counts, prompts, _ = self._sharer_generate(
+            convs, self.config.communication_max_new_tokens, stage1, "stage1"
+        )
         stage2 = StageClock(self.model.device) if timed else None
         convs2 = [t2t_stage2_messages(it, bg, self.config) for it, bg in zip(items, backgrounds)]
         answers = self._receiver_answers(convs2, items, fuse=False, clock=stage2)
-        extra = [{"stage1_prompt": p, "background": bg, "background_tokens": n} for p, bg, n in zip(prompts, backgrounds, counts)]
+        extra = [
+            {"stage1_prompt": p, "background": bg, "background_tokens": n}
+            for p, bg, n in zip(prompts, backgrounds, counts)
+        ]
         clock = None
         if stage1 is not None and stage2 is not None:
             clock = StageClock(self.model.device)
@@ -180,7 +198,9 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------ receiver side
 
-    def _receiver_answers(self, convs: list[Messages], items: Sequence[MultipleChoiceItem], *, fuse: bool, clock: StageClock | None) -> list[Answer]:
+    def _receiver_answers(
+        self, convs: list[Messages], items: Sequence[MultipleChoiceItem], *, fuse: bool, clock: StageClock | None
+    ) -> list[Answer]:
         model, cfg, tok = self.model, self.config, self.receiver_tokenizer
         control = self.control if fuse else None
         texts = [render_chat(tok, c, add_generation_prompt=True, enable_thinking=cfg.enable_thinking) for c in convs]
@@ -212,7 +232,12 @@ class Evaluator:
         return sharer_encode(self.model, texts)
 
     def _sharer_texts(self, convs: list[Messages]) -> list[str]:
-        return [render_chat(self.sharer_tokenizer, c, add_generation_prompt=True, enable_thinking=self.config.enable_thinking) for c in convs]
+        return [
+            render_chat(
+                self.sharer_tokenizer, c, add_generation_prompt=True, enable_thinking=self.config.enable_thinking
+            )
+            for c in convs
+        ]
 
     def _sharer_generate(
         self, convs: list[Messages], max_new_tokens: int, clock: StageClock | None, stage: str
@@ -228,10 +253,15 @@ class Evaluator:
             out = sharer.generate(input_ids=ids, attention_mask=mask, **kwargs)
         new = out[:, ids.shape[1] :]
         counts = generated_lengths(new, sharer.generation_config, tok)
-        replies = [cut_at_stops(tok.decode(row[:n], skip_special_tokens=True), PLAIN_STOPS) for row, n in zip(new.tolist(), counts)]
+        replies = [
+            cut_at_stops(tok.decode(row[:n], skip_special_tokens=True), PLAIN_STOPS)
+            for row, n in zip(new.tolist(), counts)
+        ]
         return replies, counts, texts, mask.sum(dim=1).tolist()
 
-    def _sharer_answers(self, convs: list[Messages], items: Sequence[MultipleChoiceItem], clock: StageClock | None) -> list[Answer]:
+    def _sharer_answers(
+        self, convs: list[Messages], items: Sequence[MultipleChoiceItem], clock: StageClock | None
+    ) -> list[Answer]:
         cfg, tok, sharer = self.config, self.sharer_tokenizer, self.model.sharer
         if cfg.answer_method == "generate":
             replies, counts, texts, prompt_counts = self._sharer_generate(convs, cfg.max_new_tokens, clock, "generate")
@@ -333,7 +363,9 @@ def run_eval(
     with torch.inference_mode():
         for mode in config.modes:
             todo = [(i, it) for i, it in enumerate(items) if (mode, it.id) not in done]
-            with tqdm(total=len(items), initial=len(items) - len(todo), desc=f"{mode:>8}", unit="item", disable=not progress) as bar:
+            with tqdm(
+                total=len(items), initial=len(items) - len(todo), desc=f"{mode:>8}", unit="item", disable=not progress
+            ) as bar:
                 for _, item in [x for x in todo if x[0] < timed_count]:
                     folder.append(evaluator.answer(mode, [item], timed=True))
                     bar.update(1)
@@ -345,6 +377,7 @@ def run_eval(
                     bar.update(len(batch))
     records = folder.records(config.modes, ids)
     summary = folder.write_reports(config, records, len(items))
-    logger.info("wrote %s (%s)", folder.path, ", ".join(f"{s['mode']} {100 * s['accuracy']:.1f}%" for s in summary["modes"]))
+    logger.info(
+        "wrote %s (%s)", folder.path, ", ".join(f"{s['mode']} {100 * s['accuracy']:.1f}%" for s in summary["modes"])
+    )
     return EvalResult(folder.path, summary, records)
-

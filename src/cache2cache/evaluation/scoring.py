@@ -182,7 +182,9 @@ class ChoiceScorer:
             self._letters[key] = [split_continuation(tok, self.prefix, delimiter + L) for L in letters(len(choices))]
         return self._letters[key]
 
-    def plan(self, tok: PreTrainedTokenizerBase, prompts: Sequence[str], choices: Sequence[Sequence[str]]) -> ScoringPlan:
+    def plan(
+        self, tok: PreTrainedTokenizerBase, prompts: Sequence[str], choices: Sequence[Sequence[str]]
+    ) -> ScoringPlan:
         """The scored rows for B items.
 
         Args:
@@ -207,7 +209,12 @@ class ChoiceScorer:
                 plan.tails.append(list(prefix_ids) + continuation)
         return plan
 
-    def score(self, plan: ScoringPlan, forward: Callable[[list[int], list[list[int]]], torch.Tensor], num_choices: Sequence[int]) -> list[list[float]]:
+    def score(
+        self,
+        plan: ScoringPlan,
+        forward: Callable[[list[int], list[list[int]]], torch.Tensor],
+        num_choices: Sequence[int],
+    ) -> list[list[float]]:
         """Each item's choice scores.
 
         Args:

@@ -81,7 +81,13 @@ def timed_fuse(
 
 @torch.no_grad()
 def timed_generate(
-    model: C2CModel, inputs: C2CInputs, *, fuse: bool, clock: StageClock, control: FusionControl | None = None, **generate_kwargs: Any
+    model: C2CModel,
+    inputs: C2CInputs,
+    *,
+    fuse: bool,
+    clock: StageClock,
+    control: FusionControl | None = None,
+    **generate_kwargs: Any,
 ) -> Any:
     """`C2CModel.generate_from_inputs(inputs, fuse=fuse, control=control, **generate_kwargs)`, timing
     `prefill`, `sharer`, `fuse` (C2C only) and `decode`.
@@ -94,7 +100,13 @@ def timed_generate(
 
 @torch.no_grad()
 def timed_forward(
-    model: C2CModel, inputs: C2CInputs, prompt_length: int, *, fuse: bool, clock: StageClock, control: FusionControl | None = None
+    model: C2CModel,
+    inputs: C2CInputs,
+    prompt_length: int,
+    *,
+    fuse: bool,
+    clock: StageClock,
+    control: FusionControl | None = None,
 ) -> torch.Tensor:
     """The logits of `C2CModel.forward(inputs, prompt_length, enabled=fuse, control=control)`, timing
     `prefill`, `sharer`, `fuse` (C2C only) and `score`.

@@ -112,7 +112,9 @@ def create_app(load: Callable[[], C2CModel], settings: ServeSettings | None = No
         try:
             model = load()
             if model.receiver_tokenizer is None or model.sharer_tokenizer is None:
-                raise ValueError("serving chat needs both tokenizers on the C2CModel (receiver_tokenizer and sharer_tokenizer)")
+                raise ValueError(
+                    "serving chat needs both tokenizers on the C2CModel (receiver_tokenizer and sharer_tokenizer)"
+                )
             for tok in {id(t): t for t in (model.receiver_tokenizer, model.sharer_tokenizer)}.values():
                 tok.padding_side = "left"  # batches are left-padded; fixed once so no call has to switch it
             state.batcher = Batcher(model, state.metrics, max_batch_size=settings.max_batch_size, batch_wait_ms=settings.batch_wait_ms,
@@ -144,17 +146,24 @@ def create_app(load: Callable[[], C2CModel], settings: ServeSettings | None = No
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body(400, f"invalid request: {err.errors()[0].get('msg')}", code="invalid_value"), status_code=400)
+        return JSONResponse(
+            error_body(400, f"invalid request: {err.errors()[0].get('msg')}", code="invalid_value"), status_code=400
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         message = f"{request.method} {request.url.path}: {err.detail}"
-        return JSONResponse(error_body(err.status_code, message, code=None), status_code=err.status_code, headers=err.headers)
+        return JSONResponse(
+            error_body(err.status_code, message, code=None), status_code=err.status_code, headers=err.headers
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body(500, "internal server error; the server log has the details", code="internal_error"), status_code=500)
+        return JSONResponse(
+            error_body(500, "internal server error; the server log has the details", code="internal_error"),
+            status_code=500,
+        )
 
     def authorized_and_ready(request: Request) -> None:
         if settings.api_key:
@@ -162,7 +171,11 @@ def create_app(load: Callable[[], C2CModel], settings: ServeSettings | None = No
             scheme, _, token = given.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
                 what = "no API key given" if not given else "the API key is wrong"
-                raise APIError(401, f"{what}: send the header 'Authorization: Bearer <key>' with this server's --api-key", code="invalid_api_key")
+                raise APIError(
+                    401,
+                    f"{what}: send the header 'Authorization: Bearer <key>' with this server's --api-key",
+                    code="invalid_api_key",
+                )
         _require_ready(state)
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorized_and_ready)])
@@ -178,26 +191,39 @@ def create_app(load: Callable[[], C2CModel], settings: ServeSettings | None = No
         arrived = time.perf_counter()
         req = parse_chat_request(await request.body())
         if req.mode not in MODES:
-            raise APIError(404, f"the model {req.mode!r} does not exist; choose one of {', '.join(MODES)}", param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"the model {req.mode!r} does not exist; choose one of {', '.join(MODES)}",
+                param="model",
+                code="model_not_found",
+            )
         if req.control.layers and state.model is not None:
             try:
                 req.control.check_layers(state.model.config.layer_map)
             except ValueError as err:
                 raise APIError(400, str(err), param="fuse_layers", code="invalid_value") from None
         if req.mode == "t2t" and not any(m["role"] == "user" for m in req.messages):
-            raise APIError(400, "t2t needs a user message to ask the sharer about", param="messages", code="invalid_value")
+            raise APIError(
+                400, "t2t needs a user message to ask the sharer about", param="messages", code="invalid_value"
+            )
         job = Job(req, asyncio.get_running_loop())
         try:
             state.batcher.submit(job)
         except QueueFull:
-            raise APIError(429, f"the server's queue is full ({settings.max_queue} requests waiting); retry later", code="queue_full") from None
+            raise APIError(
+                429,
+                f"the server's queue is full ({settings.max_queue} requests waiting); retry later",
+                code="queue_full",
+            ) from None
         stream = _Answer(job, state, settings, arrived)
         first = await stream.next_event()
         if first[0] == "error":
             state.batcher.cancel(job)
             raise first[1]
         if req.stream:
-            return StreamingResponse(stream.sse(first), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                stream.sse(first), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            )
         return JSONResponse(await stream.collect(first))
 
     app.include_router(v1)
@@ -205,7 +231,9 @@ def create_app(load: Callable[[], C2CModel], settings: ServeSettings | None = No
     @app.get("/health")
     async def health() -> JSONResponse:
         if state.status == "ready":
-            return JSONResponse({"status": "ready", "modes": list(MODES), "description": settings.description or _describe(state.model)})
+            return JSONResponse(
+                {"status": "ready", "modes": list(MODES), "description": settings.description or _describe(state.model)}
+            )
         return JSONResponse(_unavailable(state).body(), status_code=503)
 
     @app.get("/metrics")
@@ -265,7 +293,9 @@ class _Answer:
             kind, payload = await asyncio.wait_for(self.job.events.get(), timeout=max(remaining, 0.0))
         except TimeoutError:
             self.state.batcher.cancel(self.job)
-            message = f"the request took longer than this server's request_timeout_s ({self.settings.request_timeout_s:g} s)"
+            message = (
+                f"the request took longer than this server's request_timeout_s ({self.settings.request_timeout_s:g} s)"
+            )
             return "error", APIError(504, message, code="timeout")
         if kind == "delta" and self.first_text is None:
             self.first_text = time.perf_counter()
@@ -276,7 +306,11 @@ class _Answer:
         now = time.perf_counter()
         first = self.first_text or now
         self.state.metrics.latency.labels(mode=self.job.request.mode).observe(now - self.arrived)
-        return {**finish.timing, "time_to_first_token_ms": round(1e3 * (first - self.arrived), 3), "total_ms": round(1e3 * (now - self.arrived), 3)}
+        return {
+            **finish.timing,
+            "time_to_first_token_ms": round(1e3 * (first - self.arrived), 3),
+            "total_ms": round(1e3 * (now - self.arrived), 3),
+        }
 
     def _usage(self, finish: Finish) -> dict[str, int]:
         p, c = self.job.prompt_tokens, finish.completion_tokens

@@ -132,7 +132,12 @@ class Batcher:
                     batch = [job for job in self._pending if job.request.batch_key() == first.request.batch_key()]
                     batch = batch[: self.max_batch_size]
                     remaining = first.enqueued + self.batch_wait_s - time.perf_counter()
-                    if len(batch) >= self.max_batch_size or remaining <= 0 or self._stopping or first not in self._pending:
+                    if (
+                        len(batch) >= self.max_batch_size
+                        or remaining <= 0
+                        or self._stopping
+                        or first not in self._pending
+                    ):
                         break
                     self._cond.wait(remaining)
                 if first not in self._pending:  # cancelled while waiting: start again from the new oldest
@@ -156,7 +161,12 @@ class Batcher:
                 continue
             except Exception as err:  # a prompt the tokenizer cannot take fails alone; the server stays up
                 logger.exception("tokenizing a %s prompt failed", job.request.mode)
-                job.emit("error", APIError(500, f"tokenizing the prompt failed: {type(err).__name__}: {err}", code="tokenizer_failed"))
+                job.emit(
+                    "error",
+                    APIError(
+                        500, f"tokenizing the prompt failed: {type(err).__name__}: {err}", code="tokenizer_failed"
+                    ),
+                )
                 continue
             if job.prompt_tokens > self.max_prompt_tokens:
                 message = f"the prompt has {job.prompt_tokens} tokens, more than this server's max_prompt_tokens ({self.max_prompt_tokens}); shorten the messages"
@@ -178,16 +188,31 @@ class Batcher:
         self.metrics.active_rows.inc(len(batch))
         rows: list[RowStream] = []
         try:
-            tokenizer, eos_ids, extra_stops = mode_tokenizer(model, mode), mode_eos_ids(model, mode), mode_stop_strings(model, mode)
+            tokenizer, eos_ids, extra_stops = (
+                mode_tokenizer(model, mode),
+                mode_eos_ids(model, mode),
+                mode_stop_strings(model, mode),
+            )
             rows = [
-                RowStream(tokenizer, job.request.max_tokens, eos_ids, job.request.stop + extra_stops, job.emit, lambda job=job: job.cancelled)
+                RowStream(
+                    tokenizer,
+                    job.request.max_tokens,
+                    eos_ids,
+                    job.request.stop + extra_stops,
+                    job.emit,
+                    lambda job=job: job.cancelled,
+                )
                 for job in batch
             ]
             clock = StageClock(model.device)
 
             def on_finish(index: int, finish: Finish) -> None:
                 job = batch[index]
-                timing = {"queue_ms": round(1e3 * (started - job.enqueued), 3), **finish.timing, "batch_size": len(batch)}
+                timing = {
+                    "queue_ms": round(1e3 * (started - job.enqueued), 3),
+                    **finish.timing,
+                    "batch_size": len(batch),
+                }
                 job.emit("finish", replace(finish, timing=timing))
                 self.metrics.generated_tokens.labels(mode=mode).inc(finish.completion_tokens)
                 self.metrics.active_rows.dec()
@@ -203,7 +228,15 @@ class Batcher:
                 kwargs.update(temperature=request.temperature, top_p=request.top_p)
                 if request.seed is not None:
                     torch.manual_seed(request.seed)
-            generate_mode(model, mode, [job.request.messages for job in batch], t2t=self.t2t, clock=clock, control=request.control, **kwargs)
+            generate_mode(
+                model,
+                mode,
+                [job.request.messages for job in batch],
+                t2t=self.t2t,
+                clock=clock,
+                control=request.control,
+                **kwargs,
+            )
         except Exception as err:  # a failed batch answers its requests with an error; the server stays up
             logger.exception("a %s batch of %d failed", mode, len(batch))
             failed = APIError(500, f"generation failed: {type(err).__name__}: {err}", code="generation_failed")

@@ -18,10 +18,14 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("c2c_requests", "HTTP requests answered, by route and status", ["route", "status"], registry=r)
+        self.requests = Counter(
+            "c2c_requests", "HTTP requests answered, by route and status", ["route", "status"], registry=r
+        )
         self.queue_depth = Gauge("c2c_queue_depth", "Requests waiting for a batch", registry=r)
         self.active_rows = Gauge("c2c_active_rows", "Requests generating in the running batch", registry=r)
-        self.batch_size = Histogram("c2c_batch_size", "Requests per batch run through the model", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "c2c_batch_size", "Requests per batch run through the model", buckets=BATCH_BUCKETS, registry=r
+        )
         self.latency = Histogram("c2c_request_latency_seconds", "Time from a chat request's arrival to its last byte, by mode",
                                  ["mode"], buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.first_token = Histogram("c2c_time_to_first_token_seconds", "Time from a chat request's arrival to its first text, by mode",

@@ -132,15 +132,31 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         param = ".".join(str(p) for p in first["loc"]) or None
         message = first["msg"].removeprefix("Value error, ")
         raise APIError(400, f"invalid value for {param!r}: {message}", param=param, code="invalid_value") from None
-    if req.max_tokens is not None and req.max_completion_tokens is not None and req.max_tokens != req.max_completion_tokens:
-        raise APIError(400, "max_tokens and max_completion_tokens disagree; give one of them", param="max_tokens", code="invalid_value")
-    controls = {k: v for k in ("fusion_strength", "fuse_layers", "fuse_proportion") if (v := getattr(req, k)) is not None}
+    if (
+        req.max_tokens is not None
+        and req.max_completion_tokens is not None
+        and req.max_tokens != req.max_completion_tokens
+    ):
+        raise APIError(
+            400,
+            "max_tokens and max_completion_tokens disagree; give one of them",
+            param="max_tokens",
+            code="invalid_value",
+        )
+    controls = {
+        k: v for k in ("fusion_strength", "fuse_layers", "fuse_proportion") if (v := getattr(req, k)) is not None
+    }
     try:
         control = FusionControl.from_kwargs(**controls)
     except ValueError as err:
         raise APIError(400, str(err), param=next(iter(controls)), code="invalid_value") from None
     if controls and req.model != "c2c":
-        raise APIError(400, f"{', '.join(controls)} only apply to model 'c2c', not {req.model!r}", param=next(iter(controls)), code="invalid_value")
+        raise APIError(
+            400,
+            f"{', '.join(controls)} only apply to model 'c2c', not {req.model!r}",
+            param=next(iter(controls)),
+            code="invalid_value",
+        )
     temperature = 1.0 if req.temperature is None else req.temperature
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]

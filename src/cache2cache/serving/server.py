@@ -69,13 +69,16 @@ class DrainingServer(uvicorn.Server):
 def build_server(app: FastAPI, host: str, port: int, *, drain_timeout_s: float,
                  on_ready: Callable[[str], None] | None = None) -> DrainingServer:  # fmt: skip
     """A `DrainingServer` for `app` on `host:port` (port 0: a free one), without access logs."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=drain_timeout_s)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=drain_timeout_s
+    )
     return DrainingServer(config, app.state.c2c, drain_timeout_s=drain_timeout_s, on_ready=on_ready)
 
 
-def run_server(app: FastAPI, host: str, port: int, *, drain_timeout_s: float, on_ready: Callable[[str], None] | None = None) -> int:
+def run_server(
+    app: FastAPI, host: str, port: int, *, drain_timeout_s: float, on_ready: Callable[[str], None] | None = None
+) -> int:
     """Serve `app` until SIGTERM/Ctrl-C (after draining); returns 0, or 1 if the models failed to load."""
     server = build_server(app, host, port, drain_timeout_s=drain_timeout_s, on_ready=on_ready)
     server.run()
     return 1 if app.state.c2c.status == "failed" else 0
-

@@ -371,7 +371,9 @@ def _parse_dataclass(cls: type, data: Any, path: str, problems: list[str]) -> An
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        problems.append(f"{where}: got {_describe(data)}, expected a mapping of {', '.join(f.name for f in dataclasses.fields(cls))}")
+        problems.append(
+            f"{where}: got {_describe(data)}, expected a mapping of {', '.join(f.name for f in dataclasses.fields(cls))}"
+        )
         return cls()
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -429,20 +431,28 @@ def check_train_config(
     if check_models:
         for role in ("receiver", "sharer"):
             if not getattr(m, role):
-                problems.append(f"model.{role}: missing; give a hub id, a local folder, a .gguf file or a fetched alias")
+                problems.append(
+                    f"model.{role}: missing; give a hub id, a local folder, a .gguf file or a fetched alias"
+                )
         if not d.train:
-            problems.append("data.train: no training sources; add at least one, e.g. {type: chat, path: data/train.jsonl}")
+            problems.append(
+                "data.train: no training sources; add at least one, e.g. {type: chat, path: data/train.jsonl}"
+            )
     problems += m.fuser.problems("model.fuser.")
     for i, source in enumerate(d.train):
         problems += _source_problems(source, f"data.train[{i}]")
     for i, source in enumerate(d.eval):
         problems += _source_problems(source, f"data.eval[{i}]")
     if not 0.0 <= d.eval_ratio < 1.0:
-        problems.append(f"data.eval_ratio: got {d.eval_ratio}, expected 0 <= ratio < 1 (a fraction of the training conversations)")
+        problems.append(
+            f"data.eval_ratio: got {d.eval_ratio}, expected 0 <= ratio < 1 (a fraction of the training conversations)"
+        )
     if d.eval and d.eval_ratio:
         problems.append("data.eval_ratio: set together with data.eval; give explicit eval sources or a ratio, not both")
     if d.max_length < 2:
-        problems.append(f"data.max_length: got {d.max_length}, expected at least 2 tokens (one prompt token and one response token)")
+        problems.append(
+            f"data.max_length: got {d.max_length}, expected at least 2 tokens (one prompt token and one response token)"
+        )
 
     positive = {
         "training.epochs": t.epochs,
@@ -463,7 +473,9 @@ def check_train_config(
     if not t.learning_rate > 0:
         problems.append(f"training.learning_rate: got {t.learning_rate}, expected > 0 (published: 1e-4)")
     if not t.gate_lr_multiplier > 0:
-        problems.append(f"training.gate_lr_multiplier: got {t.gate_lr_multiplier}, expected > 0 (1 = same lr as the rest)")
+        problems.append(
+            f"training.gate_lr_multiplier: got {t.gate_lr_multiplier}, expected > 0 (1 = same lr as the rest)"
+        )
     if t.weight_decay < 0:
         problems.append(f"training.weight_decay: got {t.weight_decay}, expected >= 0 (published: 0.01)")
     if not 0.0 <= t.warmup_ratio < 1.0:
@@ -472,7 +484,9 @@ def check_train_config(
         problems.append(f"training.max_grad_norm: got {t.max_grad_norm}, expected >= 0 (0 disables clipping)")
     if t.anneal_ratio is not None:
         if not 0.0 < t.anneal_ratio <= 1.0:
-            problems.append(f"training.anneal_ratio: got {t.anneal_ratio}, expected 0 < ratio <= 1 (1: anneal over the whole run)")
+            problems.append(
+                f"training.anneal_ratio: got {t.anneal_ratio}, expected 0 < ratio <= 1 (1: anneal over the whole run)"
+            )
         if "anneal_steps" in raw_fuser:
             problems.append(
                 "training.anneal_ratio: set together with model.fuser.anneal_steps; give the anneal length one way: "
@@ -488,7 +502,9 @@ def check_train_config(
     for reporter in dict.fromkeys(o.report_to):
         if check_files and not _importable("torch.utils.tensorboard" if reporter == "tensorboard" else "wandb"):
             package = "tensorboard" if reporter == "tensorboard" else "wandb"
-            problems.append(f"output.report_to: {reporter!r} requested but the {package} package is not installed; pip install {package}, or remove it")
+            problems.append(
+                f"output.report_to: {reporter!r} requested but the {package} package is not installed; pip install {package}, or remove it"
+            )
 
     if check_files:
         for i, source in enumerate(d.train):
@@ -504,10 +520,16 @@ def check_train_config(
 def _source_problems(source: DataSource, where: str) -> list[str]:
     problems = []
     if source.path is None and source.type != "sharegpt":
-        example = "a task name such as bigbench:strategyqa, or a .jsonl file" if source.type == "mc" else "a file, folder or hub dataset id"
+        example = (
+            "a task name such as bigbench:strategyqa, or a .jsonl file"
+            if source.type == "mc"
+            else "a file, folder or hub dataset id"
+        )
         problems.append(f"{where}.path: missing; a {source.type!r} source needs a path ({example})")
     if source.limit is not None and source.limit < 1:
-        problems.append(f"{where}.limit: got {source.limit}, expected a positive number of conversations (or null for all)")
+        problems.append(
+            f"{where}.limit: got {source.limit}, expected a positive number of conversations (or null for all)"
+        )
     if source.data_dir is not None and source.type != "mc":
         problems.append(f"{where}.data_dir: only 'mc' sources read data_dir; remove it or set type: mc")
     if source.split is not None and source.type == "sharegpt":
@@ -517,7 +539,12 @@ def _source_problems(source: DataSource, where: str) -> list[str]:
 
 def looks_local(path: str) -> bool:
     """Whether a data path names a local file or folder rather than a hub dataset id."""
-    return path.endswith(_DATA_SUFFIXES) or path.startswith(("/", "./", "../", "~")) or path.count("/") > 1 or Path(path).expanduser().exists()
+    return (
+        path.endswith(_DATA_SUFFIXES)
+        or path.startswith(("/", "./", "../", "~"))
+        or path.count("/") > 1
+        or Path(path).expanduser().exists()
+    )
 
 
 def _source_file_problems(source: DataSource, where: str) -> list[str]:
@@ -525,7 +552,9 @@ def _source_file_problems(source: DataSource, where: str) -> list[str]:
 
     if source.type == "sharegpt" and source.path is None:
         if not assets.is_fetched("sharegpt"):
-            return [f"{where}.path: not given and the sharegpt asset is not fetched; run `c2c fetch sharegpt` or give the JSON file's path"]
+            return [
+                f"{where}.path: not given and the sharegpt asset is not fetched; run `c2c fetch sharegpt` or give the JSON file's path"
+            ]
         return []
     if source.path is None:
         return []
@@ -534,14 +563,20 @@ def _source_file_problems(source: DataSource, where: str) -> list[str]:
         if path.startswith("bigbench:"):
             place = Path(source.data_dir).expanduser() if source.data_dir else None
             if place is not None and not place.exists():
-                return [f"{where}.data_dir: {source.data_dir!r} does not exist; point it at the BIG-bench sdist (or the folder holding it)"]
+                return [
+                    f"{where}.data_dir: {source.data_dir!r} does not exist; point it at the BIG-bench sdist (or the folder holding it)"
+                ]
             if place is None and not assets.is_fetched("bigbench"):
-                return [f"{where}.path: {path!r} needs BIG-bench, which is not fetched; run `c2c fetch bigbench` or set data_dir"]
+                return [
+                    f"{where}.path: {path!r} needs BIG-bench, which is not fetched; run `c2c fetch bigbench` or set data_dir"
+                ]
             return []
         if not path.endswith((".jsonl", ".jsonl.gz")):
             return []  # a registered task name: load_task knows where its data lives
     if looks_local(path) and not Path(path).expanduser().exists():
-        return [f"{where}.path: {path!r} does not exist (relative paths resolve against {Path.cwd()}); fix the path or fetch the data"]
+        return [
+            f"{where}.path: {path!r} does not exist (relative paths resolve against {Path.cwd()}); fix the path or fetch the data"
+        ]
     return []
 
 
@@ -558,7 +593,9 @@ def _model_file_problems(m: ModelOptions) -> list[str]:
         folder = _local_model_folder(name)
         if m.init == "random":
             if folder is None or not (folder / "config.json").is_file():
-                problems.append(f"model.{role}: init 'random' builds the model from a config.json, but {name!r} is not a folder holding one")
+                problems.append(
+                    f"model.{role}: init 'random' builds the model from a config.json, but {name!r} is not a folder holding one"
+                )
                 continue
         elif folder is None:
             if name in assets.ASSETS and not assets.is_fetched(name):
@@ -571,7 +608,9 @@ def _model_file_problems(m: ModelOptions) -> list[str]:
     for role in ("receiver", "sharer"):
         name = getattr(m, f"{role}_tokenizer")
         if name and _local_model_folder(name) is None and name.startswith(("/", "./", "../", "~")):
-            problems.append(f"model.{role}_tokenizer: {name!r} does not exist (relative paths resolve against {Path.cwd()})")
+            problems.append(
+                f"model.{role}_tokenizer: {name!r} does not exist (relative paths resolve against {Path.cwd()})"
+            )
     if problems or len(configs) < 2 or None in configs.values():
         return problems
     problems += _vocab_problems(m, configs)  # type: ignore[arg-type]
@@ -646,7 +685,9 @@ def _output_problems(config: TrainConfig) -> list[str]:
     if checkpoint is None:
         return []
     if not (checkpoint / CONFIG_NAME).is_file():
-        return [f"training.resume_from: {str(checkpoint)!r} is not a training checkpoint (no {CONFIG_NAME}); give a checkpoint-<step> folder or 'latest'"]
+        return [
+            f"training.resume_from: {str(checkpoint)!r} is not a training checkpoint (no {CONFIG_NAME}); give a checkpoint-<step> folder or 'latest'"
+        ]
     recorded = read_checkpoint_pair(checkpoint)
     problems = []
     for role in ("receiver", "sharer"):
@@ -689,9 +730,13 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         what = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(str(path), [f"not valid YAML{where}: {what}; fix the file there (indentation, brackets, quotes)"]) from err
+        raise ConfigError(
+            str(path), [f"not valid YAML{where}: {what}; fix the file there (indentation, brackets, quotes)"]
+        ) from err
     except UnicodeDecodeError as err:
-        raise ConfigError(str(path), [f"not UTF-8 text (byte {err.start}: {err.reason}); save the recipe as UTF-8"]) from err
+        raise ConfigError(
+            str(path), [f"not UTF-8 text (byte {err.start}: {err.reason}); save the recipe as UTF-8"]
+        ) from err
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

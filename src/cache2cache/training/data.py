@@ -127,7 +127,11 @@ def read_records(path: str, *, split: str | None = None) -> Iterator[dict[str, A
     if local.is_file():
         yield from _read_file(local)
     elif local.is_dir():
-        if (local / "dataset_info.json").is_file() or (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():
+        if (
+            (local / "dataset_info.json").is_file()
+            or (local / "dataset_dict.json").is_file()
+            or (local / "state.json").is_file()
+        ):
             yield from _read_datasets_folder(local, split)
             return
         files = sorted(p for p in local.rglob("*") if p.is_file() and _is_data_file(p))
@@ -156,7 +160,9 @@ def _read_file(path: Path) -> Iterator[dict[str, Any]]:
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as err:
-                    raise ValueError(f"{path}:{number}: not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1}); save the file as UTF-8") from err
+                    raise ValueError(
+                        f"{path}:{number}: not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1}); save the file as UTF-8"
+                    ) from err
                 if line.strip():
                     try:
                         yield json.loads(line)
@@ -169,7 +175,9 @@ def _read_file(path: Path) -> Iterator[dict[str, Any]]:
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of records (or {{'data': [...]}}), got {type(data).__name__}")
+            raise ValueError(
+                f"{path}: expected a JSON list of records (or {{'data': [...]}}), got {type(data).__name__}"
+            )
         yield from data
     elif name.endswith(".parquet"):
         pq = _optional("pyarrow.parquet", f"reading {path}")
@@ -183,7 +191,9 @@ def _read_file(path: Path) -> Iterator[dict[str, Any]]:
             table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
         yield from table.to_pylist()
     else:
-        raise ValueError(f"{path}: unsupported data file type; use .jsonl, .json, .parquet or .arrow (optionally .gz for JSON)")
+        raise ValueError(
+            f"{path}: unsupported data file type; use .jsonl, .json, .parquet or .arrow (optionally .gz for JSON)"
+        )
 
 
 def _optional(module: str, purpose: str) -> Any:
@@ -216,7 +226,9 @@ def _read_hub(name: str, split: str | None) -> Iterator[dict[str, Any]]:
     yield from data
 
 
-def chat_conversations(records: Iterable[Mapping[str, Any]], *, limit: int | None = None, where: str = "") -> list[Conversation]:
+def chat_conversations(
+    records: Iterable[Mapping[str, Any]], *, limit: int | None = None, where: str = ""
+) -> list[Conversation]:
     """Conversations from chat records holding `messages`, `conversations` or `conversation`.
 
     Records that are malformed are skipped and counted (logged once).
@@ -243,7 +255,9 @@ def chat_conversations(records: Iterable[Mapping[str, Any]], *, limit: int | Non
             "each record needs a 'messages' list of {'role', 'content'} dicts ending in an assistant answer"
         )
     if skipped:
-        logger.warning("%s: skipped %d malformed records (%s)", where or "chat data", sum(skipped.values()), dict(skipped))
+        logger.warning(
+            "%s: skipped %d malformed records (%s)", where or "chat data", sum(skipped.values()), dict(skipped)
+        )
     return out
 
 
@@ -289,7 +303,9 @@ def sharegpt_conversations(path: str | Path, *, limit: int | None = None) -> lis
     return out
 
 
-def mc_conversations(task: str, *, split: str | None = None, limit: int | None = None, data_dir: str | None = None) -> list[Conversation]:
+def mc_conversations(
+    task: str, *, split: str | None = None, limit: int | None = None, data_dir: str | None = None
+) -> list[Conversation]:
     """A multiple-choice task as training chats: the question and lettered options, then
     "The correct answer is X." (`evaluation.prompts.mc_training_messages`).
 
@@ -316,12 +332,16 @@ def load_source(source: DataSource) -> list[Conversation]:
         conversations = sharegpt_conversations(source.path or assets.data_path("sharegpt"), limit=source.limit)
     else:
         assert source.path is not None  # checked by the config
-        conversations = chat_conversations(read_records(source.path, split=source.split), limit=source.limit, where=source.path)
+        conversations = chat_conversations(
+            read_records(source.path, split=source.split), limit=source.limit, where=source.path
+        )
     logger.info("data: %d conversations from %s %s", len(conversations), source.type, source.path or "(fetched asset)")
     return conversations
 
 
-def split_holdout(conversations: Sequence[Conversation], ratio: float, seed: int) -> tuple[list[Conversation], list[Conversation]]:
+def split_holdout(
+    conversations: Sequence[Conversation], ratio: float, seed: int
+) -> tuple[list[Conversation], list[Conversation]]:
     """A seeded random split into (train, held-out); `ratio` of the conversations are held out
     (at least one when ratio > 0 and there are two or more conversations)."""
     if ratio <= 0 or len(conversations) < 2:
@@ -330,7 +350,9 @@ def split_holdout(conversations: Sequence[Conversation], ratio: float, seed: int
     random.Random(seed).shuffle(order)
     count = min(max(1, round(len(conversations) * ratio)), len(conversations) - 1)
     held = set(order[:count])
-    return [c for i, c in enumerate(conversations) if i not in held], [c for i, c in enumerate(conversations) if i in held]
+    return [c for i, c in enumerate(conversations) if i not in held], [
+        c for i, c in enumerate(conversations) if i in held
+    ]
 
 
 # ------------------------------------------------------------------------------------------ encoding
@@ -390,7 +412,9 @@ class ExampleEncoder:
                 message, or leaves nothing to fuse or to supervise.
         """
         if len(conversation) < 2 or conversation[-1]["role"] != "assistant":
-            raise SampleError("no_final_assistant_turn", "the last message must be the assistant's answer, after the instruction")
+            raise SampleError(
+                "no_final_assistant_turn", "the last message must be the assistant's answer, after the instruction"
+            )
         if not conversation[-1]["content"].strip():
             raise SampleError("empty_answer", "the final assistant turn is empty")
         example = self._encode_aligned(conversation) if self.aligner is not None else self._encode_shared(conversation)
@@ -402,19 +426,27 @@ class ExampleEncoder:
         return example
 
     def _encode_shared(self, conversation: Conversation) -> TrainingExample:
-        instruction = render_chat(self.tokenizer, conversation[:-1], add_generation_prompt=True, enable_thinking=self.enable_thinking)
-        full = render_chat(self.tokenizer, conversation, add_generation_prompt=False, enable_thinking=self.enable_thinking)
+        instruction = render_chat(
+            self.tokenizer, conversation[:-1], add_generation_prompt=True, enable_thinking=self.enable_thinking
+        )
+        full = render_chat(
+            self.tokenizer, conversation, add_generation_prompt=False, enable_thinking=self.enable_thinking
+        )
         cut = len(instruction)
         if not full.startswith(instruction):
             # The template renders a finished answer turn differently from its generation prompt
             # (e.g. an empty think block only in the prompt). Keep the prompt exactly as generation
             # sees it and supervise the answer as the full rendering has it, from where the two part.
-            cut = next((i for i, (a, b) in enumerate(zip(instruction, full, strict=False)) if a != b), min(len(instruction), len(full)))
+            cut = next(
+                (i for i, (a, b) in enumerate(zip(instruction, full, strict=False)) if a != b),
+                min(len(instruction), len(full)),
+            )
             if not self.prefix_mismatches:
                 logger.warning(
                     "the chat template's generation prompt ends in %r where the finished conversation has %r; "
                     "training on the generation prompt followed by the answer as rendered",
-                    instruction[cut:][:40], full[cut:][:40],
+                    instruction[cut:][:40],
+                    full[cut:][:40],
                 )
             self.prefix_mismatches += 1
         prompt = self.tokenizer(instruction, add_special_tokens=False)["input_ids"]
@@ -424,7 +456,9 @@ class ExampleEncoder:
 
     def _encode_aligned(self, conversation: Conversation) -> TrainingExample:
         assert self.aligner is not None
-        seq = self.aligner.align_messages(conversation, add_generation_prompt=False, enable_thinking=self.enable_thinking)
+        seq = self.aligner.align_messages(
+            conversation, add_generation_prompt=False, enable_thinking=self.enable_thinking
+        )
         answer = seq.message_sections[-1]
         cut = answer.start
         response = [t for t, keep in zip(seq.receiver_ids[cut:], seq.receiver_mask[cut:], strict=True) if keep]
@@ -452,7 +486,9 @@ class ChatDataset(Sequence[TrainingExample]):
         name: For the log line ("train", "eval").
     """
 
-    def __init__(self, conversations: Sequence[Conversation], encoder: ExampleEncoder, max_length: int, *, name: str = "data") -> None:
+    def __init__(
+        self, conversations: Sequence[Conversation], encoder: ExampleEncoder, max_length: int, *, name: str = "data"
+    ) -> None:
         self.encoder = encoder
         self.conversations: list[Conversation] = []
         self.lengths: list[int] = []

@@ -40,8 +40,25 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..config import C2CConfig
 from ..model import C2CModel
-from .config import RECIPE_NAME, ConfigError, ModelOptions, OutputOptions, TrainConfig, TrainingOptions, check_train_config
-from .data import IGNORE_INDEX, ChatDataset, Conversation, ExampleEncoder, TrainingBatch, collate, load_source, split_holdout
+from .config import (
+    RECIPE_NAME,
+    ConfigError,
+    ModelOptions,
+    OutputOptions,
+    TrainConfig,
+    TrainingOptions,
+    check_train_config,
+)
+from .data import (
+    IGNORE_INDEX,
+    ChatDataset,
+    Conversation,
+    ExampleEncoder,
+    TrainingBatch,
+    collate,
+    load_source,
+    split_holdout,
+)
 from .distributed import World, has_fast_bf16, init_world, resolve_precision
 from .interrupt import StopOnInterrupt, TrainingInterrupted
 from .state import FINAL, checkpoint_dirs, find_latest_checkpoint, load_checkpoint, save_checkpoint, save_final
@@ -83,7 +100,9 @@ def build_optimizer(model: C2CModel, opts: TrainingOptions) -> torch.optim.AdamW
     )
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup over `warmup_ratio` of the steps, then linear decay to 0 at `total_steps`."""
     warmup = int(warmup_ratio * total_steps)
 
@@ -108,7 +127,10 @@ def response_loss_sum(logits: torch.Tensor, labels: torch.Tensor, prompt_length:
     """
     targets = labels[:, prompt_length:]
     return F.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )
 
 
@@ -126,7 +148,9 @@ def _gate_open_fraction(model: C2CModel) -> float:
 
 
 @torch.no_grad()
-def evaluate_loss(model: C2CModel, dataset: ChatDataset, world: World, opts: TrainingOptions, pad_ids: tuple[int, int]) -> float:
+def evaluate_loss(
+    model: C2CModel, dataset: ChatDataset, world: World, opts: TrainingOptions, pad_ids: tuple[int, int]
+) -> float:
     """Mean cross-entropy per response token over `dataset`, fusers in eval mode (hard gates),
     sharded over ranks and summed across them."""
     was_training = model.training
@@ -135,7 +159,9 @@ def evaluate_loss(model: C2CModel, dataset: ChatDataset, world: World, opts: Tra
     mine = list(range(world.rank, len(dataset), world.world_size))
     size = opts.per_device_batch_size
     for start in range(0, len(mine), size):
-        batch = collate([dataset[i] for i in mine[start : start + size]], receiver_pad_id=pad_ids[0], sharer_pad_id=pad_ids[1]).to(world.device)
+        batch = collate(
+            [dataset[i] for i in mine[start : start + size]], receiver_pad_id=pad_ids[0], sharer_pad_id=pad_ids[1]
+        ).to(world.device)
         with _autocast(world, opts):
             out = model(batch.inputs, batch.prompt_length)
         total += response_loss_sum(out.logits, batch.labels, batch.prompt_length).item()
@@ -160,7 +186,9 @@ def _row_step(row: str) -> float:
 class _Reporter:
     """Metrics rows to `metrics.jsonl`, and to TensorBoard / wandb when asked (rank 0 only)."""
 
-    def __init__(self, output_dir: Path, opts: OutputOptions, config: dict[str, Any], start_step: int, enabled: bool) -> None:
+    def __init__(
+        self, output_dir: Path, opts: OutputOptions, config: dict[str, Any], start_step: int, enabled: bool
+    ) -> None:
         self.enabled = enabled
         self.path = output_dir / METRICS_NAME
         self.writers: list[Any] = []
@@ -176,7 +204,11 @@ class _Reporter:
         if "wandb" in opts.report_to:
             import wandb
 
-            self.writers.append(wandb.init(project="cache2cache", name=opts.run_name or output_dir.name, dir=str(output_dir), config=config))
+            self.writers.append(
+                wandb.init(
+                    project="cache2cache", name=opts.run_name or output_dir.name, dir=str(output_dir), config=config
+                )
+            )
 
     def log(self, row: dict[str, float]) -> None:
         if not self.enabled:
@@ -251,7 +283,9 @@ def train_fusers(
         torch.set_num_threads(opts.num_threads)
     precision = resolve_precision(opts.precision, world.device)
     if precision == "bf16" and not has_fast_bf16(world.device):
-        logger.warning("bf16 on %s without native bf16 support is emulated and slow; precision fp32 is faster here", world.device)
+        logger.warning(
+            "bf16 on %s without native bf16 support is emulated and slow; precision fp32 is faster here", world.device
+        )
     opts = dataclasses.replace(opts, precision=precision)
     output_dir = config.output_path
 
@@ -314,7 +348,14 @@ def train_fusers(
 
     # log lines go above the progress bar instead of through it
     with logging_redirect_tqdm(), StopOnInterrupt() as interrupt:
-        bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not (world.is_main and progress), dynamic_ncols=True)
+        bar = tqdm(
+            total=total_steps,
+            initial=start_step,
+            desc="train",
+            unit="step",
+            disable=not (world.is_main and progress),
+            dynamic_ncols=True,
+        )
         window: dict[str, float] = {"loss": 0.0, "steps": 0, "tokens": 0.0, "seconds": 0.0}
         order: tuple[int, list[int]] = (-1, [])
         for step in range(start_step, total_steps):
@@ -324,7 +365,9 @@ def train_fusers(
                 generator = torch.Generator().manual_seed(opts.seed * 1_000_003 + epoch)
                 order = (epoch, torch.randperm(len(train_set), generator=generator).tolist())
             batches = _micro_batches(train_set, order[1], offset, opts, world, pad_ids)
-            targets, tokens = world.all_reduce_sum([sum(b.num_target_tokens for b in batches), sum(b.num_tokens for b in batches)])
+            targets, tokens = world.all_reduce_sum(
+                [sum(b.num_target_tokens for b in batches), sum(b.num_tokens for b in batches)]
+            )
 
             torch.manual_seed(step_seed(opts.seed, step, world.rank))
             loss_sum = 0.0
@@ -337,7 +380,9 @@ def train_fusers(
                     summed = response_loss_sum(out.logits, batch.labels, batch.prompt_length)
                     (summed * (world.world_size / targets)).backward()
                 loss_sum += summed.item()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, opts.max_grad_norm if opts.max_grad_norm > 0 else math.inf)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                params, opts.max_grad_norm if opts.max_grad_norm > 0 else math.inf
+            )
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -361,9 +406,19 @@ def train_fusers(
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}", tok_s=f"{tokens / seconds:.0f}")
             done = step + 1 == total_steps
             if (step + 1) % out_opts.log_steps == 0 or done:
-                reporter.log({**metrics, "loss": window["loss"] / window["steps"], "tokens_per_s": window["tokens"] / window["seconds"]})
+                reporter.log(
+                    {
+                        **metrics,
+                        "loss": window["loss"] / window["steps"],
+                        "tokens_per_s": window["tokens"] / window["seconds"],
+                    }
+                )
                 window = dict.fromkeys(window, 0.0)
-            if eval_set is not None and len(eval_set) and ((out_opts.eval_steps and (step + 1) % out_opts.eval_steps == 0) or done):
+            if (
+                eval_set is not None
+                and len(eval_set)
+                and ((out_opts.eval_steps and (step + 1) % out_opts.eval_steps == 0) or done)
+            ):
                 eval_loss = evaluate_loss(model, eval_set, world, opts, pad_ids)
                 metrics["eval_loss"] = eval_loss
                 reporter.log({"step": step + 1, "eval_loss": eval_loss})
@@ -389,7 +444,9 @@ def train_fusers(
     return final
 
 
-def _micro_batches(dataset: ChatDataset, order: list[int], offset: int, opts: TrainingOptions, world: World, pad_ids: tuple[int, int]) -> list[TrainingBatch]:
+def _micro_batches(
+    dataset: ChatDataset, order: list[int], offset: int, opts: TrainingOptions, world: World, pad_ids: tuple[int, int]
+) -> list[TrainingBatch]:
     """This rank's micro-batches of global batch `offset` in the epoch's `order`.
 
     The global batch is `order[offset*G : (offset+1)*G]`; micro-batch a of rank r takes the slice
@@ -426,7 +483,9 @@ def _resume_or_start(
     """Restore the checkpoint named by `training.resume_from` and return its step; or prepare a
     fresh run (refusing to mix with an earlier run's checkpoints unless `output.overwrite`)."""
     output_dir, resume = config.output_path, config.training.resume_from
-    checkpoint = find_latest_checkpoint(output_dir) if resume == "latest" else (Path(resume).expanduser() if resume else None)
+    checkpoint = (
+        find_latest_checkpoint(output_dir) if resume == "latest" else (Path(resume).expanduser() if resume else None)
+    )
     if checkpoint is None:
         if resume == "latest":
             logger.info("resume_from 'latest': no checkpoint in %s yet, starting fresh", output_dir)
@@ -443,7 +502,9 @@ def _resume_or_start(
             (output_dir / "metrics.jsonl").unlink(missing_ok=True)
         return 0
     if not checkpoint.is_dir():
-        raise ValueError(f"training.resume_from: {str(checkpoint)!r} does not exist; give a checkpoint-<step> folder or 'latest'")
+        raise ValueError(
+            f"training.resume_from: {str(checkpoint)!r} does not exist; give a checkpoint-<step> folder or 'latest'"
+        )
     state = load_checkpoint(checkpoint, model, optimizer, scheduler)
     if state["global_batch_size"] != global_batch:
         raise ValueError(
@@ -485,15 +546,28 @@ def run_training(config: TrainConfig, *, on_step: StepCallback | None = None) ->
     if eval_conversations is None and config.data.eval_ratio > 0:
         train, eval_conversations = split_holdout(train, config.data.eval_ratio, config.training.seed)
     m = config.model
-    dtype = m.dtype if m.dtype != "auto" else ("bfloat16" if resolve_precision(config.training.precision, world.device) == "bf16" else "float32")
+    dtype = (
+        m.dtype
+        if m.dtype != "auto"
+        else ("bfloat16" if resolve_precision(config.training.precision, world.device) == "bf16" else "float32")
+    )
     receiver, sharer, receiver_tokenizer, sharer_tokenizer = load_pair(
         dataclasses.replace(m, dtype=dtype), world.device, config.training.seed, config.output_path, write=world.is_main
     )
     pair = C2CConfig.for_pair(
-        receiver, sharer, fuser=dataclasses.replace(m.fuser), layer_map=m.layer_map, alignment_strategy=m.alignment_strategy
+        receiver,
+        sharer,
+        fuser=dataclasses.replace(m.fuser),
+        layer_map=m.layer_map,
+        alignment_strategy=m.alignment_strategy,
     )
     model = C2CModel.from_models(
-        receiver, sharer, pair, receiver_tokenizer=receiver_tokenizer, sharer_tokenizer=sharer_tokenizer, seed=config.training.seed
+        receiver,
+        sharer,
+        pair,
+        receiver_tokenizer=receiver_tokenizer,
+        sharer_tokenizer=sharer_tokenizer,
+        seed=config.training.seed,
     )
     return train_fusers(model, train, eval_conversations, config, on_step=on_step)
 
@@ -526,10 +600,16 @@ def load_pair(
 
     sharer_folder = Path(options.sharer).expanduser()
     has_tokenizer = any((sharer_folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
-    sharer_tokenizer = load_tokenizer(options.sharer_tokenizer) if options.sharer_tokenizer else (load_tokenizer(options.sharer) if has_tokenizer else None)
+    sharer_tokenizer = (
+        load_tokenizer(options.sharer_tokenizer)
+        if options.sharer_tokenizer
+        else (load_tokenizer(options.sharer) if has_tokenizer else None)
+    )
     dtype = torch.float32 if options.dtype == "auto" else getattr(torch, options.dtype)
     models = []
-    for offset, (role, tokenizer) in enumerate((("receiver", receiver_tokenizer), ("sharer", sharer_tokenizer or receiver_tokenizer))):
+    for offset, (role, tokenizer) in enumerate(
+        (("receiver", receiver_tokenizer), ("sharer", sharer_tokenizer or receiver_tokenizer))
+    ):
         torch.manual_seed(seed + offset)
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(getattr(options, role)), dtype=dtype)
         target = (output_dir / "models" / role).resolve()
@@ -539,5 +619,10 @@ def load_pair(
             tokenizer.save_pretrained(target)
         model.name_or_path = model.config._name_or_path = str(target)
         models.append(model.to(device).eval().requires_grad_(False))
-    logger.info("built random-weight receiver and sharer from %s and %s (saved under %s)", options.receiver, options.sharer, output_dir / "models")
+    logger.info(
+        "built random-weight receiver and sharer from %s and %s (saved under %s)",
+        options.receiver,
+        options.sharer,
+        output_dir / "models",
+    )
     return models[0], models[1], receiver_tokenizer, sharer_tokenizer

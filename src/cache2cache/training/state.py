@@ -45,7 +45,11 @@ def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
     root = Path(output_dir).expanduser()
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CHECKPOINT.match(p.name)) and (p / TRAINER_STATE).is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := _CHECKPOINT.match(p.name)) and (p / TRAINER_STATE).is_file()
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -137,7 +141,9 @@ def load_checkpoint(
 
     missing = [name for name in (CONFIG_NAME, TRAINING_STATE, TRAINER_STATE) if not (checkpoint / name).is_file()]
     if missing:
-        raise ValueError(f"{checkpoint} is not a complete training checkpoint (missing {', '.join(missing)}); resume from another one")
+        raise ValueError(
+            f"{checkpoint} is not a complete training checkpoint (missing {', '.join(missing)}); resume from another one"
+        )
     saved = C2CConfig.load(checkpoint).to_dict()
     current = model.config.to_dict()
     differences = [
@@ -152,7 +158,8 @@ def load_checkpoint(
             differences.append(f"{role}: checkpoint {saved[role]!r} != run {current[role]!r}")
     if differences:
         raise ValueError(
-            f"cannot resume from {checkpoint}: it was saved for a different setup:\n  - " + "\n  - ".join(differences)
+            f"cannot resume from {checkpoint}: it was saved for a different setup:\n  - "
+            + "\n  - ".join(differences)
             + "\nFix: resume with the recipe it was trained with, or start a fresh run in another output_dir"
         )
     load_fuser_weights(model.fusers, checkpoint / "fuser.safetensors")
