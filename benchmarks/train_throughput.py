@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from cache2cache import assets
-    from cache2cache.training.distributed import has_fast_bf16
+    from cache2cache.loading import has_fast_bf16
 
     native_bf16 = has_fast_bf16(torch.device("cpu"))
     rows = []

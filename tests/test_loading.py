@@ -20,7 +20,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from cache2cache import assets
 from cache2cache.cli.main import main
-from cache2cache.loading import convert_gguf, load_model, load_tokenizer, resolve
+from cache2cache.loading import auto_dtype, convert_gguf, has_fast_bf16, load_model, load_tokenizer, resolve
 
 gguf = pytest.importorskip("gguf")
 
@@ -348,3 +348,18 @@ def test_fetch_model_from_chunks(
 def test_cli_fetch_unknown_name(capsys) -> None:
     assert main(["fetch", "nope"]) == 1
     assert "unknown asset(s) 'nope'" in capsys.readouterr().err
+
+
+def test_auto_dtype_follows_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dtype="auto" loads bfloat16 exactly where bf16 is native, float32 elsewhere, whatever the file holds."""
+    cpu = torch.device("cpu")
+    assert auto_dtype(cpu) == (torch.bfloat16 if has_fast_bf16(cpu) else torch.float32)
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    LlamaForCausalLM(config).to(torch.float16).save_pretrained(tmp_path / "m")
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda native=native: native)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)
+        assert load_model(tmp_path / "m", dtype="auto").dtype == expected
+        assert load_model(tmp_path / "m").dtype == expected
+    assert load_model(tmp_path / "m", dtype="float16").dtype == torch.float16

@@ -185,7 +185,8 @@ def test_tiny_recipe_trains_through_the_cli_and_the_checkpoint_reloads(tmp_path,
 
 
 def test_auto_precision_picks_bf16_only_where_it_runs_natively() -> None:
-    from cache2cache.training.distributed import has_fast_bf16, resolve_precision
+    from cache2cache.loading import has_fast_bf16
+    from cache2cache.training.distributed import resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == ("bf16" if has_fast_bf16(cpu) else "fp32")

@@ -148,7 +148,7 @@ def load_c2c(
         sharer_tokenizer: Same, for the sharer.
         subfolder: Folder inside `path_or_hub_id`.
         revision: Hub revision.
-        dtype: dtype for models loaded here (default: each model's own).
+        dtype: dtype for models loaded here (default: `loading.auto_dtype` of the device).
         device: Device for models loaded here and for the fusers (default: the receiver's).
 
     Returns:

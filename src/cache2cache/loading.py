@@ -127,9 +127,27 @@ def require_gguf() -> None:
         raise ImportError(f"loading a GGUF file needs the `gguf` and `accelerate` packages: {GGUF_EXTRA}") from error
 
 
-def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str:
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matmuls run natively on `device`: a CUDA GPU with bf16 support, or a CPU
+    with AMX or AVX512-BF16. Elsewhere (e.g. AVX2-only CPUs) bf16 is emulated and several times
+    slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        return any(getattr(cpu, name, lambda: False)() for name in checks)
+    return False
+
+
+def auto_dtype(device: torch.device) -> torch.dtype:
+    """What `dtype="auto"` loads on `device`: bfloat16 where `has_fast_bf16(device)`, else float32."""
+    return torch.bfloat16 if has_fast_bf16(device) else torch.float32
+
+
+def _parse_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
     if dtype is None or dtype == "auto":
-        return "auto"
+        return auto_dtype(device)
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in _DTYPES:
@@ -208,7 +226,8 @@ def load_model(
         name_or_path: a Hugging Face folder, a `.gguf` file, a folder with exactly one `.gguf`, a
             fetched alias such as `"smollm2-135m-instruct"`, or a hub id.
         dtype: a torch dtype or its name (`"bfloat16"`, `"bf16"`, `"float32"`, ...); `None` or `"auto"`
-            keeps the checkpoint's own dtype (float32 for GGUF files and the fetched models).
+            picks by the device (`auto_dtype`): bfloat16 on a GPU with bf16 or a CPU with AMX or
+            AVX512-BF16, float32 elsewhere (on AVX2-only CPUs bf16 is emulated and several times slower).
         device: where to put the model.
 
     Returns:
@@ -217,16 +236,14 @@ def load_model(
     Example:
         >>> receiver = load_model("smollm2-135m-instruct", dtype="bfloat16")  # doctest: +SKIP
     """
-    torch_dtype = _parse_dtype(dtype)
     device = parse_device(device)
+    torch_dtype = _parse_dtype(dtype, device)
     location, gguf_file = resolve(name_or_path)
     kwargs: dict[str, object] = {"dtype": torch_dtype}
     if gguf_file is not None:
         from transformers import GgufConfig
 
-        # "auto" would follow the file's quantised types; dequantise to float32 unless told otherwise.
-        kwargs = {"dtype": torch.float32 if torch_dtype == "auto" else torch_dtype,
-                  "quantization_config": GgufConfig(dequantize=True)}  # fmt: skip
+        kwargs = {"dtype": torch_dtype, "quantization_config": GgufConfig(dequantize=True)}
     start = time.perf_counter()
     model = _from_pretrained(AutoModelForCausalLM, name_or_path, location, gguf_file, **kwargs)
     assert isinstance(model, PreTrainedModel)

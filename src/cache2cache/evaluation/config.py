@@ -73,7 +73,7 @@ class EvalConfig:
     subfolder: str | None = _opt(None, "folder inside --fuser (e.g. qwen3_0.6b+qwen2.5_0.5b_Fuser)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _opt(
         "auto",
-        "dtype of the models (auto: the checkpoint's). On CPU, bfloat16 pays only with AVX-512 BF16/AMX; on AVX2-only CPUs it is ~6x slower than float32",
+        "dtype of the models (auto: bfloat16 on a GPU or a CPU with AMX/AVX-512 BF16, float32 on other CPUs (where bf16 is emulated and ~6x slower))",
     )
     device: str = _opt("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:N")
     task: str = _opt("", "task name (see --list_tasks), bigbench:<task>, or a .jsonl / .jsonl.gz file")

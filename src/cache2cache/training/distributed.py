@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..loading import has_fast_bf16
+
 logger = logging.getLogger(__name__)
 
 
@@ -88,19 +90,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"training.device is {name!r} but CUDA is not available here; use 'cpu' or 'auto'")
     return device
-
-
-def has_fast_bf16(device: torch.device) -> bool:
-    """Whether bfloat16 matmuls run natively on `device`: a CUDA GPU with bf16 support, or a CPU
-    with AMX or AVX512-BF16. Elsewhere (e.g. AVX2-only CPUs) bf16 is emulated and several times
-    slower than float32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        cpu = getattr(torch, "cpu", None)
-        checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-        return any(getattr(cpu, name, lambda: False)() for name in checks)
-    return False
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -59,7 +59,8 @@ from .data import (
     load_source,
     split_holdout,
 )
-from .distributed import World, has_fast_bf16, init_world, resolve_precision
+from ..loading import has_fast_bf16
+from .distributed import World, init_world, resolve_precision
 from .interrupt import StopOnInterrupt, TrainingInterrupted
 from .state import FINAL, checkpoint_dirs, find_latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 
@@ -578,7 +579,7 @@ def load_pair(
     """The receiver, sharer and their tokenizers a recipe names, frozen on `device`.
 
     With `init: pretrained` the models load through `cache2cache.loading` (hub id, folder, GGUF or
-    fetched alias) in `options.dtype` ("auto": the checkpoint's own dtype; `run_training` resolves
+    fetched alias) in `options.dtype` ("auto": chosen by the device, see `loading.auto_dtype`; `run_training` resolves
     the recipe's "auto" from the precision first). With `init: random` each is built from the
     `config.json` in its folder with random weights seeded by `seed` (receiver) and `seed + 1`
     (sharer), then saved with its tokenizer under `<output_dir>/models/<role>/` (when `write`) and
