@@ -328,3 +328,29 @@ def test_eval_and_inspect_take_several_sharers(tmp_path, capsys) -> None:
     assert "layer map (sharer 2): terminal (3 fusers; receiver layers <- sharer 2 layers)" in out
     assert "tokenizers (receiver, sharer 1): different" in out and "tokenizers (receiver, sharer 2): identical" in out
     assert "all fusers:" in out
+
+
+def test_a_recipe_trains_several_sharers(tmp_path) -> None:
+    from cache2cache.training.config import check_train_config, parse_train_config
+    from cache2cache.training.loop import run_training
+
+    tok = bpe_tokenizer()
+    for name, build in (("recv", tiny_receiver), ("a", tiny_sharer), ("b", sharer_b)):
+        build(vocab_size=len(tok)).save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "Paris."}]}) + "\n"
+                            for q in ("Hi?", "Where?", "What?", "Who?")))  # fmt: skip
+    raw = {"model": {"receiver": str(tmp_path / "recv"), "sharer": str(tmp_path / "a"), "more_sharers": [str(tmp_path / "b")],
+                     "sharer_mode": "sequential", "fuser": {"hidden_dim": 16, "intermediate_dim": 16}},
+           "data": {"train": [{"type": "chat", "path": str(data)}]},
+           "training": {"max_steps": 2, "per_device_batch_size": 2, "precision": "fp32", "device": "cpu", "num_threads": 1},
+           "output": {"output_dir": str(tmp_path / "out")}}  # fmt: skip
+    config, problems = parse_train_config(raw)
+    assert problems == [] and check_train_config(config, raw=raw) == []
+    loaded = C2CModel.from_pretrained(run_training(config))
+    assert [s.config.num_hidden_layers for s in loaded.sharers] == [2, 3] and loaded.config.sharer_mode == "sequential"
+    config, _ = parse_train_config({**raw, "model": {**raw["model"], "init": "random"}})
+    assert any(
+        "model.more_sharers: given with init 'random'" in p for p in check_train_config(config, check_files=False)
+    )
