@@ -2,7 +2,9 @@
 
 Our format, written by `C2CModel.save_pretrained(dir)`: exactly two files,
     c2c_config.json      C2CConfig: format version, pair fingerprints, fuser hparams, layer map
-    fuser.safetensors    the FuserStack state dict (`fusers.{receiver_layer}.{published key}`)
+                         (with several sharers also `more_sharers` and `sharer_mode`)
+    fuser.safetensors    the FuserStack state dict (`fusers.{receiver_layer}.{published key}`), or
+                         with several sharers the MultiFuserStack's (`stacks.{i}.fusers.{layer}.*`)
 
 The published layout (docs/method.md §5.8), read and written here:
     <pair>/config.json                   training recipe; `model.base_model` / `model.teacher_model`
@@ -22,6 +24,7 @@ import pickle
 import re
 import tempfile
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from .config import CONFIG_NAME, C2CConfig, FuserConfig, ModelFingerprint, descr
 from .fuser import C2CFuser, FuserStack
 from .model import C2CModel
 from .output_dir import output_dir_problem
+from .sharers import MultiFuserStack, fusers_for
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +85,7 @@ def save_c2c(model: C2CModel, directory: str | Path) -> Path:
     return directory
 
 
-def load_fuser_weights(fusers: FuserStack, path: str | Path) -> None:
+def load_fuser_weights(fusers: FuserStack | MultiFuserStack, path: str | Path) -> None:
     """Load `fuser.safetensors` into `fusers`, failing on any missing, unexpected or mis-shaped tensor."""
     try:
         state = load_file(str(path))
@@ -126,9 +130,9 @@ def load_c2c(
     path_or_hub_id: str | Path,
     *,
     receiver: PreTrainedModel | str | None = None,
-    sharer: PreTrainedModel | str | None = None,
+    sharer: PreTrainedModel | str | Sequence[PreTrainedModel | str | None] | None = None,
     receiver_tokenizer: PreTrainedTokenizerBase | str | None = None,
-    sharer_tokenizer: PreTrainedTokenizerBase | str | None = None,
+    sharer_tokenizer: PreTrainedTokenizerBase | str | Sequence[PreTrainedTokenizerBase | str | None] | None = None,
     subfolder: str | None = None,
     revision: str | None = None,
     dtype: torch.dtype | str | None = None,
@@ -142,10 +146,11 @@ def load_c2c(
             `nics-efc/C2C_Fuser`, subfolder `qwen3_0.6b+qwen2.5_0.5b_Fuser`).
         receiver: A loaded model, or a hub id / local folder / GGUF / alias to load; default: the
             one the checkpoint records.
-        sharer: Same, for the sharer.
+        sharer: Same, for the sharer; for a checkpoint with several sharers, a list with one entry
+            per recorded sharer, in order (None entries load the recorded one).
         receiver_tokenizer: A tokenizer or where to load it; default: next to the receiver when the
             receiver is given by name.
-        sharer_tokenizer: Same, for the sharer.
+        sharer_tokenizer: Same, for the sharer (a list for several sharers).
         subfolder: Folder inside `path_or_hub_id`.
         revision: Hub revision.
         dtype: dtype for models loaded here (default: `loading.auto_dtype` of the device).
@@ -157,29 +162,56 @@ def load_c2c(
     directory = _resolve_dir(path_or_hub_id, subfolder, revision)
     if (directory / CONFIG_NAME).is_file():
         config = C2CConfig.load(directory)
-        recorded = (config.receiver.name_or_path, config.sharer.name_or_path)
+        recorded = [config.receiver.name_or_path, *(link.sharer.name_or_path for link in config.sharers)]
         published = None
     else:
         final = _published_final_dir(directory)
         published = _read_published(final)
-        recorded = _published_pair_ids(final)
+        recorded = list(_published_pair_ids(final))
     receiver, receiver_tokenizer = _resolve_model("receiver", receiver, receiver_tokenizer, recorded[0], dtype, device)
-    sharer, sharer_tokenizer = _resolve_model("sharer", sharer, sharer_tokenizer, recorded[1], dtype, device)
+    sharers, sharer_tokenizers = [], []
+    for i, (given, tokenizer) in enumerate(
+        zip(
+            _per_sharer("sharer", sharer, recorded[1:]), _per_sharer("sharer_tokenizer", sharer_tokenizer, recorded[1:])
+        )
+    ):
+        role = f"sharer {i + 1}" if len(recorded) > 2 else "sharer"
+        model_i, tokenizer_i = _resolve_model(role, given, tokenizer, recorded[1 + i], dtype, device)
+        sharers.append(model_i)
+        sharer_tokenizers.append(tokenizer_i)
     if published is None:
         fusers = _build_empty_fusers(config)
         load_fuser_weights(fusers, directory / WEIGHTS_NAME)
     else:
-        config, fusers = _published_to_fusers(published, receiver, sharer)
-    model = C2CModel(receiver, sharer, fusers, config, receiver_tokenizer, sharer_tokenizer)
+        config, fusers = _published_to_fusers(published, receiver, sharers[0])
+    model = C2CModel(receiver, sharers, fusers, config, receiver_tokenizer, sharer_tokenizers)
     model.check_pair()
     model.fusers.to(device=model.device, dtype=model.receiver.dtype)
     return model.eval()
 
 
-def _build_empty_fusers(config: C2CConfig) -> FuserStack:
+def _per_sharer(name: str, value: Any, recorded: list[str | None]) -> list[Any]:
+    """`value` as one entry per recorded sharer: a list is checked against their count, anything else
+    (a single model, name, tokenizer or None) stands for a checkpoint with one sharer."""
+    if not isinstance(value, list | tuple):
+        if value is not None and len(recorded) > 1:
+            raise ValueError(
+                f"this checkpoint has {len(recorded)} sharers ({', '.join(map(repr, recorded))}) but {name}= gives one; "
+                f"pass a list of {len(recorded)} (None entries load the recorded sharer), or leave {name}= unset"
+            )
+        return [value] * len(recorded)
+    if len(value) != len(recorded):
+        raise ValueError(
+            f"mismatched sharer count: {name}= lists {len(value)} but the checkpoint records {len(recorded)} "
+            f"({', '.join(map(repr, recorded))}); give one per recorded sharer, in order"
+        )
+    return list(value)
+
+
+def _build_empty_fusers(config: C2CConfig) -> FuserStack | MultiFuserStack:
     """Fusers of the right shapes, uninitialised (their weights are about to be overwritten)."""
     with torch.device("meta"):
-        stack = FuserStack(config.layer_map, {t: C2CFuser(**config.fuser_kwargs()) for t in config.layer_map})
+        stack = fusers_for(config)
     return stack.to_empty(device="cpu")
 
 
@@ -389,10 +421,15 @@ def export_published(model: C2CModel, directory: str | Path) -> Path:
     Returns:
         The pair folder.
     """
+    cfg = model.config
+    if cfg.more_sharers:
+        raise ValueError(
+            f"export_published writes one sharer's fusers, but this model has {len(cfg.sharers)} sharers; "
+            "save it with save_pretrained (our format records every sharer)"
+        )
     directory = Path(directory)
     final = directory / "final"
     final.mkdir(parents=True, exist_ok=True)
-    cfg = model.config
     init_args = {k: v for k, v in cfg.fuser_kwargs().items() if k in _PUBLISHED_ARGS}
     dtype_name = str(model.receiver.dtype).removeprefix("torch.")
     init_args["dtype"] = {"__type__": "torch.dtype", "value": dtype_name}

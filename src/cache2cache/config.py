@@ -12,6 +12,7 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "c2c_config.json"
+SHARER_MODES = ("parallel", "sequential")
+"""How several sharers combine (docs/method.md §7): `parallel` sums every sharer's delta on the clean
+receiver cache; `sequential` fuses each sharer into the cache the previous one produced."""
 
 
 @dataclass(frozen=True)
@@ -117,17 +121,38 @@ class FuserConfig:
 
 
 @dataclass
+class SharerLink:
+    """One more sharer of a receiver that reads several (docs/method.md §7): its identity and layer map.
+
+    Attributes:
+        sharer: Fingerprint of this sharer.
+        layer_map: Receiver layer -> this sharer's layer; one fuser per key.
+        layer_map_name: How `layer_map` was built ("terminal", "depth" or "custom").
+    """
+
+    sharer: ModelFingerprint
+    layer_map: dict[int, int]
+    layer_map_name: str = "terminal"
+
+
+@dataclass
 class C2CConfig:
-    """Architecture of a C2C pair.
+    """Architecture of a C2C pair, or of a receiver reading several sharers.
+
+    The first sharer is `sharer` / `layer_map`, as in a pair; further sharers are `more_sharers`,
+    combined by `sharer_mode`. Every sharer's fusers share the `fuser` sizes. A pair's JSON carries
+    neither of the two extra keys, so single-sharer checkpoints read and write as they always have.
 
     Attributes:
         receiver: Fingerprint of the receiver.
-        sharer: Fingerprint of the sharer.
+        sharer: Fingerprint of the (first) sharer.
         fuser: Fuser hyperparameters.
         layer_map: Receiver layer -> sharer layer; one fuser per key.
         layer_map_name: How `layer_map` was built ("terminal", "depth" or "custom").
         alignment_strategy: Token-alignment strategy used when the tokenizers differ.
         format_version: Version of the checkpoint format.
+        more_sharers: Sharers 2, 3, ... with their layer maps; empty for a pair.
+        sharer_mode: "parallel" or "sequential" (`SHARER_MODES`), when there are several sharers.
     """
 
     receiver: ModelFingerprint
@@ -137,6 +162,8 @@ class C2CConfig:
     layer_map_name: str = "terminal"
     alignment_strategy: str = "longest"
     format_version: int = FORMAT_VERSION
+    more_sharers: list[SharerLink] = field(default_factory=list)
+    sharer_mode: str = "parallel"
 
     @classmethod
     def for_pair(
@@ -147,31 +174,47 @@ class C2CConfig:
         fuser: FuserConfig | None = None,
         layer_map: str | dict[int, int] = "terminal",
         alignment_strategy: str = "longest",
+        more_sharers: Sequence[PreTrainedModel] = (),
+        sharer_mode: str = "parallel",
     ) -> C2CConfig:
-        """A config for fresh fusers between two loaded models.
+        """A config for fresh fusers between two loaded models (or a receiver and several sharers).
 
         Args:
             receiver: The receiver model.
-            sharer: The sharer model.
+            sharer: The (first) sharer model.
             fuser: Fuser hyperparameters (defaults to the published ones).
-            layer_map: "terminal", "depth", or an explicit receiver -> sharer dict.
+            layer_map: "terminal", "depth", or an explicit receiver -> sharer dict; used for every sharer.
             alignment_strategy: "longest" (default) or "first".
+            more_sharers: Further sharers, each with its own fusers.
+            sharer_mode: How several sharers combine: "parallel" (default) or "sequential".
         """
-        r, s = ModelFingerprint.from_model(receiver), ModelFingerprint.from_model(sharer)
-        if isinstance(layer_map, str):
-            mapping, name = build_layer_map(layer_map, r.num_hidden_layers, s.num_hidden_layers), layer_map
-        else:
-            mapping, name = {int(t): int(v) for t, v in layer_map.items()}, "custom"
-        config = cls(r, s, fuser or FuserConfig(), mapping, name, alignment_strategy)
+        r = ModelFingerprint.from_model(receiver)
+        links = [_link(r, ModelFingerprint.from_model(m), layer_map) for m in (sharer, *more_sharers)]
+        first = links[0]
+        config = cls(
+            r, first.sharer, fuser or FuserConfig(), first.layer_map, first.layer_map_name, alignment_strategy,
+            more_sharers=links[1:], sharer_mode=sharer_mode,
+        )  # fmt: skip
         config.validate()
         return config
 
-    def fuser_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments of one `C2CFuser` for this pair."""
+    @property
+    def sharers(self) -> list[SharerLink]:
+        """Every sharer with its layer map, the first one (`sharer`, `layer_map`) included."""
+        return [SharerLink(self.sharer, self.layer_map, self.layer_map_name), *self.more_sharers]
+
+    @property
+    def fused_layers(self) -> list[int]:
+        """The receiver layers some sharer fuses, sorted."""
+        return sorted({t for link in self.sharers for t in link.layer_map})
+
+    def fuser_kwargs(self, sharer_index: int = 0) -> dict[str, Any]:
+        """Constructor arguments of one `C2CFuser` reading sharer `sharer_index` (0: the first)."""
+        sharer = self.sharers[sharer_index].sharer
         return dict(
-            source_dim=self.sharer.head_dim,
+            source_dim=sharer.head_dim,
             target_dim=self.receiver.head_dim,
-            source_num_heads=self.sharer.num_key_value_heads,
+            source_num_heads=sharer.num_key_value_heads,
             target_num_heads=self.receiver.num_key_value_heads,
             **asdict(self.fuser),
         )
@@ -179,15 +222,25 @@ class C2CConfig:
     def validate(self) -> None:
         """Raise `ValueError` listing every inconsistency (layer indices out of range, bad names)."""
         problems = []
-        for t, s in self.layer_map.items():
-            if not 0 <= t < self.receiver.num_hidden_layers:
-                problems.append(f"layer_map key {t} is not a receiver layer (0..{self.receiver.num_hidden_layers - 1})")
-            if not 0 <= s < self.sharer.num_hidden_layers:
-                problems.append(
-                    f"layer_map value {s} (for receiver layer {t}) is not a sharer layer (0..{self.sharer.num_hidden_layers - 1})"
-                )
-        if not self.layer_map:
-            problems.append("layer_map is empty: no receiver layer would be fused")
+        several = bool(self.more_sharers)
+        for i, link in enumerate(self.sharers):
+            name = f"more_sharers[{i - 1}].layer_map" if i else "layer_map"
+            what = f"sharer {i + 1}'s layer" if several else "sharer layer"
+            for t, s in link.layer_map.items():
+                if not 0 <= t < self.receiver.num_hidden_layers:
+                    problems.append(
+                        f"{name} key {t} is not a receiver layer (0..{self.receiver.num_hidden_layers - 1})"
+                    )
+                if not 0 <= s < link.sharer.num_hidden_layers:
+                    problems.append(
+                        f"{name} value {s} (for receiver layer {t}) is not a {what} (0..{link.sharer.num_hidden_layers - 1})"
+                    )
+            if not link.layer_map:
+                problems.append(f"{name} is empty: no receiver layer would be fused")
+        if self.sharer_mode not in SHARER_MODES:
+            problems.append(
+                f"sharer_mode must be one of {', '.join(SHARER_MODES)} (how several sharers combine), got {self.sharer_mode!r}"
+            )
         if self.alignment_strategy not in ("first", "longest"):
             problems.append(f"alignment_strategy must be 'first' or 'longest', got {self.alignment_strategy!r}")
         problems += self.fuser.problems("fuser.")
@@ -195,9 +248,13 @@ class C2CConfig:
             raise ValueError("invalid C2CConfig: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (layer-map keys become strings)."""
+        """JSON-ready dict (layer-map keys become strings); a pair's has no `more_sharers` / `sharer_mode`."""
         d = asdict(self)
         d["layer_map"] = {str(t): s for t, s in self.layer_map.items()}
+        if not self.more_sharers:
+            del d["more_sharers"], d["sharer_mode"]
+        for link in d.get("more_sharers", []):
+            link["layer_map"] = {str(t): s for t, s in link["layer_map"].items()}
         return d
 
     @classmethod
@@ -226,24 +283,37 @@ class C2CConfig:
         for key, kind in (("receiver", ModelFingerprint), ("sharer", ModelFingerprint), ("fuser", FuserConfig)):
             if key in d:
                 problems += _field_problems(kind, d[key], key)
-        layer_map = d.get("layer_map", {})
-        if not isinstance(layer_map, dict) or not all(
-            isinstance(t, str) and t.isdigit() and isinstance(v, int) and not isinstance(v, bool)
-            for t, v in layer_map.items()
-        ):
-            problems.append(
-                f'layer_map: got {layer_map!r}, expected an object of receiver layer -> sharer layer, e.g. {{"0": 0}}'
-            )
+        problems += _layer_map_problems(d.get("layer_map", {}), "layer_map")
+        more = d.get("more_sharers", [])
+        if not isinstance(more, list):
+            problems.append(f"more_sharers: got {more!r}, expected a list of {{sharer, layer_map, layer_map_name}}")
+            more = []
+        for i, link in enumerate(more):
+            where = f"more_sharers[{i}]"
+            problems += _field_problems(SharerLink, link, where)
+            if isinstance(link, dict) and "sharer" in link:
+                problems += _field_problems(ModelFingerprint, link["sharer"], f"{where}.sharer")
+            if isinstance(link, dict) and "layer_map" in link:
+                problems += _layer_map_problems(link["layer_map"], f"{where}.layer_map")
         if problems:
             raise ValueError(f"{source} is not a valid C2C config: {'; '.join(problems)}; {fix}")
         config = cls(
             receiver=ModelFingerprint(**d["receiver"]),
             sharer=ModelFingerprint(**d["sharer"]),
             fuser=FuserConfig(**d["fuser"]),
-            layer_map={int(t): s for t, s in layer_map.items()},
+            layer_map={int(t): s for t, s in d["layer_map"].items()},
             layer_map_name=d.get("layer_map_name", "custom"),
             alignment_strategy=d.get("alignment_strategy", "longest"),
             format_version=version,
+            more_sharers=[
+                SharerLink(
+                    ModelFingerprint(**link["sharer"]),
+                    {int(t): s for t, s in link["layer_map"].items()},
+                    link.get("layer_map_name", "custom"),
+                )
+                for link in more
+            ],
+            sharer_mode=d.get("sharer_mode", "parallel"),
         )
         try:
             config.validate()
@@ -276,6 +346,25 @@ class C2CConfig:
                 f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); re-save the checkpoint with save_pretrained"
             ) from err
         return cls.from_dict(data, source=str(path))
+
+
+def _link(receiver: ModelFingerprint, sharer: ModelFingerprint, layer_map: str | dict[int, int]) -> SharerLink:
+    """One sharer's layer map, built by name ("terminal", "depth") or given as a dict ("custom")."""
+    if isinstance(layer_map, str):
+        return SharerLink(
+            sharer, build_layer_map(layer_map, receiver.num_hidden_layers, sharer.num_hidden_layers), layer_map
+        )
+    return SharerLink(sharer, {int(t): int(v) for t, v in layer_map.items()}, "custom")
+
+
+def _layer_map_problems(layer_map: Any, where: str) -> list[str]:
+    """A JSON layer map that is not an object of digit-string receiver layers -> integer sharer layers."""
+    if isinstance(layer_map, dict) and all(
+        isinstance(t, str) and t.isdigit() and isinstance(v, int) and not isinstance(v, bool)
+        for t, v in layer_map.items()
+    ):
+        return []
+    return [f'{where}: got {layer_map!r}, expected an object of receiver layer -> sharer layer, e.g. {{"0": 0}}']
 
 
 def fits_annotation(value: Any, tp: Any) -> bool:
@@ -321,7 +410,7 @@ def _field_problems(cls: type, data: Any, where: str, required: tuple[str, ...] 
                 problems.append(f"{prefix}{f.name}: missing")
         elif (
             not dataclasses.is_dataclass(hints[f.name])
-            and f.name != "layer_map"
+            and f.name not in ("layer_map", "more_sharers")
             and not fits_annotation(data[f.name], hints[f.name])
         ):
             problems.append(f"{prefix}{f.name}: got {data[f.name]!r}, expected {describe_annotation(hints[f.name])}")

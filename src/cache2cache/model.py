@@ -17,7 +17,7 @@ pass over [last instruction token + response] with labels; gradients reach only 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -33,7 +33,8 @@ from . import kv
 from .chat import render_chat
 from .config import C2CConfig, FuserConfig
 from .control import FusionControl
-from .fuser import C2CFuser, FuserStack
+from .fuser import FuserStack
+from .sharers import MultiFuserStack, fusers_for
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,21 @@ def _untimed(name: str) -> AbstractContextManager[None]:
 
 
 @dataclass
+class SharerInputs:
+    """One sharer's side of a batch, aligned token for token to the receiver's (B, N) tokens.
+
+    Attributes:
+        input_ids: Sharer token ids, (B, N).
+        attention_mask: Sharer mask, (B, N).
+        fusion_mask: (B, N) bool, True where this sharer's cache is fused into the receiver's.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    fusion_mask: torch.Tensor
+
+
+@dataclass
 class C2CInputs:
     """A tokenized batch for both models, left-padded, aligned token for token.
 
@@ -57,6 +73,8 @@ class C2CInputs:
         sharer_input_ids: Sharer token ids, (B, N); equal to `input_ids` for a shared tokenizer.
         sharer_attention_mask: Sharer mask, (B, N).
         fusion_mask: (B, N) bool, True where the receiver's cache is fused with the sharer's.
+        more_sharers: With several sharers, the inputs of sharers 2, 3, ...; empty means each of
+            them reads the first sharer's ids (valid when they share its tokenizer).
     """
 
     input_ids: torch.Tensor
@@ -64,19 +82,41 @@ class C2CInputs:
     sharer_input_ids: torch.Tensor
     sharer_attention_mask: torch.Tensor
     fusion_mask: torch.Tensor
+    more_sharers: tuple[SharerInputs, ...] = ()
 
     def __post_init__(self) -> None:
-        shapes = {f.name: tuple(getattr(self, f.name).shape) for f in fields(self)}
+        shapes = {f.name: tuple(getattr(self, f.name).shape) for f in fields(self) if f.name != "more_sharers"}
+        for i, more in enumerate(self.more_sharers):
+            shapes |= {f"more_sharers[{i}].{f.name}": tuple(getattr(more, f.name).shape) for f in fields(more)}
         if len(set(shapes.values())) != 1 or len(shapes["input_ids"]) != 2:
             raise ValueError(f"C2CInputs tensors must all be (B, N), got {shapes}")
 
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> C2CInputs:
+        """The same inputs with `fn` applied to every tensor."""
+        more = tuple(replace(m, **{f.name: fn(getattr(m, f.name)) for f in fields(m)}) for m in self.more_sharers)
+        tensors = {f.name: fn(getattr(self, f.name)) for f in fields(self) if f.name != "more_sharers"}
+        return replace(self, **tensors, more_sharers=more)
+
     def to(self, device: torch.device | str) -> C2CInputs:
         """The same inputs on `device`."""
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return self._map(lambda t: t.to(device))
 
     def truncate(self, length: int) -> C2CInputs:
         """The first `length` tokens of every sequence."""
-        return replace(self, **{f.name: getattr(self, f.name)[:, :length] for f in fields(self)})
+        return self._map(lambda t: t[:, :length])
+
+    def sharer_inputs(self, num_sharers: int) -> list[SharerInputs]:
+        """Each of `num_sharers` sharers' inputs; sharers past the first read the first's when
+        `more_sharers` is empty."""
+        first = SharerInputs(self.sharer_input_ids, self.sharer_attention_mask, self.fusion_mask)
+        if num_sharers > 1 and not self.more_sharers:
+            return [first] * num_sharers
+        if 1 + len(self.more_sharers) != num_sharers:
+            raise ValueError(
+                f"the inputs carry {1 + len(self.more_sharers)} sharers' tokens but the model has {num_sharers} sharers; "
+                "build them with C2CModel.encode or inputs_from_ids"
+            )
+        return [first, *self.more_sharers]
 
 
 class C2CModel(nn.Module):
@@ -84,41 +124,67 @@ class C2CModel(nn.Module):
 
     Both LLMs are frozen and stay in eval mode whatever `.train()` says; only `fusers` train.
 
+    Several sharers (docs/method.md §7): give `sharer` (and `sharer_tokenizer`) as lists, with a
+    config that records them all (`C2CConfig.more_sharers`) and a `MultiFuserStack`. `sharer`,
+    `sharer_tokenizer` and `aligner` are then the first sharer's; `sharers`, `sharer_tokenizers` and
+    `aligners` hold every sharer's.
+
     Args:
         receiver: The causal LM that answers.
-        sharer: The causal LM whose cache is fused into the receiver's.
-        fusers: One fuser per mapped receiver layer.
+        sharer: The causal LM whose cache is fused into the receiver's, or a list of them.
+        fusers: One fuser per mapped receiver layer (a `MultiFuserStack` for several sharers).
         config: The pair's architecture (fingerprints, fuser hyperparameters, layer map).
         receiver_tokenizer: Needed to generate from chat messages.
-        sharer_tokenizer: The sharer's tokenizer; when it differs from the receiver's, prompts are
-            token-aligned (see `alignment.py`). None means the sharer shares the receiver's tokenizer.
+        sharer_tokenizer: The sharer's tokenizer (a list for several sharers); when it differs from
+            the receiver's, prompts are token-aligned (see `alignment.py`). None means the sharer
+            shares the receiver's tokenizer.
     """
 
     def __init__(
         self,
         receiver: PreTrainedModel,
-        sharer: PreTrainedModel,
-        fusers: FuserStack,
+        sharer: PreTrainedModel | Sequence[PreTrainedModel],
+        fusers: FuserStack | MultiFuserStack,
         config: C2CConfig,
         receiver_tokenizer: PreTrainedTokenizerBase | None = None,
-        sharer_tokenizer: PreTrainedTokenizerBase | None = None,
+        sharer_tokenizer: PreTrainedTokenizerBase | Sequence[PreTrainedTokenizerBase | None] | None = None,
     ) -> None:
         super().__init__()
+        sharers = list(sharer) if isinstance(sharer, Sequence) else [sharer]
+        tokenizers = list(sharer_tokenizer) if isinstance(sharer_tokenizer, Sequence) else [sharer_tokenizer]
+        if len(tokenizers) == 1 < len(sharers):
+            tokenizers *= len(sharers)
+        counts = {"sharers given": len(sharers), "sharer tokenizers": len(tokenizers), "sharers in the config": len(config.sharers)}  # fmt: skip
+        if len(set(counts.values())) != 1 or isinstance(fusers, MultiFuserStack) != (len(sharers) > 1):
+            raise ValueError(
+                f"mismatched sharer count: {', '.join(f'{n} {what}' for what, n in counts.items())}, "
+                f"fusers for {len(fusers.stacks) if isinstance(fusers, MultiFuserStack) else 1}. "
+                "Fix: pass one sharer (and one tokenizer, or one for all) per sharer the checkpoint records, in its order"
+            )
         self.receiver = receiver.eval().requires_grad_(False)
-        self.sharer = sharer.eval().requires_grad_(False)
+        self.sharer = sharers[0].eval().requires_grad_(False)
+        self.more_sharers = nn.ModuleList(m.eval().requires_grad_(False) for m in sharers[1:])
         self.fusers = fusers
         self.config = config
         self.receiver_tokenizer = receiver_tokenizer
-        self.sharer_tokenizer = sharer_tokenizer
-        self.aligner = None
-        if (
-            receiver_tokenizer is not None
-            and sharer_tokenizer is not None
-            and not _same_vocab(receiver_tokenizer, sharer_tokenizer)
-        ):
-            from .alignment import TokenAligner
+        self.sharer_tokenizers = tokenizers
+        self.sharer_tokenizer = tokenizers[0]
+        self.aligners = [self._aligner_for(tok) for tok in tokenizers]
+        self.aligner = self.aligners[0]
 
-            self.aligner = TokenAligner(receiver_tokenizer, sharer_tokenizer, strategy=config.alignment_strategy)
+    def _aligner_for(self, sharer_tokenizer: PreTrainedTokenizerBase | None) -> Any:
+        """A `TokenAligner` when `sharer_tokenizer` differs from the receiver's, else None."""
+        receiver_tokenizer = self.receiver_tokenizer
+        if receiver_tokenizer is None or sharer_tokenizer is None or _same_vocab(receiver_tokenizer, sharer_tokenizer):
+            return None
+        from .alignment import TokenAligner
+
+        return TokenAligner(receiver_tokenizer, sharer_tokenizer, strategy=self.config.alignment_strategy)
+
+    @property
+    def sharers(self) -> list[PreTrainedModel]:
+        """Every sharer, the first (`sharer`) included, in the config's order."""
+        return [self.sharer, *self.more_sharers]
 
     # ----------------------------------------------------------------------------------- building
 
@@ -126,29 +192,38 @@ class C2CModel(nn.Module):
     def from_models(
         cls,
         receiver: PreTrainedModel,
-        sharer: PreTrainedModel,
+        sharer: PreTrainedModel | Sequence[PreTrainedModel],
         config: C2CConfig | None = None,
         *,
         fuser: FuserConfig | None = None,
         layer_map: str | dict[int, int] = "terminal",
+        sharer_mode: str = "parallel",
         receiver_tokenizer: PreTrainedTokenizerBase | None = None,
-        sharer_tokenizer: PreTrainedTokenizerBase | None = None,
+        sharer_tokenizer: PreTrainedTokenizerBase | Sequence[PreTrainedTokenizerBase | None] | None = None,
         seed: int | None = None,
     ) -> C2CModel:
-        """Wrap two loaded models with freshly initialised fusers (fp32, on the receiver's device).
+        """Wrap loaded models with freshly initialised fusers (fp32, on the receiver's device).
 
         Args:
             receiver: The receiver.
-            sharer: The sharer.
-            config: A full pair config; built from `fuser` and `layer_map` when None.
+            sharer: The sharer, or a list of sharers (each gets its own fusers).
+            config: A full pair config; built from `fuser`, `layer_map` and `sharer_mode` when None.
             fuser: Fuser hyperparameters when `config` is None (published defaults otherwise).
             layer_map: "terminal" (default), "depth" or an explicit dict, when `config` is None.
+            sharer_mode: With several sharers: "parallel" (default) or "sequential" (docs/method.md §7).
             receiver_tokenizer: Receiver tokenizer (needed for chat-message inputs).
-            sharer_tokenizer: Sharer tokenizer, when it differs from the receiver's.
-            seed: Seed for the fusers' initialisation.
+            sharer_tokenizer: Sharer tokenizer (a list for several sharers), when it differs from the receiver's.
+            seed: Seed for the fusers' initialisation; the first sharer's fusers are the ones a pair
+                with that sharer gets from the same seed.
+
+        Example:
+            >>> model = C2CModel.from_models(receiver, [sharer_a, sharer_b], sharer_mode="sequential")  # doctest: +SKIP
         """
-        config = config or C2CConfig.for_pair(receiver, sharer, fuser=fuser, layer_map=layer_map)
-        model = cls(receiver, sharer, build_fusers(config, seed=seed), config, receiver_tokenizer, sharer_tokenizer)
+        sharers = list(sharer) if isinstance(sharer, Sequence) else [sharer]
+        config = config or C2CConfig.for_pair(
+            receiver, sharers[0], fuser=fuser, layer_map=layer_map, more_sharers=sharers[1:], sharer_mode=sharer_mode
+        )
+        model = cls(receiver, sharers, build_fusers(config, seed=seed), config, receiver_tokenizer, sharer_tokenizer)
         model.check_pair()
         return model.to_fuser_device()
 
@@ -170,9 +245,13 @@ class C2CModel(nn.Module):
         from .config import ModelFingerprint
 
         problems = []
+        several = len(self.sharers) > 1
         for role, model, expected in (
             ("receiver", self.receiver, self.config.receiver),
-            ("sharer", self.sharer, self.config.sharer),
+            *(
+                (f"sharer {i + 1}" if several else "sharer", model, link.sharer)
+                for i, (model, link) in enumerate(zip(self.sharers, self.config.sharers, strict=True))
+            ),
         ):
             actual = ModelFingerprint.from_model(model)
             mismatch = expected.shape_mismatches(actual)
@@ -237,70 +316,112 @@ class C2CModel(nn.Module):
 
         Returns:
             `C2CInputs` on the receiver's device. For a shared tokenizer, every prompt token is in
-            the fusion mask (the last one is never fused, since it is not prefilled).
+            the fusion mask (the last one is never fused, since it is not prefilled). With several
+            sharers, each is aligned on its own to the same receiver tokens (`more_sharers`).
         """
         if self.receiver_tokenizer is None:
             raise ValueError(
                 "chat messages need a receiver tokenizer: pass receiver_tokenizer= when building the C2CModel"
             )
-        if self.aligner is not None:
-            batch = self.aligner.align_batch(
-                conversations, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+        aligned = [
+            (
+                i,
+                a.align_batch(
+                    conversations, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+                ),
             )
-            inputs = C2CInputs(
-                batch.receiver_input_ids,
-                batch.receiver_attention_mask,
-                batch.sharer_input_ids,
-                batch.sharer_attention_mask,
-                batch.fusion_mask,
-            )
-            return inputs.to(self.device)
-        tok = self.receiver_tokenizer
-        texts = [
-            render_chat(tok, c, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking)
-            for c in conversations
+            for i, a in enumerate(self.aligners)
+            if a is not None
         ]
-        previous_side, tok.padding_side = tok.padding_side, "left"
-        try:
-            enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
-        finally:
-            tok.padding_side = previous_side
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        return C2CInputs(ids, mask, ids, mask, mask.bool()).to(self.device)
+        if aligned:
+            ids, mask = aligned[0][1].receiver_input_ids, aligned[0][1].receiver_attention_mask
+            for i, batch in aligned[1:]:
+                if not (
+                    torch.equal(batch.receiver_input_ids, ids) and torch.equal(batch.receiver_attention_mask, mask)
+                ):
+                    raise ValueError(
+                        f"sharers {aligned[0][0] + 1} and {i + 1} align the receiver's prompt differently (their chat "
+                        "templates differ in length, so the receiver's template is padded differently for each); "
+                        "several sharers need one receiver sequence. Fix: use sharers with the same chat template"
+                    )
+        else:
+            tok = self.receiver_tokenizer
+            texts = [
+                render_chat(tok, c, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking)
+                for c in conversations
+            ]
+            previous_side, tok.padding_side = tok.padding_side, "left"
+            try:
+                enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+            finally:
+                tok.padding_side = previous_side
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+        by_sharer = dict(aligned)
+        sides = [
+            SharerInputs(b.sharer_input_ids, b.sharer_attention_mask, b.fusion_mask)
+            if (b := by_sharer.get(i)) is not None
+            else SharerInputs(ids, mask, mask.bool())  # a sharer with the receiver's tokenizer reads its ids
+            for i in range(len(self.sharers))
+        ]
+        first = sides[0]
+        inputs = C2CInputs(ids, mask, first.input_ids, first.attention_mask, first.fusion_mask, tuple(sides[1:]))
+        return inputs.to(self.device)
 
     def inputs_from_ids(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         *,
-        sharer_input_ids: torch.Tensor | None = None,
-        sharer_attention_mask: torch.Tensor | None = None,
-        fusion_mask: torch.Tensor | None = None,
+        sharer_input_ids: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        sharer_attention_mask: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        fusion_mask: torch.Tensor | Sequence[torch.Tensor] | None = None,
     ) -> C2CInputs:
         """Build `C2CInputs` from token ids (left-padded). Sharer ids default to the receiver's,
-        which is only valid for a shared tokenizer; the fusion mask defaults to every real token."""
+        which is only valid for a shared tokenizer; the fusion mask defaults to every real token.
+
+        With several sharers, each sharer argument may be a list with one (B, N) tensor per sharer;
+        a single tensor (or None) applies to every sharer."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        if sharer_input_ids is None:
-            if self.aligner is not None:
+        n = len(self.sharers)
+        per_sharer = []
+        for name, value in (
+            ("sharer_input_ids", sharer_input_ids),
+            ("sharer_attention_mask", sharer_attention_mask),
+            ("fusion_mask", fusion_mask),
+        ):
+            values = list(value) if isinstance(value, Sequence) else [value] * n
+            if len(values) != n:
+                raise ValueError(f"{name}: got {len(values)} tensors for {n} sharers; give one per sharer, in order")
+            per_sharer.append(values)
+        sides = []
+        for i, (ids, mask, fused, aligner, link) in enumerate(
+            zip(*per_sharer, self.aligners, self.config.sharers, strict=True)
+        ):
+            which = f"sharer {i + 1}" if n > 1 else "sharer"
+            if ids is None:
+                if aligner is not None:
+                    raise ValueError(
+                        f"receiver and {which} tokenizers differ, so token ids alone are ambiguous: pass sharer_input_ids "
+                        "(aligned 1:1 with input_ids), or pass chat messages and let the token aligner build both"
+                    )
+                ids, mask = input_ids, attention_mask
+            if mask is None:
+                mask = torch.ones_like(ids)
+            if fused is None:
+                fused = attention_mask.bool() & mask.bool()
+            vocab = link.sharer.vocab_size
+            if int(ids.max()) >= vocab:
                 raise ValueError(
-                    "receiver and sharer tokenizers differ, so token ids alone are ambiguous: pass sharer_input_ids "
-                    "(aligned 1:1 with input_ids), or pass chat messages and let the token aligner build both"
+                    f"{which} token id {int(ids.max())} is outside the {which}'s vocabulary ({vocab}); "
+                    "the tokenizers probably differ: pass sharer_tokenizer= so prompts get aligned"
                 )
-            sharer_input_ids, sharer_attention_mask = input_ids, attention_mask
-        if sharer_attention_mask is None:
-            sharer_attention_mask = torch.ones_like(sharer_input_ids)
-        if fusion_mask is None:
-            fusion_mask = attention_mask.bool() & sharer_attention_mask.bool()
-        vocab = self.config.sharer.vocab_size
-        if int(sharer_input_ids.max()) >= vocab:
-            raise ValueError(
-                f"sharer token id {int(sharer_input_ids.max())} is outside the sharer's vocabulary ({vocab}); "
-                "the tokenizers probably differ: pass sharer_tokenizer= so prompts get aligned"
-            )
-        return C2CInputs(input_ids, attention_mask, sharer_input_ids, sharer_attention_mask, fusion_mask.bool()).to(
-            self.device
+            sides.append(SharerInputs(ids, mask, fused.bool()))
+        first = sides[0]
+        inputs = C2CInputs(
+            input_ids, attention_mask, first.input_ids, first.attention_mask, first.fusion_mask, tuple(sides[1:])
         )
+        return inputs.to(self.device)
 
     # ----------------------------------------------------------------------------------- the method
 
@@ -330,30 +451,52 @@ class C2CModel(nn.Module):
             `control` allows); None if P == 0.
         """
         control = control or FusionControl()
-        control.check_layers(self.config.layer_map)
+        control.check_layers(self.config.fused_layers)
         if inputs.input_ids.shape[1] == 0:
             return None
-        mask = control.fusion_mask(inputs.fusion_mask)
+        sides = self._sharer_inputs(inputs)
+        masks = [control.fusion_mask(side.fusion_mask) for side in sides]
         with torch.no_grad():
             with stage("prefill"):
                 receiver_cache = kv.prefill(self.receiver, inputs.input_ids, inputs.attention_mask)
-            if not enabled or control.fuses_nothing or not bool(mask.any()):
+            if not enabled or control.fuses_nothing or not any(bool(mask.any()) for mask in masks):
                 return receiver_cache
             with stage("sharer"):
-                sharer_cache = kv.prefill(
-                    self.sharer, inputs.sharer_input_ids, inputs.sharer_attention_mask, keep_all_tokens=True
-                )
+                sharer_kv = [
+                    kv.layers(kv.prefill(sharer, side.input_ids, side.attention_mask, keep_all_tokens=True))
+                    for sharer, side in zip(self.sharers, sides, strict=True)
+                ]
         with stage("fuse"):
+            several = len(sharer_kv) > 1
             fused = (fusers or self.fusers)(
-                kv.layers(sharer_cache),
+                sharer_kv if several else sharer_kv[0],
                 kv.layers(receiver_cache),
-                mask,
+                masks if several else masks[0],
                 layers=control.layers,
                 strength=control.strength,
             )
             for layer_idx, (keys, values) in fused.items():
                 kv.replace_layer(receiver_cache, layer_idx, keys, values)
         return receiver_cache
+
+    def _sharer_inputs(self, inputs: C2CInputs) -> list[SharerInputs]:
+        """Every sharer's inputs; refuses to let a sharer read another's ids when their tokenizers differ."""
+        if len(self.sharers) > 1 and not inputs.more_sharers:
+            unshared = self.unshared_sharer_ids()
+            if unshared:
+                raise ValueError(
+                    f"{unshared}: build the inputs with C2CModel.encode (chat messages), or pass one sharer_input_ids per sharer"
+                )
+        return inputs.sharer_inputs(len(self.sharers))
+
+    def unshared_sharer_ids(self) -> str | None:
+        """Why sharers past the first cannot read the first sharer's token ids (a different tokenizer), or None."""
+        first = self.sharer_tokenizers[0] or self.receiver_tokenizer
+        for i, tok in enumerate(self.sharer_tokenizers[1:], start=2):
+            tok = tok or self.receiver_tokenizer
+            if first is not None and tok is not None and not _same_vocab(first, tok):
+                return f"sharer {i}'s tokenizer differs from sharer 1's, so it cannot read sharer 1's token ids"
+        return None
 
     def forward(
         self,
@@ -470,7 +613,7 @@ class C2CModel(nn.Module):
 
     def _check_prompt_length(self, length: int, max_new_tokens: Any) -> None:
         """Refuse a prompt longer than either model's positions; warn when the answer would run past them."""
-        for role, model in (("receiver", self.receiver), ("sharer", self.sharer)):
+        for role, model in (("receiver", self.receiver), *(("sharer", sharer) for sharer in self.sharers)):
             limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
             if limit is None:
                 continue
@@ -509,18 +652,16 @@ class C2CModel(nn.Module):
             )
 
 
-def build_fusers(config: C2CConfig, *, seed: int | None = None) -> FuserStack:
-    """Fresh fp32 fusers for every receiver layer in `config.layer_map`."""
+def build_fusers(config: C2CConfig, *, seed: int | None = None) -> FuserStack | MultiFuserStack:
+    """Fresh fp32 fusers for every receiver layer in `config.layer_map` (for every sharer's, with several)."""
     generator_state = torch.random.get_rng_state()
     if seed is not None:
         torch.manual_seed(seed)
     try:
-        kwargs = config.fuser_kwargs()
-        fusers = {t: C2CFuser(**kwargs) for t in config.layer_map}
+        return fusers_for(config)
     finally:
         if seed is not None:
             torch.random.set_rng_state(generator_state)
-    return FuserStack(config.layer_map, fusers)
 
 
 ROLES: tuple[str, ...] = ("system", "user", "assistant")

@@ -44,7 +44,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--receiver", metavar="MODEL", help="receiver: hub id, local folder, .gguf file or fetched alias "
                        "(default with --fuser: the receiver the checkpoint records)")  # fmt: skip
     group.add_argument("--sharer", metavar="MODEL", help="sharer: hub id, local folder, .gguf file or fetched alias "
-                       "(default with --fuser: the sharer the checkpoint records)")  # fmt: skip
+                       "(default with --fuser: the sharer the checkpoint records; a,b for a checkpoint with several)")  # fmt: skip
     group.add_argument("--fuser", metavar="PATH_OR_ID", help="fuser checkpoint: a save_pretrained folder, a published-layout "
                        "folder or a hub repo id (default: fresh, untrained fusers)")  # fmt: skip
     group.add_argument(
@@ -187,6 +187,7 @@ def build_model(args: argparse.Namespace) -> C2CModel:
     import transformers
 
     from cache2cache import C2CModel
+    from cache2cache.sharers import sharer_names
 
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     if args.seed is not None:
@@ -198,7 +199,12 @@ def build_model(args: argparse.Namespace) -> C2CModel:
                 f"{', '.join(given)} shape fresh fusers only; the checkpoint {args.fuser!r} fixes them. Drop them, or drop --fuser"
             )
         model = C2CModel.from_pretrained(
-            args.fuser, receiver=args.receiver, sharer=args.sharer, subfolder=args.subfolder, dtype=dtype, device=device
+            args.fuser,
+            receiver=args.receiver,
+            sharer=sharer_names(args.sharer),
+            subfolder=args.subfolder,
+            dtype=dtype,
+            device=device,
         )
         return model.eval()
     missing = [flag for flag, value in (("--receiver", args.receiver), ("--sharer", args.sharer)) if not value]

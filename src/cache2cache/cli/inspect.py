@@ -8,6 +8,9 @@ It reads both configs and tokenizers and prints:
    the meta device, so even the published 478M-parameter stack costs no memory;
 4. with `--prompt`, when the tokenizers differ: the token alignment of that prompt, position by
    position (receiver token, sharer token, fused or not).
+
+`--sharer a,b` shows a receiver reading several sharers (docs/method.md §7): one column, layer map,
+fuser count and alignment per sharer, and how they combine (`--sharer_mode`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from ..config import SHARER_MODES
 from .common import USER_ERRORS, add_fresh_fuser_arguments, configure_logging, fresh_fuser_config, report_error
 
 if TYPE_CHECKING:
@@ -26,6 +30,9 @@ EXAMPLE = """examples:
 
   # the published pair's shapes and the size of its fusers (hub access needed for the configs)
   c2c inspect --receiver Qwen/Qwen3-0.6B --sharer Qwen/Qwen2.5-0.5B-Instruct --layer_map depth --hidden_dim 512
+
+  # one receiver reading two sharers, each with its own fusers
+  c2c inspect --receiver smollm2-135m-instruct --sharer gemma-3-270m,smollm2-135m-instruct --sharer_mode sequential
 """
 
 _TOKEN_WIDTH = 24  # characters of a token's repr shown in the alignment preview
@@ -38,8 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--receiver", required=True, metavar="MODEL", help="receiver: hub id, local folder, .gguf file or fetched alias"
     )
     group.add_argument(
-        "--sharer", required=True, metavar="MODEL", help="sharer: hub id, local folder, .gguf file or fetched alias"
+        "--sharer",
+        required=True,
+        metavar="MODEL",
+        help="sharer: hub id, local folder, .gguf file or fetched alias; a,b for several sharers",
     )
+    group.add_argument("--sharer_mode", choices=SHARER_MODES, default="parallel",
+                       help="how several sharers combine: parallel (deltas summed) or sequential (default: parallel)")  # fmt: skip
     add_fresh_fuser_arguments(parser, title="fusers (published sizes when omitted)")
     group = parser.add_argument_group("alignment preview")
     group.add_argument("--prompt", help="a user message to tokenize and align for both models")
@@ -63,38 +75,57 @@ def report(args: argparse.Namespace) -> str:
     from cache2cache import C2CConfig, C2CFuser, count_parameters
     from cache2cache.loading import load_tokenizer
 
-    receiver, sharer = _meta_model(args.receiver), _meta_model(args.sharer)
-    receiver_tok, sharer_tok = load_tokenizer(args.receiver), load_tokenizer(args.sharer)
+    names = [name.strip() for name in args.sharer.split(",")]
+    receiver, sharers = _meta_model(args.receiver), [_meta_model(name) for name in names]
+    receiver_tok, sharer_toks = load_tokenizer(args.receiver), [load_tokenizer(name) for name in names]
     config = C2CConfig.for_pair(
         receiver,
-        sharer,
+        sharers[0],
         fuser=fresh_fuser_config(args),
         layer_map=args.layer_map or "terminal",
         alignment_strategy=args.strategy,
+        more_sharers=sharers[1:],
+        sharer_mode=args.sharer_mode,
     )
-    lines = ["shapes", *_shape_table(receiver, sharer, receiver_tok, sharer_tok), ""]
-
-    lines.append(
-        f"layer map: {config.layer_map_name} ({len(config.layer_map)} fusers; receiver layers <- sharer layers)"
-    )
-    lines += [f"  {run}" for run in _layer_runs(config.layer_map)]
+    several = len(sharers) > 1
+    labels = [f"sharer {i + 1}" if several else "sharer" for i in range(len(sharers))]
+    columns = [("receiver", receiver, receiver_tok), *zip(labels, sharers, sharer_toks, strict=True)]
+    lines = ["shapes", *_shape_table(columns), ""]
+    if several:
+        how = (
+            "deltas summed on the clean receiver cache"
+            if args.sharer_mode == "parallel"
+            else "each fuses into the previous one's cache"
+        )
+        lines += [f"sharers: {len(sharers)}, combined {args.sharer_mode} ({how})", ""]  # fmt: skip
 
     import torch
 
-    with torch.device("meta"):
-        per_fuser = count_parameters(C2CFuser(**config.fuser_kwargs()))
-    total = per_fuser * len(config.layer_map)
-    f = config.fuser
-    lines += [
-        "",
-        f"fusers: C2CFuser h={f.hidden_dim} i={f.intermediate_dim} L={f.num_layers}, "
-        f"in {config.sharer.num_key_value_heads}x{config.sharer.head_dim} + {config.receiver.num_key_value_heads}x{config.receiver.head_dim} "
-        f"-> out {config.receiver.num_key_value_heads}x{config.receiver.head_dim}",
-        f"  {per_fuser:,} parameters per fuser x {len(config.layer_map)} = {total:,} "
-        f"({_size(total * 2)} in bf16, {_size(total * 4)} in fp32)",
-        "",
-    ]
-    lines += _alignment_section(args, receiver_tok, sharer_tok)
+    f, total = config.fuser, 0
+    for i, (label, link) in enumerate(zip(labels, config.sharers, strict=True)):
+        lines.append(
+            f"layer map{f' ({label})' if several else ''}: {link.layer_map_name} "
+            f"({len(link.layer_map)} fusers; receiver layers <- {label} layers)"
+        )
+        lines += [f"  {run}" for run in _layer_runs(link.layer_map)]
+        with torch.device("meta"):
+            per_fuser = count_parameters(C2CFuser(**config.fuser_kwargs(i)))
+        count = per_fuser * len(link.layer_map)
+        total += count
+        shapes = (
+            f"in {link.sharer.num_key_value_heads}x{link.sharer.head_dim} + {config.receiver.num_key_value_heads}x{config.receiver.head_dim} "
+            f"-> out {config.receiver.num_key_value_heads}x{config.receiver.head_dim}"
+        )
+        lines += [
+            "",
+            f"fusers{f' ({label})' if several else ''}: C2CFuser h={f.hidden_dim} i={f.intermediate_dim} L={f.num_layers}, {shapes}",
+            f"  {per_fuser:,} parameters per fuser x {len(link.layer_map)} = {count:,} ({_size(count * 2)} in bf16, {_size(count * 4)} in fp32)",
+            "",
+        ]
+    if several:
+        lines += [f"all fusers: {total:,} parameters ({_size(total * 2)} in bf16, {_size(total * 4)} in fp32)", ""]
+    for label, sharer_tok in zip(labels, sharer_toks, strict=True):
+        lines += _alignment_section(args, receiver_tok, sharer_tok, label)
     return "\n".join(lines)
 
 
@@ -112,17 +143,12 @@ def _meta_model(name: str) -> PreTrainedModel:
         return AutoModelForCausalLM.from_config(config)
 
 
-def _shape_table(
-    receiver: PreTrainedModel,
-    sharer: PreTrainedModel,
-    receiver_tok: PreTrainedTokenizerBase,
-    sharer_tok: PreTrainedTokenizerBase,
-) -> list[str]:
-    """Rows `field | receiver | sharer`, aligned in columns."""
+def _shape_table(columns_in: list[tuple[str, PreTrainedModel, PreTrainedTokenizerBase]]) -> list[str]:
+    """Rows `field | receiver | sharer ...`, aligned in columns, from `(label, model, tokenizer)` triples."""
     from cache2cache import ModelFingerprint
 
     columns = []
-    for model, tok in ((receiver, receiver_tok), (sharer, sharer_tok)):
+    for _, model, tok in columns_in:
         fp, cfg = ModelFingerprint.from_model(model), model.config.get_text_config()
         layer_types = getattr(cfg, "layer_types", None) or []
         n_sliding = sum(t == "sliding_attention" for t in layer_types)
@@ -141,10 +167,16 @@ def _shape_table(
             "tokenizer": type(tok).__name__,
         })  # fmt: skip
     width = max(len(k) for k in columns[0])
-    left = max(max(len(v) for v in columns[0].values()), len("receiver"))
-    rows = [f"  {'':<{width}}  {'receiver':<{left}}  sharer"]
-    rows += [f"  {k:<{width}}  {columns[0][k]:<{left}}  {columns[1][k]}" for k in columns[0]]
-    return rows
+    widths = [
+        max(max(len(v) for v in col.values()), len(label))
+        for col, (label, _, _) in zip(columns, columns_in, strict=True)
+    ]
+    labels = [label for label, _, _ in columns_in]
+
+    def row(key: str, cells: list[str]) -> str:
+        return f"  {key:<{width}}  " + "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return [row("", labels), *(row(k, [col[k] for col in columns]) for k in columns[0])]
 
 
 def _layer_runs(layer_map: dict[int, int]) -> list[str]:
@@ -167,14 +199,16 @@ def _layer_runs(layer_map: dict[int, int]) -> list[str]:
 
 
 def _alignment_section(
-    args: argparse.Namespace, receiver_tok: PreTrainedTokenizerBase, sharer_tok: PreTrainedTokenizerBase
+    args: argparse.Namespace, receiver_tok: PreTrainedTokenizerBase, sharer_tok: PreTrainedTokenizerBase, label: str
 ) -> list[str]:
-    """The tokenizer relation and, with `--prompt`, the prompt's alignment, position by position."""
+    """The tokenizer relation of the receiver and `label` (a sharer) and, with `--prompt`, the prompt's
+    alignment, position by position."""
     same = receiver_tok.get_vocab() == sharer_tok.get_vocab()
+    tokenizers = "tokenizers" if label == "sharer" else f"tokenizers (receiver, {label})"
     if same:
-        head = "tokenizers: identical vocabularies; the sharer reads the receiver's token ids, every prompt token but the last is fused"
+        head = f"{tokenizers}: identical vocabularies; the {label} reads the receiver's token ids, every prompt token but the last is fused"
     else:
-        head = f"tokenizers: different; prompts are token-aligned (strategy {args.strategy}), only message tokens are fused"
+        head = f"{tokenizers}: different; prompts are token-aligned (strategy {args.strategy}), only message tokens are fused"
     if not args.prompt:
         return [head] if same else [head, "  (pass --prompt to preview the alignment of a prompt)"]
     messages = [{"role": "system", "content": args.system}] if args.system else []

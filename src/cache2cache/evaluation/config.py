@@ -65,7 +65,9 @@ class EvalConfig:
         None, "receiver: hub id, local folder, .gguf or fetched alias (default with --fuser: the recorded one)"
     )
     sharer: str | None = _opt(
-        None, "sharer: hub id, local folder, .gguf or fetched alias (default with --fuser: the recorded one)"
+        None,
+        "sharer: hub id, local folder, .gguf or fetched alias (default with --fuser: the recorded one; "
+        "a,b for a checkpoint with several sharers, of which sharer and t2t modes use the first)",
     )
     fuser: str | None = _opt(
         None, "trained fuser checkpoint (folder, published layout or hub id); required by the c2c mode"
@@ -341,8 +343,8 @@ def _file_problems(c: EvalConfig) -> list[str]:
             )
         elif c.split is not None:
             problems.append(f"split: {c.task!r} is a file and has no splits; drop split")
-    for role in ("receiver", "sharer"):
-        name = getattr(c, role)
+    sharers = (c.sharer or "").split(",")  # several for a multi-sharer checkpoint
+    for role, name in (("receiver", c.receiver), *(("sharer", name.strip()) for name in sharers)):
         if name and name in assets.ASSETS and not assets.is_fetched(name):
             problems.append(f"{role}: {name!r} is not fetched; run `c2c fetch {name}`")
         elif name and _path_like(name) and not Path(name).expanduser().exists():

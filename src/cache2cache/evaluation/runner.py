@@ -35,6 +35,7 @@ from .. import kv
 from ..chat import render_chat
 from ..control import FusionControl
 from ..model import C2CModel
+from ..sharers import sharer_names
 from ..modes import PLAIN_STOPS, cut_at_stops, generated_lengths, pad_id, sharer_encode
 from .answers import extract_choice, letter
 from .config import EvalConfig
@@ -99,7 +100,7 @@ def build_model(config: EvalConfig) -> C2CModel:
         return C2CModel.from_pretrained(
             config.fuser,
             receiver=config.receiver,
-            sharer=config.sharer,
+            sharer=sharer_names(config.sharer),
             subfolder=config.subfolder,
             dtype=dtype,
             device=device,
@@ -149,7 +150,7 @@ class Evaluator:
         self.sharer_tokenizer: PreTrainedTokenizerBase = model.sharer_tokenizer
         self.scorer = ChoiceScorer(config.response_text, config.loglik_target, config.batch_size)
         self.control = FusionControl.from_kwargs(config.fusion_strength, config.fuse_layers, config.fuse_proportion)
-        self.control.check_layers(model.config.layer_map)
+        self.control.check_layers(model.config.fused_layers)
 
     # ------------------------------------------------------------------------------ modes
 

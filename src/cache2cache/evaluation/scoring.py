@@ -81,6 +81,15 @@ def append_continuations(
         sharer_input_ids=extend(inputs.sharer_input_ids),
         sharer_attention_mask=extend(inputs.sharer_attention_mask),
         fusion_mask=extend(inputs.fusion_mask),
+        more_sharers=tuple(
+            replace(
+                m,
+                input_ids=extend(m.input_ids),
+                attention_mask=extend(m.attention_mask),
+                fusion_mask=extend(m.fusion_mask),
+            )
+            for m in inputs.more_sharers
+        ),
     )
 
 

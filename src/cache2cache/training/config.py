@@ -78,6 +78,10 @@ class ModelOptions:
         alignment_strategy: Token alignment when the tokenizers differ: "longest" or "first".
         fuser: Fuser hyperparameters (published names). `anneal_steps` may instead come from
             `training.anneal_ratio`.
+        more_sharers: Further sharers, each with its own fusers (docs/method.md §7), loaded like
+            `sharer` with their own tokenizers; `init: pretrained` only.
+        sharer_mode: How several sharers combine: "parallel" (deltas summed on the clean receiver
+            cache) or "sequential" (each fuses into the cache the previous one produced).
     """
 
     receiver: str = ""
@@ -89,6 +93,8 @@ class ModelOptions:
     layer_map: Literal["terminal", "depth"] = "terminal"
     alignment_strategy: Literal["longest", "first"] = "longest"
     fuser: FuserConfig = field(default_factory=FuserConfig)
+    more_sharers: list[str] = field(default_factory=list)
+    sharer_mode: Literal["parallel", "sequential"] = "parallel"
 
 
 @dataclass
@@ -439,6 +445,11 @@ def check_train_config(
                 "data.train: no training sources; add at least one, e.g. {type: chat, path: data/train.jsonl}"
             )
     problems += m.fuser.problems("model.fuser.")
+    if m.more_sharers and m.init != "pretrained":
+        problems.append(
+            f"model.more_sharers: given with init {m.init!r}; further sharers load pretrained weights only. "
+            "Fix: set model.init: pretrained, or drop model.more_sharers"
+        )
     for i, source in enumerate(d.train):
         problems += _source_problems(source, f"data.train[{i}]")
     for i, source in enumerate(d.eval):

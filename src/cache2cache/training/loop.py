@@ -40,6 +40,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..config import C2CConfig
 from ..model import C2CModel
+from ..sharers import fuser_modules
 from .config import (
     RECIPE_NAME,
     ConfigError,
@@ -138,7 +139,7 @@ def response_loss_sum(logits: torch.Tensor, labels: torch.Tensor, prompt_length:
 def set_anneal_steps(model: C2CModel, steps: int) -> None:
     """Anneal every fuser's gate temperature over `steps` optimizer steps (and record it in the config)."""
     model.config.fuser.anneal_steps = steps
-    for fuser in model.fusers.fusers.values():
+    for fuser in fuser_modules(model.fusers):
         fuser.anneal_steps = steps
 
 
@@ -279,6 +280,9 @@ def train_fusers(
     opts, out_opts = config.training, config.output
     if model.receiver_tokenizer is None:
         raise ValueError("train_fusers needs the receiver's tokenizer: build the C2CModel with receiver_tokenizer=")
+    unshared = model.unshared_sharer_ids()
+    if unshared:
+        raise ValueError(f"train_fusers: {unshared}; training with several sharers needs them to share one tokenizer")
     world = init_world(opts.device)
     if opts.num_threads is not None:
         torch.set_num_threads(opts.num_threads)
@@ -398,7 +402,7 @@ def train_fusers(
                 "lr": scheduler.get_last_lr()[0],
                 "grad_norm": float(grad_norm),
                 "tokens_per_s": tokens / seconds,
-                "temperature": float(next(iter(model.fusers.fusers.values())).gate_temperature),
+                "temperature": float(fuser_modules(model.fusers)[0].gate_temperature),
                 "gate_open": _gate_open_fraction(model),
             }
             for key, value in (("loss", metrics["loss"]), ("steps", 1), ("tokens", tokens), ("seconds", seconds)):
@@ -555,19 +559,24 @@ def run_training(config: TrainConfig, *, on_step: StepCallback | None = None) ->
     receiver, sharer, receiver_tokenizer, sharer_tokenizer = load_pair(
         dataclasses.replace(m, dtype=dtype), world.device, config.training.seed, config.output_path, write=world.is_main
     )
+    from ..loading import load_model, load_tokenizer
+
+    more = [load_model(name, dtype=dtype, device=world.device) for name in m.more_sharers]
     pair = C2CConfig.for_pair(
         receiver,
         sharer,
         fuser=dataclasses.replace(m.fuser),
         layer_map=m.layer_map,
         alignment_strategy=m.alignment_strategy,
+        more_sharers=more,
+        sharer_mode=m.sharer_mode,
     )
     model = C2CModel.from_models(
         receiver,
-        sharer,
+        [sharer, *more],
         pair,
         receiver_tokenizer=receiver_tokenizer,
-        sharer_tokenizer=sharer_tokenizer,
+        sharer_tokenizer=[sharer_tokenizer, *(load_tokenizer(name) for name in m.more_sharers)],
         seed=config.training.seed,
     )
     return train_fusers(model, train, eval_conversations, config, on_step=on_step)
