@@ -10,9 +10,17 @@ Three knobs, each with the receiver alone at one end and plain C2C at the other:
                  (the reference's partial fusion, `kv_cache_proportion` with order `back`, paper
                  Fig. 11). 0 is the receiver alone, 1 is C2C.
 
+A fourth switch widens C2C instead of narrowing it:
+
+    include_response   also fuse the last prompt token and every response token (generated, or
+                       teacher-forced in training) as the receiver reads it, with the sharer running
+                       over the response too (the reference's `include_response`; `response_fusion.py`).
+                       `fuse_proportion` then counts the prompt's tokens only, so p = 0 fuses the
+                       response alone.
+
 `C2CModel.generate` takes them as plain keyword arguments (`fusion_strength=`, `fuse_layers=`,
-`fuse_proportion=`) and builds the control with `FusionControl.from_kwargs`, so a server or a CLI
-passes request fields straight through.
+`fuse_proportion=`, `include_response=`) and builds the control with `FusionControl.from_kwargs`, so
+a server or a CLI passes request fields straight through.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ class FusionControl:
         layers: Receiver layers to fuse (sorted, unique), or None for every mapped layer.
         proportion: p in [0, 1], the fraction of each prompt's fusion-mask tokens fused, counted
             from the end of the prompt.
+        include_response: Also fuse the response tokens as the receiver reads them (and the last
+            prompt token, where the fusion mask has it).
 
     Raises:
         ValueError: A value outside its range, naming the keyword argument and the fix.
@@ -41,6 +51,7 @@ class FusionControl:
     strength: float = 1.0
     layers: tuple[int, ...] | None = None
     proportion: float = 1.0
+    include_response: bool = False
 
     def __post_init__(self) -> None:
         if (
@@ -67,6 +78,8 @@ class FusionControl:
                     f"fuse_layers must be receiver layer indices (integers >= 0), got {list(self.layers)!r}"
                 )
             object.__setattr__(self, "layers", tuple(sorted(set(self.layers))))
+        if type(self.include_response) is not bool:
+            raise ValueError(f"include_response must be True or False, got {self.include_response!r}")
 
     @classmethod
     def from_kwargs(
@@ -74,17 +87,25 @@ class FusionControl:
         fusion_strength: float = 1.0,
         fuse_layers: Iterable[int] | None = None,
         fuse_proportion: float = 1.0,
+        include_response: bool = False,
     ) -> FusionControl:
         """The control that `generate`'s keyword arguments describe (None layers: every mapped layer)."""
         if isinstance(fuse_layers, (str, bytes)):
             raise ValueError(f"fuse_layers must be a list of receiver layer indices, got the string {fuse_layers!r}")
         layers = None if fuse_layers is None else tuple(fuse_layers)
-        return cls(strength=fusion_strength, layers=layers, proportion=fuse_proportion)
+        return cls(
+            strength=fusion_strength, layers=layers, proportion=fuse_proportion, include_response=include_response
+        )
 
     @property
     def fuses_nothing(self) -> bool:
         """True when the control leaves the receiver's cache as it is (so the sharer need not run)."""
-        return self.strength == 0 or self.layers == () or self.proportion == 0
+        return self.strength == 0 or self.layers == () or (self.proportion == 0 and not self.include_response)
+
+    @property
+    def fuses_response(self) -> bool:
+        """True when the response tokens get fused too (`include_response`, and anything to fuse)."""
+        return self.include_response and not self.fuses_nothing
 
     def check_layers(self, layer_map: Collection[int]) -> None:
         """Raise `ValueError` if `layers` names a receiver layer the layer map does not fuse."""

@@ -1,14 +1,18 @@
 """The only module that touches transformers' Cache internals (transformers >=5.24,<5.40).
 
 Everything C2C needs from a KV-cache goes through these functions: prefill a model into a cache,
-read and replace one layer's `(K, V)`, and pass a cache to `forward`/`generate` under the keyword the
-installed transformers expects (`cache=` from 5.24; `past_key_values=` before). Tensors are in the
-Hugging Face layout (B, H_kv, N, D), keys after RoPE.
+extend it by new tokens (returning the K/V they add), read and replace one layer's `(K, V)`, rewrite
+the K/V a forward pass appends (fusion during the response, `response_fusion.py`), and pass a cache
+to `forward`/`generate` under the keyword the installed transformers expects (`cache=` from 5.24;
+`past_key_values=` before). Tensors are in the Hugging Face layout (B, H_kv, N, D), keys after RoPE.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 
 import torch
@@ -53,7 +57,7 @@ def prefill(
     Returns:
         The cache; `len(layers(cache))` equals the model's layer count, each layer (B, H_kv, N_l, D).
     """
-    kv_cache = DynamicCache() if keep_all_tokens else DynamicCache(config=model.config)
+    kv_cache = empty_cache(model, keep_all_tokens=keep_all_tokens)
     model.base_model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -62,6 +66,95 @@ def prefill(
         **{cache_kwarg(model): kv_cache},
     )
     return kv_cache
+
+
+def empty_cache(model: PreTrainedModel, *, keep_all_tokens: bool = False) -> Cache:
+    """A cache with nothing in it yet, for `model` (sliding-window layers unless `keep_all_tokens`, see `prefill`)."""
+    return DynamicCache() if keep_all_tokens else DynamicCache(config=model.config)
+
+
+KVRewrite = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""`(layer_idx, keys, values) -> (keys, values)`: what a layer stores instead of the K/V a forward computed."""
+
+
+@contextmanager
+def rewrite_updates(kv_cache: Cache, rewrite: KVRewrite) -> Iterator[None]:
+    """While active, every layer update of `kv_cache` stores `rewrite(layer_idx, K, V)` instead of `(K, V)`.
+
+    Attention layers hand their new tokens' K/V, each (B, H_kv, T, D), to `cache.update` and attend
+    over what it returns, so a rewritten K/V is what the new tokens themselves attend to, and what
+    later tokens find in the cache. This works for any architecture that caches through
+    `Cache.update` (every Hugging Face decoder), with no change to the model.
+    """
+    previous = kv_cache.__dict__.get("update")
+    stored = kv_cache.update
+
+    def update(keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args: object, **kwargs: object):
+        keys, values = rewrite(layer_idx, keys, values)
+        return stored(keys, values, layer_idx, *args, **kwargs)
+
+    kv_cache.update = update  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if previous is None:
+            del kv_cache.update
+        else:
+            kv_cache.update = previous  # type: ignore[method-assign]
+
+
+def extend(
+    model: PreTrainedModel, kv_cache: Cache, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Run `model`'s base over T new tokens on top of `kv_cache` and return the K/V they add.
+
+    Args:
+        model: A causal LM.
+        kv_cache: Its cache over the first L - T positions; extended in place by the T new tokens.
+        input_ids: (B, T) the new tokens.
+        attention_mask: (B, L) the mask over cached and new tokens, 0 on padding.
+
+    Returns:
+        Per layer, the new tokens' `(K, V)`, each (B, H_kv, T, D), as the forward computed them (a
+        sliding-window layer may keep fewer of them in the cache).
+    """
+    added: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def record(layer_idx: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        added[layer_idx] = (keys, values)
+        return keys, values
+
+    t = input_ids.shape[1]
+    with rewrite_updates(kv_cache, record):
+        model.base_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions(attention_mask)[:, -t:],
+            use_cache=True,
+            **{cache_kwarg(model): kv_cache},
+        )
+    n_layers = model.config.get_text_config().num_hidden_layers
+    if sorted(added) != list(range(n_layers)):
+        raise ValueError(
+            f"{type(model).__name__} cached K/V for layers {sorted(added)} of its {n_layers}: fusion during the "
+            "response needs a model that caches every layer (models that share K/V across layers are not supported)"
+        )
+    return [added[i] for i in range(n_layers)]
+
+
+def twin(kv_cache: Cache) -> Cache:
+    """A second cache over the same tensors; extending either one leaves the other as it was.
+
+    Dynamic cache layers grow by concatenating into new tensors, never by writing in place, so the
+    two can share every tensor held now. (B, H_kv, N, D) per layer, nothing copied.
+    """
+    if not isinstance(kv_cache, DynamicCache) or "update" in kv_cache.__dict__:
+        raise TypeError(
+            f"twin needs a DynamicCache whose updates are not being rewritten, got {type(kv_cache).__name__}"
+        )
+    other = copy.copy(kv_cache)
+    other.layers = [copy.copy(layer) for layer in kv_cache.layers]
+    return other
 
 
 def layers(kv_cache: Cache) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -12,6 +12,9 @@ Inference (`generate`):
 
 Training (`forward`) is the same prefill over the instruction minus its last token, then one receiver
 pass over [last instruction token + response] with labels; gradients reach only the fusers.
+
+With `include_response` (`FusionControl`), the sharer also reads the response and each response token
+is fused as the receiver reads it, generated or teacher-forced (`response_fusion.py`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .chat import render_chat
 from .config import C2CConfig, FuserConfig
 from .control import FusionControl
 from .fuser import FuserStack
+from .response_fusion import ResponseFusion
 from .sharers import MultiFuserStack, fusers_for
 
 logger = logging.getLogger(__name__)
@@ -529,11 +533,16 @@ class C2CModel(nn.Module):
         """
         if not 1 <= prompt_length <= inputs.input_ids.shape[1]:
             raise ValueError(f"prompt_length must be in [1, {inputs.input_ids.shape[1]}], got {prompt_length}")
-        cache = self.fuse(
-            inputs.truncate(prompt_length - 1), fusers=fusers, enabled=enabled, control=control, stage=stage
-        )
         start = prompt_length - 1
-        with stage("score"):
+        reading: AbstractContextManager[Any] = nullcontext()
+        if enabled and control is not None and control.fuses_response:
+            fusion = ResponseFusion(self, inputs.truncate(prompt_length), control, fusers=fusers, stage=stage)
+            cache, reading = fusion.fused_cache, fusion.reading(inputs.input_ids[:, start:], inputs.attention_mask)
+        else:
+            cache = self.fuse(
+                inputs.truncate(prompt_length - 1), fusers=fusers, enabled=enabled, control=control, stage=stage
+            )
+        with stage("score"), reading:
             return self.receiver(
                 input_ids=inputs.input_ids[:, start:],
                 attention_mask=inputs.attention_mask,
@@ -557,6 +566,7 @@ class C2CModel(nn.Module):
         fusion_strength: float = 1.0,
         fuse_layers: Iterable[int] | None = None,
         fuse_proportion: float = 1.0,
+        include_response: bool = False,
         enable_thinking: bool = False,
         **generate_kwargs: Any,
     ) -> Any:
@@ -579,6 +589,8 @@ class C2CModel(nn.Module):
             fuse_layers: Receiver layers to fuse, among the layer map's (None: all; []: none).
             fuse_proportion: p in [0, 1]: fuse only the last floor(p * n) of the prompt's n fused
                 tokens (0: receiver alone, 1: C2C).
+            include_response: Keep the sharer reading the generated tokens and fuse each one as the
+                receiver reads it (`response_fusion.py`); `fuse_proportion` then counts prompt tokens only.
             enable_thinking: Passed to chat templates that use it (Qwen3).
 
         Returns:
@@ -587,7 +599,7 @@ class C2CModel(nn.Module):
         """
         if (messages is None) == (input_ids is None):
             raise ValueError("pass either chat messages or input_ids, not both and not neither")
-        control = FusionControl.from_kwargs(fusion_strength, fuse_layers, fuse_proportion)
+        control = FusionControl.from_kwargs(fusion_strength, fuse_layers, fuse_proportion, include_response)
         check_generation_kwargs(generate_kwargs)
         single = False
         if messages is not None:
@@ -640,13 +652,21 @@ class C2CModel(nn.Module):
         **generate_kwargs: Any,
     ) -> Any:
         """`generate` on prepared `C2CInputs` (with `control` of fusion; `stage` wraps `prefill`, `sharer`,
-        `fuse` and `decode`); returns Hugging Face `generate`'s output."""
-        cache = self.fuse(inputs.truncate(inputs.input_ids.shape[1] - 1), enabled=fuse, control=control, stage=stage)
+        `fuse` and `decode`; with `control.include_response` the fusers run inside `decode`); returns
+        Hugging Face `generate`'s output."""
+        decoding: AbstractContextManager[Any] = nullcontext()
+        if fuse and control is not None and control.fuses_response:
+            fusion = ResponseFusion(self, inputs, control, fusers=None, stage=stage)
+            cache, decoding = fusion.fused_cache, fusion.decoding()
+        else:
+            cache = self.fuse(
+                inputs.truncate(inputs.input_ids.shape[1] - 1), enabled=fuse, control=control, stage=stage
+            )
         if self.receiver_tokenizer is not None and self.receiver.generation_config.pad_token_id is None:
             generate_kwargs.setdefault("pad_token_id", self.receiver_tokenizer.pad_token_id)
         if cache is not None:
             generate_kwargs[kv.cache_kwarg(self.receiver)] = cache
-        with stage("decode"):
+        with stage("decode"), decoding:
             return self.receiver.generate(
                 input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **generate_kwargs
             )

@@ -64,8 +64,8 @@ def add_fresh_fuser_arguments(
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add `--max_new_tokens`, `--do_sample`, `--temperature`, `--top_p`, `--system`, `--no_fuse` and
-    the fusion control flags `--fusion_strength`, `--fuse_layers`, `--fuse_proportion`."""
+    """Add `--max_new_tokens`, `--do_sample`, `--temperature`, `--top_p`, `--system`, `--no_fuse`, the
+    fusion control flags `--fusion_strength`, `--fuse_layers`, `--fuse_proportion` and `--include_response`."""
     group = parser.add_argument_group("generation")
     group.add_argument("--max_new_tokens", type=int, default=256, help="most tokens to generate (default: 256)")
     group.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
@@ -92,6 +92,8 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
                        help="fuse only these receiver layers, comma-separated; '' fuses none (default: every mapped layer)")  # fmt: skip
     group.add_argument("--fuse_proportion", type=_proportion, default=1.0, metavar="P",
                        help="fuse only the last P in [0, 1] of the prompt's tokens (0: receiver alone; default 1: C2C)")  # fmt: skip
+    group.add_argument("--include_response", action="store_true",
+                       help="also fuse every generated token: the sharer keeps reading the answer (slower per token)")  # fmt: skip
 
 
 def _strength(text: str) -> float:
@@ -240,13 +242,14 @@ def build_model(args: argparse.Namespace) -> C2CModel:
 
 def generation_kwargs(args: argparse.Namespace) -> dict[str, object]:
     """`C2CModel.generate` kwargs from `--max_new_tokens`, `--do_sample`, `--temperature`, `--top_p` and the
-    fusion control flags (`fusion_strength`, `fuse_layers`, `fuse_proportion`)."""
+    fusion control flags (`fusion_strength`, `fuse_layers`, `fuse_proportion`, `include_response`)."""
     kwargs: dict[str, object] = {
         "max_new_tokens": args.max_new_tokens,
         "do_sample": args.do_sample,
         "fusion_strength": args.fusion_strength,
         "fuse_layers": args.fuse_layers,
         "fuse_proportion": args.fuse_proportion,
+        "include_response": args.include_response,
     }
     sampling = {k: getattr(args, k) for k in ("temperature", "top_p") if getattr(args, k) is not None}
     if args.do_sample:

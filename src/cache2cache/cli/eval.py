@@ -44,7 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("run settings (recipe fields; flags override the recipe)")
     helps = {f.name: f.metadata.get("help") for f in dataclasses.fields(EvalConfig)}
     for name in FIELDS:
-        flag_kwargs = {"nargs": "?", "const": "true"} if name in ("resume", "overwrite", "enable_thinking") else {}
+        flag_kwargs = (
+            {"nargs": "?", "const": "true"}
+            if name in ("resume", "overwrite", "enable_thinking", "include_response")
+            else {}
+        )
         group.add_argument(f"--{name}", dest=_PREFIX + name, default=argparse.SUPPRESS, metavar="VALUE",
                            help=helps[name], **flag_kwargs)  # fmt: skip
 

@@ -31,6 +31,10 @@ EXAMPLE = """examples:
   # fusion control: half-strength deltas, only receiver layers 20-27, only the last half of the prompt
   c2c generate "Which planet is the largest?" --fuser nics-efc/C2C_Fuser --subfolder qwen3_0.6b+qwen2.5_0.5b_Fuser \
       --fusion_strength 0.5 --fuse_layers 20,21,22,23,24,25,26,27 --fuse_proportion 0.5
+
+  # fusion during the response: the sharer keeps reading, every generated token is fused
+  c2c generate "Which planet is the largest?" --fuser nics-efc/C2C_Fuser --subfolder qwen3_0.6b+qwen2.5_0.5b_Fuser \
+      --include_response
 """
 
 

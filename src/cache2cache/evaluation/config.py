@@ -117,6 +117,10 @@ class EvalConfig:
     fuse_proportion: float = _opt(
         1.0, "c2c: fuse only the last p in [0, 1] of each prompt's fused tokens (0: receiver alone, 1: C2C)"
     )
+    include_response: bool = _opt(
+        False,
+        "c2c: also fuse the response (generated tokens; the scored continuation in loglik), the sharer reading it",
+    )
     batch_size: int = _opt(8, "items per batch for untimed items")
     latency_items: int | None = _opt(
         None, "time only the first N items, at batch size 1 (default: all items, all at batch size 1; 0: none)"
@@ -302,7 +306,12 @@ def check_eval_config(config: EvalConfig, *, check_files: bool = True) -> list[s
         problems.append(f"fuse_layers: got {c.fuse_layers}, expected receiver layer indices >= 0")
     controlled = [
         name
-        for name, default in (("fusion_strength", 1.0), ("fuse_layers", None), ("fuse_proportion", 1.0))
+        for name, default in (
+            ("fusion_strength", 1.0),
+            ("fuse_layers", None),
+            ("fuse_proportion", 1.0),
+            ("include_response", False),
+        )
         if getattr(c, name) != default
     ]
     if controlled and "c2c" not in c.modes:

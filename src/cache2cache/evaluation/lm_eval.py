@@ -28,7 +28,8 @@ How requests map onto C2C:
 Prompts are raw text (lm-eval's default, `apply_chat_template=False`): every context token is fused.
 When the tokenizers differ, the sharer reads the receiver's tokens mapped 1:1 (`TokenAligner.align_tokens`).
 `fuse=False` evaluates the receiver alone through the same path; `fusion_strength`, `fuse_layers`
-(`fuse_layers=0:1:2` in `model_args`) and `fuse_proportion` narrow the fusion (`FusionControl`).
+(`fuse_layers=0:1:2` in `model_args`) and `fuse_proportion` narrow the fusion, and `include_response=true`
+also fuses the continuation (scored or generated) with the sharer reading it (`FusionControl`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class C2CLM(TemplateLM):
         fuse_layers: Receiver layers to fuse: a list, or in `model_args` text the layers joined by
             ":" (`fuse_layers=0:1:2`; `fuse_layers=` fuses none); None fuses every mapped layer.
         fuse_proportion: p in [0, 1]: fuse only the last p of each context's tokens.
+        include_response: Also fuse the continuation, scored or generated (`response_fusion.py`).
         device: Device when building ("auto", "cpu", "cuda", ...; default: cuda when available). CUDA on a
             machine without it falls back to the CPU with a warning (lm-eval's CLI says `cuda:0`).
         **kwargs: Other lm-eval arguments (`max_batch_size`), ignored.
@@ -119,12 +121,13 @@ class C2CLM(TemplateLM):
         fusion_strength: float | str = 1.0,
         fuse_layers: list[int] | int | str | None = None,
         fuse_proportion: float | str = 1.0,
+        include_response: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__()
         self.fuse = _flag(fuse)
         self.control = FusionControl.from_kwargs(
-            float(fusion_strength), _layer_list(fuse_layers), float(fuse_proportion)
+            float(fusion_strength), _layer_list(fuse_layers), float(fuse_proportion), _flag(include_response)
         )
         if model is None:
             if self.fuse and not fuser:

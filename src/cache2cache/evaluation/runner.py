@@ -9,7 +9,8 @@ Modes (docs/method.md §6):
   alone (`background_messages`, greedy, `communication_max_new_tokens`). Stage 2: the receiver
   answers the 3-turn chat [background prompt, background, question] (`t2t_messages`).
 - `c2c`: the receiver reads its cache fused with the sharer's (needs trained fusers);
-  `fusion_strength`, `fuse_layers` and `fuse_proportion` narrow the fusion (`FusionControl`).
+  `fusion_strength`, `fuse_layers` and `fuse_proportion` narrow the fusion, `include_response` widens it to
+  the response (`FusionControl`).
 
 Answer methods: `generate` (greedy, `max_new_tokens`, `extract_choice`) and `loglik` (docs/method.md §6.4:
 the response prefix follows the generation prompt, then either the letters " A", " B", ... are read
@@ -149,7 +150,9 @@ class Evaluator:
         self.receiver_tokenizer: PreTrainedTokenizerBase = model.receiver_tokenizer
         self.sharer_tokenizer: PreTrainedTokenizerBase = model.sharer_tokenizer
         self.scorer = ChoiceScorer(config.response_text, config.loglik_target, config.batch_size)
-        self.control = FusionControl.from_kwargs(config.fusion_strength, config.fuse_layers, config.fuse_proportion)
+        self.control = FusionControl.from_kwargs(
+            config.fusion_strength, config.fuse_layers, config.fuse_proportion, config.include_response
+        )
         self.control.check_layers(model.config.fused_layers)
 
     # ------------------------------------------------------------------------------ modes

@@ -3,8 +3,8 @@
 Supported fields: `model` (the mode: c2c, receiver, sharer, t2t), `messages` (string content, or a
 list of `{"type": "text"}` parts), `max_tokens` / `max_completion_tokens`, `temperature`, `top_p`,
 `stop`, `seed`, `stream`, `stream_options.include_usage` and `n` (1 only); and, beyond OpenAI's
-schema, C2C's fusion controls `fusion_strength`, `fuse_layers` and `fuse_proportion` (model `c2c`
-only; see `cache2cache.control`). Other OpenAI fields are accepted and ignored. As in OpenAI's API,
+schema, C2C's fusion controls `fusion_strength`, `fuse_layers`, `fuse_proportion` and
+`include_response` (model `c2c` only; see `cache2cache.control`). Other OpenAI fields are accepted and ignored. As in OpenAI's API,
 `temperature` defaults to 1 (sampling); 0 means greedy.
 """
 
@@ -65,6 +65,7 @@ class _ChatRequest(BaseModel):
     fusion_strength: float | None = None
     fuse_layers: list[int] | None = None
     fuse_proportion: float | None = None
+    include_response: bool | None = None
 
     @field_validator("stop")
     @classmethod
@@ -91,7 +92,7 @@ class ChatRequest:
         seed: Seed for sampling.
         stream: Answer with server-sent events.
         include_usage: Streaming: send a last chunk with `usage`.
-        control: Fusion strength, layer subset and proportion (plain C2C by default).
+        control: Fusion strength, layer subset, proportion and `include_response` (plain C2C by default).
     """
 
     mode: str
@@ -144,7 +145,9 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
             code="invalid_value",
         )
     controls = {
-        k: v for k in ("fusion_strength", "fuse_layers", "fuse_proportion") if (v := getattr(req, k)) is not None
+        k: v
+        for k in ("fusion_strength", "fuse_layers", "fuse_proportion", "include_response")
+        if (v := getattr(req, k)) is not None
     }
     try:
         control = FusionControl.from_kwargs(**controls)

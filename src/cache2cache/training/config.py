@@ -169,6 +169,9 @@ class TrainingOptions:
             models run fastest on 1: their ops are too small to split, and spare threads only contend.
         resume_from: "latest" (the newest `checkpoint-*` in output_dir; a fresh start if none) or a
             checkpoint folder. None starts from scratch.
+        include_response: Also fuse the response tokens, teacher-forced, with the sharer reading the
+            response too (the reference's `include_response`; `cache2cache.response_fusion`). Fusers
+            trained so are meant to be used with `include_response` at inference.
     """
 
     seed: int = 42
@@ -186,6 +189,7 @@ class TrainingOptions:
     device: str = "auto"
     num_threads: int | None = None
     resume_from: str | None = None
+    include_response: bool = False
 
 
 @dataclass

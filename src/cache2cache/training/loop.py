@@ -5,7 +5,8 @@
         count the step's supervised tokens over all ranks
         reseed from (seed, step, rank)                         # Gumbel noise, dropout
         for each micro-batch:                                  # gradient accumulation
-            prefill receiver + sharer, fuse, score the response  (C2CModel.forward, DDP fusers)
+            prefill receiver + sharer, fuse, score the response  (C2CModel.forward, DDP fusers;
+                                                                  include_response fuses the response too)
             backward(sum of token losses / tokens in the global batch)
         clip, AdamW step, LR schedule step, anneal the gate temperature
         log; eval loss every eval_steps; checkpoint every save_steps
@@ -39,6 +40,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..config import C2CConfig
+from ..control import FusionControl
 from ..model import C2CModel
 from ..sharers import fuser_modules
 from .config import (
@@ -165,12 +167,17 @@ def evaluate_loss(
             [dataset[i] for i in mine[start : start + size]], receiver_pad_id=pad_ids[0], sharer_pad_id=pad_ids[1]
         ).to(world.device)
         with _autocast(world, opts):
-            out = model(batch.inputs, batch.prompt_length)
+            out = model(batch.inputs, batch.prompt_length, control=_control(opts))
         total += response_loss_sum(out.logits, batch.labels, batch.prompt_length).item()
         count += batch.num_target_tokens
     total, count = world.all_reduce_sum([total, count])
     model.train(was_training)
     return total / max(count, 1.0)
+
+
+def _control(opts: TrainingOptions) -> FusionControl:
+    """Plain C2C, with the response fused too under `include_response`."""
+    return FusionControl(include_response=opts.include_response)
 
 
 def _autocast(world: World, opts: TrainingOptions) -> contextlib.AbstractContextManager[Any]:
@@ -320,6 +327,7 @@ def train_fusers(
     model.fusers.update_temperature(start_step)
     fusers = world.wrap(model.fusers, find_unused_parameters=model.config.receiver.sliding_window is not None)
     params = model.fuser_parameters()
+    control = _control(opts)
 
     if world.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -381,7 +389,7 @@ def train_fusers(
                 sync = contextlib.nullcontext() if last or not world.distributed else fusers.no_sync()  # type: ignore[operator]
                 with sync:
                     with _autocast(world, opts):
-                        out = model(batch.inputs, batch.prompt_length, fusers=fusers)
+                        out = model(batch.inputs, batch.prompt_length, fusers=fusers, control=control)
                     summed = response_loss_sum(out.logits, batch.labels, batch.prompt_length)
                     (summed * (world.world_size / targets)).backward()
                 loss_sum += summed.item()
