@@ -124,3 +124,28 @@ def test_stack_fuses_trailing_tokens_of_a_shorter_receiver_layer_and_honours_the
     torch.testing.assert_close(fused[1][0][..., 1, :], windowed[0][..., 1, :])  # mask False: untouched
     torch.testing.assert_close(fused[0][0][..., 0, :], full[0][..., 0, :])
     assert not torch.allclose(fused[0][0][..., 1, :], full[0][..., 1, :])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_batched_stack_equals_each_fuser_in_turn(dtype):
+    # Three layers, one of them with a closed V gate (skipped by the batched path), a padded row
+    # (columns no row fuses are skipped) and a strength below 1.
+    torch.manual_seed(0)
+    fusers = {
+        t: C2CFuser(8, 16, 3, 2, hidden_dim=32, intermediate_dim=24, num_layers=4, gate_init=3.0) for t in range(3)
+    }
+    fusers[1].value_gate_logit.data.fill_(-1.0)
+    stack = FuserStack({0: 0, 1: 1, 2: 1}, fusers).eval().to(dtype)
+    sharer = [tuple(x.to(dtype) for x in _kv(2, 3, 7, 8, seed)) for seed in (1, 2)]
+    receiver = [tuple(x.to(dtype) for x in _kv(2, 2, 7, 16, seed)) for seed in (3, 4, 5)]
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, :3] = False
+    for fusion_mask in (torch.ones(2, 7, dtype=torch.bool), mask):
+        with torch.no_grad():
+            each = stack(sharer, receiver, fusion_mask, strength=0.7, batched=False)
+            batched = stack(sharer, receiver, fusion_mask, strength=0.7)
+        tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+        for t in each:
+            for a, b in zip(each[t], batched[t], strict=True):
+                torch.testing.assert_close(b, a, atol=tolerance, rtol=tolerance)
+        assert torch.equal(batched[1][1], receiver[1][1])  # the closed gate adds nothing

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
-from cache2cache import C2CModel, kv
+from cache2cache import C2CModel, FuserStack, kv
 from cache2cache.model import C2CInputs
 from conftest import prompt_ids
 
@@ -113,3 +115,18 @@ def test_models_with_other_shapes_are_refused(pair):
 
     with pytest.raises(ValueError, match="num_hidden_layers: 3 != 4"):
         C2CModel(tiny_receiver(num_hidden_layers=4), pair.sharer, pair.fusers, pair.config).check_pair()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_batched_fusion_generates_what_each_fuser_in_turn_generates(pair, dtype, monkeypatch):
+    # The default (stacked, batched) fuse path against the per-layer one, through generate.
+    pair.receiver.to(dtype), pair.sharer.to(dtype), pair.fusers.to(dtype)
+    ids = prompt_ids(3, 14, seed=5)
+    batched = _greedy(pair, input_ids=ids)
+    each_forward = functools.partial(FuserStack.forward, pair.fusers, batched=False)
+    monkeypatch.setattr(pair.fusers, "forward", each_forward)
+    each = _greedy(pair, input_ids=ids)
+    assert torch.equal(batched.sequences, each.sequences)
+    tolerance = 1e-5 if dtype == torch.float32 else 5e-2
+    for a, b in zip(batched.logits, each.logits, strict=True):
+        torch.testing.assert_close(a.float(), b.float(), rtol=tolerance, atol=tolerance)

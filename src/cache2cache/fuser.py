@@ -11,7 +11,11 @@ names so that a released `projector_{i}.pt` loads into `C2CFuser` with strict ke
         K_fused = K_receiver + g * w * P                                      # residual add
 
 `FuserStack` holds one fuser per mapped receiver layer and fuses all layers in one `forward`, which
-is what DDP needs (a wrapped module must be called through its own forward).
+is what DDP needs (a wrapped module must be called through its own forward). At inference (eval mode,
+no grad) it runs every open K and V path of the step together: `StackedPaths` stacks the paths'
+weights along a leading dimension, so each of the network's matmuls is one batched `bmm` over all
+layers and both paths instead of 2 x layers small ones (docs/perf.md). Paths whose hard eval gate is
+closed add exactly nothing and are skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 AnnealSchedule = Literal["geometric", "linear"]
+KINDS = ("key", "value")
 
 
 class FFNBlock(nn.Module):
@@ -199,6 +204,58 @@ class C2CFuser(nn.Module):
         return self._fuse_one("key", ks, kt), self._fuse_one("value", vs, vt)
 
 
+class StackedPaths:
+    """The weights of G fuser paths (the K or V path of one layer each) stacked along a leading dim G.
+
+    Computes, for every path g at once, what `C2CFuser._fuse_one` computes before the residual add:
+    `P_g = proj_out(proj_mlp2(z))` and `w_g = sigmoid(scalar_head(scalar_mlp2(z)))`, with
+    `z = mlp1(in(x_g))`. The weights are copies (transposed for `bmm`), in `dtype`.
+
+    Args:
+        paths: (fuser, "key" | "value") per path; all fusers of the same sizes.
+        dtype: The dtype to compute in.
+    """
+
+    def __init__(self, paths: list[tuple[C2CFuser, str]], dtype: torch.dtype) -> None:
+        def linear(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+            layers = [getattr(f, f"{k}_{name}") for f, k in paths]
+            weight = torch.stack([m.weight.detach().t() for m in layers]).to(dtype)  # (G, in, out)
+            bias = torch.stack([m.bias.detach() for m in layers]).to(dtype).unsqueeze(1)  # (G, 1, out)
+            return weight, bias
+
+        def blocks(name: str) -> list[tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]]:
+            stacks = [getattr(f, f"{k}_{name}").blocks for f, k in paths]
+            out = []
+            for j in range(len(stacks[0])):
+                block = [s[j] for s in stacks]
+                norm = torch.stack([b.norm.weight.detach() for b in block]).to(dtype).unsqueeze(1)  # (G, 1, h)
+                w1 = torch.stack([b.w1.weight.detach().t() for b in block]).to(dtype)  # (G, h, i)
+                w2 = torch.stack([b.w2.weight.detach().t() for b in block]).to(dtype)  # (G, i, h)
+                out.append((norm, float(block[0].norm.eps), w1, w2))
+            return out
+
+        self.dtype = dtype
+        self.linear_in, self.proj_out, self.scalar_head = linear("in"), linear("proj_out"), linear("scalar_head")
+        self.mlp1, self.proj_mlp2, self.scalar_mlp2 = blocks("mlp1"), blocks("proj_mlp2"), blocks("scalar_mlp2")
+
+    @staticmethod
+    def _ffn(x: torch.Tensor, stack: list[tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """`FFNStack` in eval mode on every path: (G, M, h) -> (G, M, h)."""
+        for norm, eps, w1, w2 in stack:
+            hidden = F.rms_norm(x, (x.shape[-1],), None, eps) * norm
+            x = torch.baddbmm(x, F.gelu(torch.bmm(hidden, w1)), w2)
+        return x
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`x`: (G, M, Hs*Ds + Ht*Dt) fuser inputs -> projected (G, M, Ht*Dt) and weights (G, M, Ht)."""
+        weight, bias = self.linear_in
+        z = self._ffn(torch.baddbmm(bias, x.to(self.dtype), weight), self.mlp1)
+        weight, bias = self.proj_out
+        projected = torch.baddbmm(bias, self._ffn(z, self.proj_mlp2), weight)
+        weight, bias = self.scalar_head
+        return projected, torch.sigmoid(torch.baddbmm(bias, self._ffn(z, self.scalar_mlp2), weight))
+
+
 class FuserStack(nn.Module):
     """One `C2CFuser` per mapped receiver layer; `fusers[str(receiver_layer)]`.
 
@@ -215,6 +272,8 @@ class FuserStack(nn.Module):
             )
         self.layer_map = dict(sorted(layer_map.items()))
         self.fusers = nn.ModuleDict({str(t): fusers[t] for t in self.layer_map})
+        self._stack_cache: tuple[tuple, StackedPaths] | None = None
+        self._same_sizes = len({tuple(p.shape for p in f.parameters()) for f in self.fusers.values()}) <= 1
 
     def update_temperature(self, step: int) -> None:
         """Anneal every fuser's gate temperature to optimizer step `step`."""
@@ -229,6 +288,7 @@ class FuserStack(nn.Module):
         *,
         layers: Collection[int] | None = None,
         strength: float = 1.0,
+        batched: bool = True,
     ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """Fuse every mapped receiver layer (or the mapped ones among `layers`).
 
@@ -241,34 +301,102 @@ class FuserStack(nn.Module):
             fusion_mask: (B, N) bool, True where a token is fused.
             layers: Receiver layers to fuse; None fuses every mapped layer (see `control.py`).
             strength: alpha, the scale of each fused delta: `K_r + alpha * (K_fused - K_r)`.
+            batched: In eval mode without grad, run all paths as batched matmuls over stacked weights
+                (`StackedPaths`, cached until a parameter changes); False runs each fuser in turn. Both
+                compute the same function (tests/test_fuser.py); training always runs each fuser.
 
         Returns:
             Receiver layer -> fused `(K, V)`, each (B, Ht, N_l, Dt); unfused tokens keep receiver values.
         """
+        selected = [t for t in self.layer_map if layers is None or t in layers]
+        batched = batched and self._same_sizes and not self.training and not torch.is_grad_enabled()
         fused: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for t, s in self.layer_map.items():
-            if layers is not None and t not in layers:
-                continue
-            kt, vt = receiver_kv[t]
-            n = kt.shape[-2]
-            mask = fusion_mask[:, fusion_mask.shape[1] - n :].to(kt.device)  # (B, N_l)
+        by_length: dict[int, list[int]] = {}
+        for t in selected:
+            by_length.setdefault(receiver_kv[t][0].shape[-2], []).append(t)
+        for n, group in by_length.items():
+            kt0 = receiver_kv[group[0]][0]
+            mask = fusion_mask[:, fusion_mask.shape[1] - n :].to(kt0.device)  # (B, N_l)
             # The fuser treats tokens independently, so it only runs on columns some row fuses
             # (template tokens and left padding are skipped).
-            cols = mask.any(0).nonzero().squeeze(1)
-            if cols.numel() == 0:
-                fused[t] = (kt, vt)
+            cols = None if bool(mask.all()) else mask.any(0).nonzero().squeeze(1)
+            if cols is not None and cols.numel() == 0:
+                fused.update({t: receiver_kv[t] for t in group})
                 continue
-            ks, vs = (x[..., x.shape[-2] - n :, :].index_select(2, cols) for x in sharer_kv[s])
-            kt_c, vt_c = kt.index_select(2, cols), vt.index_select(2, cols)
-            k, v = self.fusers[str(t)]((ks, vs), (kt_c, vt_c))
-            if strength != 1:
-                k, v = kt_c + strength * (k - kt_c), vt_c + strength * (v - vt_c)
-            keep = ~mask.index_select(1, cols)[:, None, :, None]  # (B, 1, C, 1)
-            fused[t] = (
-                kt.index_copy(2, cols, torch.where(keep, kt_c, k)),
-                vt.index_copy(2, cols, torch.where(keep, vt_c, v)),
-            )
+            keep = None if cols is None else ~mask.index_select(1, cols)[:, None, :, None]  # (B, 1, C, 1)
+            pairs = {
+                t: (
+                    [_columns(x, n, cols) for x in sharer_kv[self.layer_map[t]]],
+                    [_columns(x, n, cols) for x in receiver_kv[t]],
+                )
+                for t in group
+            }
+            if batched:
+                outputs = self._fuse_batched(pairs)
+            else:
+                outputs = {t: self.fusers[str(t)]((ks, vs), (kt, vt)) for t, ((ks, vs), (kt, vt)) in pairs.items()}
+            for t, new in outputs.items():
+                old = pairs[t][1]
+                if strength != 1:
+                    new = tuple(o + strength * (x - o) for o, x in zip(old, new, strict=True))
+                if cols is None:
+                    fused[t] = tuple(new)
+                else:
+                    fused[t] = tuple(
+                        full.index_copy(2, cols, torch.where(keep, o, x))
+                        for full, o, x in zip(receiver_kv[t], old, new, strict=True)
+                    )
         return fused
+
+    def _fuse_batched(
+        self, pairs: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]]
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Every open K and V path of `pairs` through one `StackedPaths`, in eval mode.
+
+        Args:
+            pairs: Receiver layer -> (sharer `[K, V]`, each (B, Hs, C, Ds); receiver `[K, V]`, each (B, Ht, C, Dt)).
+
+        Returns:
+            Receiver layer -> fused `(K, V)`, each (B, Ht, C, Dt): `K_r + w * P` on open paths, `K_r` on closed ones.
+        """
+        gates = {
+            t: torch.stack([self.fusers[str(t)].key_gate_logit, self.fusers[str(t)].value_gate_logit]) for t in pairs
+        }
+        open_gates = (torch.stack(list(gates.values())) > 0).tolist()  # one sync for every gate of the step
+        paths = [(t, kind) for t, is_open in zip(gates, open_gates, strict=True) for kind in (0, 1) if is_open[kind]]
+        result = {t: list(receiver) for t, (_, receiver) in pairs.items()}
+        if paths:
+            kt = next(iter(pairs.values()))[1][0]
+            dtype = self.fusers[str(paths[0][0])].key_in.weight.dtype
+            if torch.is_autocast_enabled(kt.device.type):
+                dtype = torch.get_autocast_dtype(kt.device.type)
+            b, ht, c, dt = kt.shape
+            x = torch.cat(
+                [torch.cat([pairs[t][side][kind].transpose(1, 2).reshape(b, c, -1) for side in (0, 1)], dim=-1)
+                 .to(dtype).reshape(1, b * c, -1) for t, kind in paths], dim=0)  # (G, B*C, Hs*Ds + Ht*Dt)  # fmt: skip
+            projected, weight = self._stacked(paths, dtype)(x)
+            delta = (weight.unsqueeze(-1) * projected.reshape(len(paths), b * c, ht, dt)).reshape(
+                len(paths), b, c, ht, dt
+            )
+            for g, (t, kind) in enumerate(paths):
+                target = result[t][kind]
+                result[t][kind] = target + delta[g].transpose(1, 2).to(target.dtype)
+        return {t: (k, v) for t, (k, v) in result.items()}
+
+    def _stacked(self, paths: list[tuple[int, int]], dtype: torch.dtype) -> StackedPaths:
+        """The stacked weights of `paths`, rebuilt only when a parameter changed (in value, place or dtype)."""
+        params = [p for t, _ in paths for p in self.fusers[str(t)].parameters()]
+        key = (tuple(paths), dtype, tuple((p.data_ptr(), p._version, p.dtype) for p in params))
+        if self._stack_cache is None or self._stack_cache[0] != key:
+            self._stack_cache = None  # free the old copy before building the new one
+            self._stack_cache = (key, StackedPaths([(self.fusers[str(t)], KINDS[k]) for t, k in paths], dtype))
+        return self._stack_cache[1]
+
+
+def _columns(x: torch.Tensor, n: int, cols: torch.Tensor | None) -> torch.Tensor:
+    """The last `n` tokens of a cache tensor, at columns `cols` of those (all when None): (B, H, N', D) -> (B, H, C, D)."""
+    x = x[..., x.shape[-2] - n :, :]
+    return x if cols is None else x.index_select(2, cols)
 
 
 def count_parameters(module: nn.Module) -> int:
