@@ -176,8 +176,8 @@ def test_missing_gguf_package_names_the_extra(tiny_gguf: tuple[Path, LlamaForCau
 
 def test_gguf_round_trip(tiny_gguf: tuple[Path, LlamaForCausalLM], tmp_path: Path) -> None:
     path, original = tiny_gguf
-    from_file = load_model(path)
-    from_folder = load_model(path.parent)  # a folder holding exactly one .gguf
+    from_file = load_model(path, dtype="float32")
+    from_folder = load_model(path.parent, dtype="float32")  # a folder holding exactly one .gguf
     assert not from_file.training and not any(p.requires_grad for p in from_file.parameters())
     expected = original.state_dict()
     for model in (from_file, from_folder):
@@ -196,7 +196,7 @@ def test_gguf_round_trip(tiny_gguf: tuple[Path, LlamaForCausalLM], tmp_path: Pat
     assert not any(name.startswith(".") for name in {p.name for p in tmp_path.iterdir()})  # no staging left
     assert "quantization_config" not in json.loads((dense_dir / "config.json").read_text())
 
-    dense, dense_tokenizer = load_model(dense_dir), load_tokenizer(dense_dir)
+    dense, dense_tokenizer = load_model(dense_dir, dtype="float32"), load_tokenizer(dense_dir)
     assert dense_tokenizer.chat_template == CHAT_TEMPLATE
     ids = tokenizer("hello hello world", return_tensors="pt").input_ids
     assert torch.equal(ids, dense_tokenizer("hello hello world", return_tensors="pt").input_ids)
@@ -333,7 +333,7 @@ def test_fetch_model_from_chunks(
     assert assets.fetch(["toy-model"]) == {"toy-model": empty_cache / "models" / "toy-model"}
     assert assets.gguf_path("toy-model").read_bytes() == data
     assert (empty_cache / "gguf" / "toy-model" / "NOTICE.md").read_text() == "terms"
-    model = load_model("toy-model")  # the alias resolves to the dense checkpoint
+    model = load_model("toy-model", dtype="float32")  # the alias resolves to the dense checkpoint
     for key, value in original.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
     assert load_tokenizer("toy-model").chat_template == CHAT_TEMPLATE

@@ -314,7 +314,7 @@ def convert_gguf(src: str | Path, dst: str | Path, *, overwrite: bool = False) -
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise FileExistsError(f"{target} exists and is not empty; choose another folder or pass overwrite=True")
     start = time.perf_counter()
-    quantised = load_model(source)
+    quantised = load_model(source, dtype=torch.float32)  # the dense copy keeps full precision
     config = copy.deepcopy(quantised.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
