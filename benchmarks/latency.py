@@ -48,10 +48,11 @@ from cache2cache.model import C2CInputs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from tiny import tiny_receiver, tiny_sharer  # noqa: E402  (the tiny pair the tests use)
+from tiny import tiny_receiver, tiny_sharer  # the tiny pair the tests use
 
 BEGIN, END = "<!-- latency:begin -->", "<!-- latency:end -->"
 STAGES = ("receiver_prefill", "sharer_prefill", "fuse", "decode")
+EXTRA = ("fuse_per_layer", "fuse_fp32")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -66,6 +67,7 @@ class Row:
     total: float
     library: float | None
     ratio: float | None = None
+    fuse_peak: str = "-"
 
 
 def build_pair(name: str) -> tuple[PreTrainedModel, PreTrainedModel, FuserConfig]:
@@ -114,6 +116,7 @@ def time_stages(
         new_tokens: Tokens to generate.
         fuse: False times the receiver alone (no sharer, no fusion).
         fp32_fusers: Also time these fusers on the same caches (result discarded), as `fuse_fp32`.
+            The model's own fusers are also timed fuser by fuser (`batched=False`), as `fuse_per_layer`.
 
     Returns:
         Seconds per stage.
@@ -138,6 +141,10 @@ def time_stages(
             fp32_fusers(kv.layers(sharer_cache), kv.layers(cache), prefix.fusion_mask)
             _sync(device)
             times["fuse_fp32"] = time.perf_counter() - start
+        start = time.perf_counter()
+        model.fusers(kv.layers(sharer_cache), kv.layers(cache), prefix.fusion_mask, batched=False)
+        _sync(device)
+        times["fuse_per_layer"] = time.perf_counter() - start
         start = time.perf_counter()
         fused = model.fusers(kv.layers(sharer_cache), kv.layers(cache), prefix.fusion_mask)
         for layer_idx, (keys, values) in fused.items():
@@ -207,7 +214,7 @@ def measure(model: C2CModel, inputs: C2CInputs, *, pair: str, dtype: str, fp32_f
     rows: list[Row] = []
     for name, fuse in modes:
         runs = staged[fuse]
-        stages = {s: statistics.median(r[s] for r in runs) if s in runs[0] else None for s in (*STAGES, "fuse_fp32")}
+        stages = {s: statistics.median(r[s] for r in runs) if s in runs[0] else None for s in (*STAGES, *EXTRA)}
         total = statistics.median(sum(v for s, v in r.items() if s in STAGES) for r in runs)
         row = Row(pair, dtype, name, stages, total, statistics.median(library[fuse]) if library_repeats else None)
         row.ratio = total / rows[0].total if fuse else None
@@ -235,7 +242,49 @@ def run_pair(name: str, dtypes: list[str], args: argparse.Namespace) -> list[Row
         model.fusers = fp32_fusers if dtype == torch.float32 else copy.deepcopy(fp32_fusers).to(dtype)
         rows += measure(model, inputs, pair=name, dtype=dtype_name, fp32_fusers=None if dtype == torch.float32 else fp32_fusers,
                         new_tokens=args.new_tokens, repeats=args.repeats, library_repeats=args.library_repeats)  # fmt: skip
+        c2c = rows[-1]
+        rate = fuse_flops(model.fusers, args.prompt_tokens - 1) / c2c.stages["fuse"] / 1e9
+        c2c.fuse_peak = f"{rate:.0f} GFLOP/s: {100 * rate / args.peaks['bfloat16']:.0f} % / {100 * rate / args.peaks['float32']:.0f} %"
     return rows
+
+
+@torch.no_grad()
+def batch_sweep(name: str, args: argparse.Namespace) -> list[str]:
+    """C2C at every batch size of `args.batches` (bf16 when measured, else fp32), interleaved run by run.
+
+    Each batch holds distinct random prompts of the same length (no padding). Returns table lines:
+    total and decode medians, generated tokens/s end to end and in decode, and both against batch 1.
+    """
+    receiver, sharer, fuser = build_pair(name)
+    dtype = DTYPES["bfloat16" if "bfloat16" in args.dtypes.split(",") else "float32"]
+    model = C2CModel.from_models(receiver.to(args.device), sharer.to(args.device), fuser=fuser, seed=0).eval()
+    model.receiver.to(dtype), model.sharer.to(dtype), model.fusers.to(dtype)
+    g = torch.Generator().manual_seed(1)
+    vocab = min(receiver.config.vocab_size, sharer.config.vocab_size)
+    ids = torch.randint(3, vocab, (max(args.batches), args.prompt_tokens), generator=g)
+    inputs = {b: model.inputs_from_ids(ids[:b]) for b in args.batches}
+    for b in args.batches:
+        time_stages(model, inputs[b].truncate(16), 2, True)
+    runs: dict[int, list[dict[str, float]]] = {b: [] for b in args.batches}
+    for _ in range(args.repeats):
+        for b in args.batches:
+            runs[b].append(time_stages(model, inputs[b], args.new_tokens, True))
+    medians = {
+        b: (statistics.median(sum(r[s] for s in STAGES) for r in rs), statistics.median(r["decode"] for r in rs))
+        for b, rs in runs.items()
+    }
+    first = args.batches[0]
+    lines = [
+        f"| batch | total ms | decode ms | generated tokens/s | x batch {first} | decode tokens/s | x batch {first} |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for b, (total, decode) in medians.items():
+        rate, decode_rate = b * args.new_tokens / total, b * args.new_tokens / decode
+        base, base_decode = (first * args.new_tokens / m for m in medians[first])
+        lines.append(f"| {b} | {1e3 * total:.0f} | {1e3 * decode:.0f} | {rate:.2f} | **{rate / base:.2f}x** | "
+                     f"{decode_rate:.2f} | **{decode_rate / base_decode:.2f}x** |")  # fmt: skip
+        log(f"  batch {b:3}: total {1e3 * total:.0f} ms, decode {1e3 * decode:.0f} ms")
+    return lines
 
 
 def log(message: str) -> None:
@@ -250,14 +299,14 @@ def table(rows: list[Row]) -> str:
         return "-" if value is None else f"{1e3 * value:.1f}"
 
     lines = [
-        "| pair | dtype | mode | receiver prefill | sharer prefill | fuse | decode | total | C2C / receiver | fuse with fp32 fusers | library end-to-end |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| pair | dtype | mode | receiver prefill | sharer prefill | fuse | decode | total | C2C / receiver | fuse: rate, % of bf16 / fp32 peak | fuse, fuser by fuser | fuse with fp32 fusers | library end-to-end |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         cells = " | ".join(ms(r.stages[s]) for s in STAGES)
         ratio = "-" if r.ratio is None else f"**{r.ratio:.2f}x**"
         lines.append(
-            f"| {r.pair} | {r.dtype} | {r.mode} | {cells} | {ms(r.total)} | {ratio} | {ms(r.stages['fuse_fp32'])} | {ms(r.library)} |"
+            f"| {r.pair} | {r.dtype} | {r.mode} | {cells} | {ms(r.total)} | {ratio} | {r.fuse_peak} | {ms(r.stages['fuse_per_layer'])} | {ms(r.stages['fuse_fp32'])} | {ms(r.library)} |"
         )
     return "\n".join(lines)
 
@@ -266,13 +315,22 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def available_threads() -> int:
-    """Cores minus the 1-minute load average, at least 1.
+def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """The machine's matmul throughput in `dtype`, GFLOP/s: the median of `repeats` (size x size) @ (size x size)."""
+    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+    runs = []
+    for _ in range(repeats + 1):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        runs.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(runs[1:]) / 1e9
 
-    On a shared machine, a thread whose core is busy stalls every parallel region at its barrier:
-    with 2 cores under a load of 5, one thread ran a 4-layer Qwen3 prefill 5x faster than two.
-    """
-    return max(1, min(_cores(), _cores() - int(os.getloadavg()[0])))
+
+def fuse_flops(fusers: FuserStack, tokens: int) -> float:
+    """Multiply-adds x 2 of the fuser stack over `tokens` fused tokens (every weight matrix touches every token)."""
+    return 2.0 * tokens * sum(p.numel() for p in fusers.parameters() if p.dim() == 2)
 
 
 def machine() -> str:
@@ -324,9 +382,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="timed end-to-end runs through the library per configuration (default: 1)",
     )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: every visible core)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: the cores not busy, see available_threads)"
+        "--batches", default="1,4,8,16", help="batch sizes of the C2C sweep (default: 1,4,8,16; '' skips it)"
     )
+    parser.add_argument("--sweep_pair", default="qwen", help="pair of the batch sweep (default: qwen)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument(
         "--write", type=Path, help="markdown file whose latency block gets the results, e.g. docs/perf.md"
@@ -335,14 +395,19 @@ def main(argv: list[str] | None = None) -> int:
     bad = [d for d in args.dtypes.split(",") if d not in DTYPES]
     if bad:
         parser.error(f"unknown dtypes {bad}; choose from {', '.join(DTYPES)}")
-    torch.set_num_threads(args.threads or available_threads())
+    torch.set_num_threads(args.threads or _cores())
+    log(f"torch threads: {torch.get_num_threads()} ({'--threads' if args.threads else 'every visible core'})")
     args.device = torch.device(args.device)
+    args.batches = [int(b) for b in args.batches.split(",") if b]
+    args.peaks = {name: matmul_peak(DTYPES[name], args.device) for name in DTYPES}
+    log("matmul peak (2048^3): " + ", ".join(f"{n} {g:.0f} GFLOP/s" for n, g in args.peaks.items()))
 
     load_before = os.getloadavg()
     started = time.perf_counter()
     rows: list[Row] = []
     for pair in args.pairs.split(","):
         rows += run_pair(pair, args.dtypes.split(","), args)
+    sweep = batch_sweep(args.sweep_pair, args) if args.batches else []
     elapsed = time.perf_counter() - started
     load_after = os.getloadavg()
     command = "python benchmarks/latency.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -351,11 +416,16 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Machine: {machine()}, on {args.device}; 1-minute load average {load_before[0]:.1f} before, {load_after[0]:.1f} after.",
         "",
-        f"Prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens (greedy, forced length), batch 1; "
+        (f"Prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens (greedy, forced length), batch 1; "
         f"a short warm-up, then {args.repeats} timed staged runs per row, the two modes interleaved run by run; medians in milliseconds. "
-        f"The last column is the library's own `generate_from_inputs` (median of {args.library_repeats}), a check on the staged total.",
+        f"The last column is the library's own `generate_from_inputs` (median of {args.library_repeats}), a check on the staged total."),
+        "",
+        (f"Matmul peak measured by this run (2048 x 2048 x 2048, median of 5): bf16 {args.peaks['bfloat16']:.0f} GFLOP/s, "
+        f"fp32 {args.peaks['float32']:.0f} GFLOP/s. The fuse rate counts 2 x (weight-matrix parameters) x (fused tokens)."),
         "",
         table(rows),
+        *(["", (f"Batch sweep, {args.sweep_pair} pair, C2C, {'bfloat16' if 'bfloat16' in args.dtypes else 'float32'}, "
+           f"{args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, medians of {args.repeats}:"), "", *sweep] if sweep else []),
     ])  # fmt: skip
     print(block)
     if args.write:
