@@ -48,7 +48,7 @@ from cache2cache.model import C2CInputs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from tiny import tiny_receiver, tiny_sharer  # the tiny pair the tests use
+from tiny import tiny_receiver, tiny_sharer  # noqa: E402  (the tiny pair the tests use, from tests/)
 
 BEGIN, END = "<!-- latency:begin -->", "<!-- latency:end -->"
 STAGES = ("receiver_prefill", "sharer_prefill", "fuse", "decode")

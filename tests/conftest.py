@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +11,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from cache2cache import C2CModel, FuserConfig  # noqa: E402
-from tiny import tiny_receiver, tiny_sharer  # noqa: E402
+from cache2cache import C2CModel, FuserConfig
+from cache2cache.loading import load_model
+from tiny import tiny_receiver, tiny_sharer
+from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
 SMALL_FUSER = FuserConfig(hidden_dim=32, intermediate_dim=32, num_layers=3, dropout=0.0)
 
@@ -38,3 +41,27 @@ def prompt_ids(batch: int = 1, length: int = 12, seed: int = 0) -> torch.Tensor:
     """Random token ids avoiding the special ids 0-2, (batch, length)."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, 96, (batch, length), generator=g)
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory) -> dict[str, Path]:
+    """A receiver, a sharer and a receiver of another shape, saved as folders with their tokenizers,
+    plus a fuser checkpoint for the first pair."""
+    root = tmp_path_factory.mktemp("models")
+    rt, st = bpe_tokenizer(), wordlevel_tokenizer()
+    built = {
+        "receiver": (tiny_receiver(vocab_size=len(rt)), rt),
+        "sharer": (tiny_sharer(vocab_size=len(st)), st),
+        "other": (tiny_receiver(vocab_size=len(rt), num_hidden_layers=4, head_dim=8), rt),
+    }
+    out = {}
+    for name, (model, tok) in built.items():
+        model.generation_config.eos_token_id, model.generation_config.pad_token_id = tok.eos_token_id, tok.pad_token_id
+        model.save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+        out[name] = root / name
+    # Loaded from the folders, so the checkpoint records where its receiver and sharer are.
+    pair = C2CModel.from_models(load_model(out["receiver"]), load_model(out["sharer"]), fuser=FuserConfig(hidden_dim=16, intermediate_dim=16),
+                                receiver_tokenizer=rt, sharer_tokenizer=st)  # fmt: skip
+    out["fuser"] = pair.save_pretrained(root / "fuser")
+    return out

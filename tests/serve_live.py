@@ -7,12 +7,12 @@ import time
 from collections.abc import Callable
 
 import httpx
-from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
 from cache2cache import C2CModel
 from cache2cache.serving.app import ServeSettings, create_app
 from cache2cache.serving.server import build_server
 from tiny import tokenized_pair
+from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
 
 def tiny_chat_pair(receiver_words: bool = False) -> C2CModel:

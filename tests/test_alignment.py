@@ -7,10 +7,10 @@ import types
 
 import pytest
 import torch
-from toy_tokenizers import CORPUS, bpe_tokenizer, no_template_tokenizer, wordlevel_tokenizer
 
 from cache2cache.alignment import AlignedSequence, AlignmentError, TokenAligner
 from cache2cache.chat import render_chat, render_plain
+from toy_tokenizers import CORPUS, bpe_tokenizer, no_template_tokenizer, wordlevel_tokenizer
 
 CHAT = [
     {"role": "system", "content": "You are a helpful assistant."},

@@ -27,8 +27,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny import tiny_receiver, tiny_sharer
-from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
 from cache2cache import C2CConfig, C2CModel, FuserConfig
 from cache2cache.checkpoint import export_published
@@ -36,6 +34,8 @@ from cache2cache.cli.main import main
 from cache2cache.evaluation.tasks import TaskError, load_task
 from cache2cache.loading import load_model
 from cache2cache.training.config import ConfigError, load_train_config
+from tiny import tiny_receiver, tiny_sharer
+from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = ROOT / "tests" / "fixtures" / "eval" / "tiny_mc.jsonl"
@@ -895,7 +895,7 @@ def test_a_pickle_payload_would_run_without_weights_only(f: dict) -> None:
     with open(scratch / "payload.pkl", "wb") as handle:
         pickle.dump(Payload(marker), handle)
     with open(scratch / "payload.pkl", "rb") as handle:
-        pickle.load(handle)  # noqa: S301 - the point of the control
+        pickle.load(handle)
     assert marker.exists()
     assert not f["marker"].exists()
 

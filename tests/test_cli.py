@@ -8,8 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from tiny import tiny_receiver, tiny_sharer
-from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen3Config
 
 from cache2cache import C2CModel, FuserConfig, count_parameters
@@ -18,6 +16,8 @@ from cache2cache.chat import render_chat
 from cache2cache.cli import common
 from cache2cache.cli.main import COMMANDS, main
 from cache2cache.layer_map import LAYER_MAPS
+from tiny import tiny_receiver, tiny_sharer
+from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
 MY_VERBS = ("generate", "chat", "inspect")
 SMALL = ["--hidden_dim", "16", "--intermediate_dim", "16"]

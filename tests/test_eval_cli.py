@@ -3,40 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
-
-from cache2cache import C2CModel, FuserConfig
 from cache2cache.cli.main import main
-from cache2cache.loading import load_model
 from test_eval_runner import TASK, one_thread  # noqa: F401  (one_thread: an autouse fixture)
-from tiny import tiny_receiver, tiny_sharer
-from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
-
-
-@pytest.fixture(scope="module")
-def dirs(tmp_path_factory) -> dict[str, Path]:
-    """A receiver, a sharer and a receiver of another shape, saved as folders with their tokenizers,
-    plus a fuser checkpoint for the first pair."""
-    root = tmp_path_factory.mktemp("models")
-    rt, st = bpe_tokenizer(), wordlevel_tokenizer()
-    built = {
-        "receiver": (tiny_receiver(vocab_size=len(rt)), rt),
-        "sharer": (tiny_sharer(vocab_size=len(st)), st),
-        "other": (tiny_receiver(vocab_size=len(rt), num_hidden_layers=4, head_dim=8), rt),
-    }
-    out = {}
-    for name, (model, tok) in built.items():
-        model.generation_config.eos_token_id, model.generation_config.pad_token_id = tok.eos_token_id, tok.pad_token_id
-        model.save_pretrained(root / name)
-        tok.save_pretrained(root / name)
-        out[name] = root / name
-    # Loaded from the folders, so the checkpoint records where its receiver and sharer are.
-    pair = C2CModel.from_models(load_model(out["receiver"]), load_model(out["sharer"]), fuser=FuserConfig(hidden_dim=16, intermediate_dim=16),
-                                receiver_tokenizer=rt, sharer_tokenizer=st)  # fmt: skip
-    out["fuser"] = pair.save_pretrained(root / "fuser")
-    return out
 
 
 def _eval(dirs, tmp_path, *extra: str) -> int:

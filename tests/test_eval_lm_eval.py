@@ -9,12 +9,11 @@ import torch
 
 pytest.importorskip("lm_eval")
 
-from lm_eval.api.instance import Instance  # noqa: E402
+from lm_eval.api.instance import Instance
 
-from cache2cache import kv  # noqa: E402
-from cache2cache.evaluation.lm_eval import C2CLM  # noqa: E402
-from test_eval_cli import dirs  # noqa: E402, F401  (a fixture: tiny model folders and a fuser checkpoint)
-from test_eval_runner import one_thread, tiny_eval_pair  # noqa: E402, F401  (one_thread: an autouse fixture)
+from cache2cache import kv
+from cache2cache.evaluation.lm_eval import C2CLM
+from test_eval_runner import one_thread, tiny_eval_pair  # noqa: F401  (one_thread: an autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ROOT / "tests" / "fixtures" / "eval" / "lm_eval_tasks"

@@ -18,10 +18,10 @@ import httpx
 import openai
 import pytest
 import torch
-from serve_live import LiveServer, tiny_chat_pair
 
 from cache2cache.modes import PAPER_T2T
 from cache2cache.serving.app import ServeSettings
+from serve_live import LiveServer, tiny_chat_pair
 
 T2T = replace(PAPER_T2T, max_new_tokens=6)
 HELLO = [{"role": "user", "content": "Hello world, how are you today?"}]

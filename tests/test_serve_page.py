@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from serve_live import LiveServer, tiny_chat_pair
 
 from cache2cache.modes import PAPER_T2T
 from cache2cache.serving.app import ServeSettings
+from serve_live import LiveServer, tiny_chat_pair
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

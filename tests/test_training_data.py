@@ -9,8 +9,6 @@ import logging
 
 import pytest
 import torch
-from tiny import tiny_receiver, tiny_sharer
-from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
 from cache2cache import C2CModel, FuserConfig
 from cache2cache.alignment import TokenAligner
@@ -30,6 +28,8 @@ from cache2cache.training.data import (
     split_holdout,
 )
 from cache2cache.training.loop import response_loss_sum
+from tiny import tiny_receiver, tiny_sharer
+from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
 CONVERSATIONS = [
     [

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import tiny_receiver, tiny_sharer
-from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
 from cache2cache import C2CModel, FuserConfig
 from cache2cache.checkpoint import export_published
 from cache2cache.cli.main import main
 from cache2cache.training import OutputOptions, TrainConfig, TrainingOptions, train_fusers
+from tiny import tiny_receiver, tiny_sharer
+from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
 pytestmark = pytest.mark.trains  # .ci/run reruns these at every CPU kernel level
 

@@ -14,7 +14,7 @@ Both are trained on `CORPUS` (deterministic, a few milliseconds); each call retu
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -63,7 +63,7 @@ WORDLEVEL_CHAT_TEMPLATE = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _trained_bpe() -> str:
     tk = Tokenizer(models.BPE(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -78,7 +78,7 @@ def _trained_bpe() -> str:
     return tk.to_str()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _trained_wordlevel() -> str:
     tk = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -185,7 +185,7 @@ def _layer_runs(layer_map: dict[int, int]) -> list[str]:
     for t, s in sorted(layer_map.items()):
         if runs:
             run = runs[-1]
-            (t0, s0), (tp, sp) = run[0], run[-1]
+            (_, s0), (tp, sp) = run[0], run[-1]
             step = None if len(run) == 1 else run[1][1] - s0
             if t == tp + 1 and s - sp in (0, 1) and step in (None, s - sp):
                 run.append((t, s))

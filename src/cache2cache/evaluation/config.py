@@ -52,7 +52,7 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset(
 )
 
 
-def _opt(default: Any, help: str) -> Any:  # noqa: A002 - the argparse word
+def _opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 

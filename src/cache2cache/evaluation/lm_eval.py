@@ -134,10 +134,9 @@ class C2CLM(TemplateLM):
                 raise ValueError(
                     "C2CLM needs model= or fuser= (a trained checkpoint); for the receiver alone pass fuse=False with receiver= and sharer="
                 )
+            from ..loading import usable_device
             from .config import EvalConfig
             from .runner import build_model
-
-            from ..loading import usable_device
 
             model = build_model(EvalConfig(receiver=receiver, sharer=sharer, fuser=fuser, subfolder=subfolder, dtype=dtype,  # type: ignore[arg-type]
                                            device=str(usable_device(None if device == "auto" else device)), modes=["c2c" if fuser else "receiver"]))  # fmt: skip

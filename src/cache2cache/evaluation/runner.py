@@ -36,8 +36,8 @@ from .. import kv
 from ..chat import render_chat
 from ..control import FusionControl
 from ..model import C2CModel
-from ..sharers import sharer_names
 from ..modes import PLAIN_STOPS, cut_at_stops, generated_lengths, pad_id, sharer_encode
+from ..sharers import sharer_names
 from .answers import extract_choice, letter
 from .config import EvalConfig
 from .prompts import background_messages, background_prompt, mc_messages, t2t_messages

@@ -35,7 +35,7 @@ from ..modes import MODES, PAPER_T2T, T2TStyle
 from .batching import Batcher, Job, QueueFull
 from .errors import APIError, error_body
 from .metrics import ServerMetrics
-from .schema import ChatRequest, parse_chat_request
+from .schema import parse_chat_request
 from .streaming import Finish
 
 logger = logging.getLogger(__name__)

@@ -41,6 +41,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..config import C2CConfig
 from ..control import FusionControl
+from ..loading import has_fast_bf16
 from ..model import C2CModel
 from ..sharers import fuser_modules
 from .config import (
@@ -62,7 +63,6 @@ from .data import (
     load_source,
     split_holdout,
 )
-from ..loading import has_fast_bf16
 from .distributed import World, init_world, resolve_precision
 from .interrupt import StopOnInterrupt, TrainingInterrupted
 from .state import FINAL, checkpoint_dirs, find_latest_checkpoint, load_checkpoint, save_checkpoint, save_final
