@@ -13,9 +13,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen3Config
 from cache2cache import C2CModel, FuserConfig, count_parameters
 from cache2cache.alignment import TokenAligner
 from cache2cache.chat import render_chat
-from cache2cache.cli import common
 from cache2cache.cli.main import COMMANDS, main
-from cache2cache.layer_map import LAYER_MAPS
 from tiny import tiny_receiver, tiny_sharer
 from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
@@ -91,10 +89,6 @@ def test_verb_help_shows_a_copy_pasteable_example(verb, capsys):
     assert f"c2c {verb} " in out.split("example")[1]
     for flag in ("--receiver", "--sharer"):
         assert flag in out
-
-
-def test_layer_map_choices_follow_the_library():
-    assert common.LAYER_MAPS == LAYER_MAPS
 
 
 # ------------------------------------------------------------------------------------------ generate

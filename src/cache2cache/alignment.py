@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import logging
+import typing
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -335,9 +336,7 @@ class TokenAligner:
                 r_mask += [1] * len(r_part)
                 s_mask += [1] * len(r_part)
                 fusion += [True] * len(r_part)
-                ok = _squash(self.receiver_tokenizer.decode(r_part, skip_special_tokens=False)) == _squash(
-                    self.sharer_tokenizer.decode(s_part, skip_special_tokens=False)
-                )
+                ok = _squash(_text(self.receiver_tokenizer, r_part)) == _squash(_text(self.sharer_tokenizer, s_part))
                 sections.append(Section("message", n // 2, start, len(r_ids), ok))
             else:  # template section: native tokens, the shorter side padded at the section start
                 s_part = sharer.ids[sa:sb]
@@ -435,8 +434,13 @@ def _special_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
     return ids
 
 
+def _text(tokenizer: PreTrainedTokenizerBase, token_ids: list[int]) -> str:
+    """The exact text of `token_ids`, special tokens included (decoding a list of ids gives one string)."""
+    return typing.cast(str, tokenizer.decode(token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False))
+
+
 def _token_text(tokenizer: PreTrainedTokenizerBase, token_id: int) -> str:
-    return tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    return _text(tokenizer, [token_id])
 
 
 def _squash(text: str) -> str:

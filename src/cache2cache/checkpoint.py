@@ -421,8 +421,8 @@ def export_published(model: C2CModel, directory: str | Path) -> Path:
     Returns:
         The pair folder.
     """
-    cfg = model.config
-    if cfg.more_sharers:
+    cfg, stack = model.config, model.fusers
+    if cfg.more_sharers or not isinstance(stack, FuserStack):
         raise ValueError(
             f"export_published writes one sharer's fusers, but this model has {len(cfg.sharers)} sharers; "
             "save it with save_pretrained (our format records every sharer)"
@@ -435,7 +435,7 @@ def export_published(model: C2CModel, directory: str | Path) -> Path:
     init_args["dtype"] = {"__type__": "torch.dtype", "value": dtype_name}
     mapping: dict[str, list[list[int]]] = {}
     for idx, (t, s) in enumerate(cfg.layer_map.items()):
-        fuser = model.fusers.fusers[str(t)]
+        fuser = stack.fuser(t)
         torch.save({k: v.detach().cpu().clone() for k, v in fuser.state_dict().items()}, final / f"projector_{idx}.pt")
         (final / f"projector_{idx}.json").write_text(
             json.dumps({"class": PUBLISHED_CLASS, "init_args": init_args}, indent=2)

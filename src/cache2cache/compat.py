@@ -13,14 +13,15 @@ for the import line:
     outputs = rosetta_model.generate(**inputs, kv_cache_index=[instruction_index, label_index],
                                      do_sample=False, max_new_tokens=256)
 
-`kv_cache_index` (SPEC §1.2) is a list of sections, each a (B, n_i, 2) LongTensor of
-`[sharer_index, layer_offset]` rows, one per token, the n_i summing to the prompt length. It becomes
-our per-token fusion mask: a row `[1, 0]` fuses sharer 1 at that token; `[-1, 0]` (and `[0, 0]`,
-which the reference treats alike) fuses nothing. As in the reference, the last section is never
-fused. Two differences, both only for index lists the reference's own examples never build: every
-row of every token is read (the reference reads the first row's first token of each section), and
-the whole prompt is prefilled in one receiver pass before fusion (the reference prefills section by
-section, so a section that follows a fused one attends to the fused cache).
+`kv_cache_index` (the reference code's per-token fusion index; README "Coming from the model card")
+is a list of sections, each a (B, n_i, 2) LongTensor of `[sharer_index, layer_offset]` rows, one per
+token, the n_i summing to the prompt length. It becomes our per-token fusion mask: a row `[1, 0]`
+fuses sharer 1 at that token; `[-1, 0]` (and `[0, 0]`, which the reference treats alike) fuses
+nothing. As in the reference, the last section is never fused. Two differences, both only for index
+lists the reference's own examples never build: every row of every token is read (the reference
+reads the first row's first token of each section), and the whole prompt is prefilled in one
+receiver pass before fusion (the reference prefills section by section, so a section that follows a
+fused one attends to the fused cache).
 """
 
 from __future__ import annotations
@@ -211,4 +212,7 @@ def load_rosetta_model(
         dtype=dtype,
         device=usable_device(device),
     )
-    return ReferenceStyleModel(model), model.receiver_tokenizer
+    tokenizer = model.receiver_tokenizer
+    if tokenizer is None:  # a base_model given as a model object rather than a name comes without one
+        raise ValueError(f"no receiver tokenizer could be loaded for {rosetta['base_model']!r}")
+    return ReferenceStyleModel(model), tokenizer

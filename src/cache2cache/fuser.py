@@ -21,6 +21,7 @@ closed add exactly nothing and are skipped.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Collection
 from typing import Literal
 
@@ -92,6 +93,13 @@ class C2CFuser(nn.Module):
     `key_proj_mlp2.blocks.*`, `key_proj_out.*`, `key_scalar_mlp2.blocks.0.*`, `key_scalar_head.*`,
     the same with `value_`, plus `key_gate_logit`, `value_gate_logit` and the `gate_temperature` buffer.
     """
+
+    # The attributes other modules read (the K and V modules are set by name in __init__).
+    key_in: nn.Linear
+    value_in: nn.Linear
+    key_gate_logit: nn.Parameter
+    value_gate_logit: nn.Parameter
+    gate_temperature: torch.Tensor
 
     def __init__(
         self,
@@ -275,10 +283,14 @@ class FuserStack(nn.Module):
         self._stack_cache: tuple[tuple, StackedPaths] | None = None
         self._same_sizes = len({tuple(p.shape for p in f.parameters()) for f in self.fusers.values()}) <= 1
 
+    def fuser(self, layer: int) -> C2CFuser:
+        """The fuser of receiver layer `layer`."""
+        return typing.cast(C2CFuser, self.fusers[str(layer)])
+
     def update_temperature(self, step: int) -> None:
         """Anneal every fuser's gate temperature to optimizer step `step`."""
-        for fuser in self.fusers.values():
-            fuser.update_temperature(step)
+        for layer in self.layer_map:
+            self.fuser(layer).update_temperature(step)
 
     def forward(
         self,
@@ -334,17 +346,18 @@ class FuserStack(nn.Module):
             if batched:
                 outputs = self._fuse_batched(pairs)
             else:
-                outputs = {t: self.fusers[str(t)]((ks, vs), (kt, vt)) for t, ((ks, vs), (kt, vt)) in pairs.items()}
-            for t, new in outputs.items():
-                old = pairs[t][1]
+                outputs = {t: self.fuser(t)((ks, vs), (kt, vt)) for t, ((ks, vs), (kt, vt)) in pairs.items()}
+            for t, (k_new, v_new) in outputs.items():
+                k_old, v_old = pairs[t][1]
                 if strength != 1:
-                    new = tuple(o + strength * (x - o) for o, x in zip(old, new, strict=True))
-                if cols is None:
-                    fused[t] = tuple(new)
+                    k_new, v_new = k_old + strength * (k_new - k_old), v_old + strength * (v_new - v_old)
+                if cols is None or keep is None:
+                    fused[t] = (k_new, v_new)
                 else:
-                    fused[t] = tuple(
-                        full.index_copy(2, cols, torch.where(keep, o, x))
-                        for full, o, x in zip(receiver_kv[t], old, new, strict=True)
+                    k_full, v_full = receiver_kv[t]
+                    fused[t] = (
+                        k_full.index_copy(2, cols, torch.where(keep, k_old, k_new)),
+                        v_full.index_copy(2, cols, torch.where(keep, v_old, v_new)),
                     )
         return fused
 
@@ -359,15 +372,13 @@ class FuserStack(nn.Module):
         Returns:
             Receiver layer -> fused `(K, V)`, each (B, Ht, C, Dt): `K_r + w * P` on open paths, `K_r` on closed ones.
         """
-        gates = {
-            t: torch.stack([self.fusers[str(t)].key_gate_logit, self.fusers[str(t)].value_gate_logit]) for t in pairs
-        }
+        gates = {t: torch.stack([self.fuser(t).key_gate_logit, self.fuser(t).value_gate_logit]) for t in pairs}
         open_gates = (torch.stack(list(gates.values())) > 0).tolist()  # one sync for every gate of the step
         paths = [(t, kind) for t, is_open in zip(gates, open_gates, strict=True) for kind in (0, 1) if is_open[kind]]
         result = {t: list(receiver) for t, (_, receiver) in pairs.items()}
         if paths:
             kt = next(iter(pairs.values()))[1][0]
-            dtype = self.fusers[str(paths[0][0])].key_in.weight.dtype
+            dtype = self.fuser(paths[0][0]).key_in.weight.dtype
             if torch.is_autocast_enabled(kt.device.type):
                 dtype = torch.get_autocast_dtype(kt.device.type)
             b, ht, c, dt = kt.shape
@@ -385,11 +396,11 @@ class FuserStack(nn.Module):
 
     def _stacked(self, paths: list[tuple[int, int]], dtype: torch.dtype) -> StackedPaths:
         """The stacked weights of `paths`, rebuilt only when a parameter changed (in value, place or dtype)."""
-        params = [p for t, _ in paths for p in self.fusers[str(t)].parameters()]
+        params = [p for t, _ in paths for p in self.fuser(t).parameters()]
         key = (tuple(paths), dtype, tuple((p.data_ptr(), p._version, p.dtype) for p in params))
         if self._stack_cache is None or self._stack_cache[0] != key:
             self._stack_cache = None  # free the old copy before building the new one
-            self._stack_cache = (key, StackedPaths([(self.fusers[str(t)], KINDS[k]) for t, k in paths], dtype))
+            self._stack_cache = (key, StackedPaths([(self.fuser(t), KINDS[k]) for t, k in paths], dtype))
         return self._stack_cache[1]
 
 

@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
+from typing import Any
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -21,14 +22,14 @@ from transformers.cache_utils import Cache
 
 
 @cache
-def _cache_kwarg_for(forward_cls: type) -> str:
-    params = inspect.signature(forward_cls.forward).parameters
+def _cache_kwarg_for(forward: Callable[..., Any]) -> str:
+    params = inspect.signature(forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
 def cache_kwarg(model: PreTrainedModel) -> str:
     """The keyword under which `model.forward` and `generate` take a cache ("cache" or "past_key_values")."""
-    return _cache_kwarg_for(type(model))
+    return _cache_kwarg_for(type(model).forward)
 
 
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -89,8 +90,10 @@ def rewrite_updates(kv_cache: Cache, rewrite: KVRewrite) -> Iterator[None]:
     previous = kv_cache.__dict__.get("update")
     stored = kv_cache.update
 
-    def update(keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args: object, **kwargs: object):
-        keys, values = rewrite(layer_idx, keys, values)
+    def update(
+        key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = rewrite(layer_idx, key_states, value_states)
         return stored(keys, values, layer_idx, *args, **kwargs)
 
     kv_cache.update = update  # type: ignore[method-assign]
@@ -157,22 +160,29 @@ def twin(kv_cache: Cache) -> Cache:
     return other
 
 
+def _stored(layer: object, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One cache layer's `(K, V)`; a TypeError for a layer that holds none (unfilled, or linear attention)."""
+    keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+    if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
+        raise TypeError(
+            f"cache layer {layer_idx} ({type(layer).__name__}) holds no keys and values: C2C fuses attention caches "
+            "after a prefill, not empty or linear-attention layers"
+        )
+    return keys, values
+
+
 def layers(kv_cache: Cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Every layer's `(K, V)`, each (B, H_kv, N_l, D)."""
-    return [(layer.keys, layer.values) for layer in kv_cache.layers]
+    return [_stored(layer, i) for i, layer in enumerate(kv_cache.layers)]
 
 
 def replace_layer(kv_cache: Cache, layer_idx: int, keys: torch.Tensor, values: torch.Tensor) -> None:
     """Swap one layer's stored `(K, V)` for tensors of the same shape (they may carry autograd history)."""
     layer = kv_cache.layers[layer_idx]
-    if keys.shape != layer.keys.shape or values.shape != layer.values.shape:
+    old_keys, old_values = _stored(layer, layer_idx)
+    if keys.shape != old_keys.shape or values.shape != old_values.shape:
         raise ValueError(
             f"layer {layer_idx}: replacement K/V {tuple(keys.shape)}/{tuple(values.shape)} must match the cache's "
-            f"{tuple(layer.keys.shape)}/{tuple(layer.values.shape)}"
+            f"{tuple(old_keys.shape)}/{tuple(old_values.shape)}"
         )
-    layer.keys, layer.values = keys, values
-
-
-def seq_length(kv_cache: Cache | None) -> int:
-    """Tokens the cache has seen (0 for None)."""
-    return 0 if kv_cache is None else kv_cache.get_seq_length()
+    layer.keys, layer.values = keys, values  # type: ignore[union-attr]  # _stored checked it holds K and V

@@ -300,6 +300,14 @@ class C2CModel(nn.Module):
 
     # ----------------------------------------------------------------------------------- inputs
 
+    def chat_tokenizer(self) -> PreTrainedTokenizerBase:
+        """The receiver's tokenizer, which chat messages need (a ValueError naming the fix without one)."""
+        if self.receiver_tokenizer is None:
+            raise ValueError(
+                "chat messages need a receiver tokenizer: pass receiver_tokenizer= when building the C2CModel"
+            )
+        return self.receiver_tokenizer
+
     def encode(
         self,
         conversations: list[Messages],
@@ -323,10 +331,7 @@ class C2CModel(nn.Module):
             the fusion mask (the last one is never fused, since it is not prefilled). With several
             sharers, each is aligned on its own to the same receiver tokens (`more_sharers`).
         """
-        if self.receiver_tokenizer is None:
-            raise ValueError(
-                "chat messages need a receiver tokenizer: pass receiver_tokenizer= when building the C2CModel"
-            )
+        tok = self.chat_tokenizer()
         aligned = [
             (
                 i,
@@ -349,7 +354,6 @@ class C2CModel(nn.Module):
                         "several sharers need one receiver sequence. Fix: use sharers with the same chat template"
                     )
         else:
-            tok = self.receiver_tokenizer
             texts = [
                 render_chat(tok, c, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking)
                 for c in conversations
@@ -535,6 +539,7 @@ class C2CModel(nn.Module):
             raise ValueError(f"prompt_length must be in [1, {inputs.input_ids.shape[1]}], got {prompt_length}")
         start = prompt_length - 1
         reading: AbstractContextManager[Any] = nullcontext()
+        cache: Cache | None
         if enabled and control is not None and control.fuses_response:
             fusion = ResponseFusion(self, inputs.truncate(prompt_length), control, fusers=fusers, stage=stage)
             cache, reading = fusion.fused_cache, fusion.reading(inputs.input_ids[:, start:], inputs.attention_mask)
@@ -602,7 +607,7 @@ class C2CModel(nn.Module):
         control = FusionControl.from_kwargs(fusion_strength, fuse_layers, fuse_proportion, include_response)
         check_generation_kwargs(generate_kwargs)
         single = False
-        if messages is not None:
+        if input_ids is None:
             conversations, single = _as_conversations(messages)
             inputs = self.encode(conversations, enable_thinking=enable_thinking)
         else:
@@ -618,9 +623,7 @@ class C2CModel(nn.Module):
         if messages is None:
             return out
         sequences = out.sequences if hasattr(out, "sequences") else out
-        texts = self.receiver_tokenizer.batch_decode(
-            sequences[:, inputs.input_ids.shape[1] :], skip_special_tokens=True
-        )
+        texts = self.chat_tokenizer().batch_decode(sequences[:, inputs.input_ids.shape[1] :], skip_special_tokens=True)
         return texts[0] if single else texts
 
     def _check_prompt_length(self, length: int, max_new_tokens: Any) -> None:
@@ -655,6 +658,7 @@ class C2CModel(nn.Module):
         `fuse` and `decode`; with `control.include_response` the fusers run inside `decode`); returns
         Hugging Face `generate`'s output."""
         decoding: AbstractContextManager[Any] = nullcontext()
+        cache: Cache | None
         if fuse and control is not None and control.fuses_response:
             fusion = ResponseFusion(self, inputs, control, fusers=None, stage=stage)
             cache, decoding = fusion.fused_cache, fusion.decoding()
@@ -716,7 +720,7 @@ def check_generation_kwargs(kwargs: dict[str, Any]) -> None:
         raise ValueError("bad generation settings: " + "; ".join(problems))
 
 
-def _as_conversations(messages: Messages | list[Messages] | str) -> tuple[list[Messages], bool]:
+def _as_conversations(messages: object) -> tuple[list[Messages], bool]:
     """Normalise a prompt to a batch of conversations; the flag says it was a single one.
 
     Raises:
@@ -726,9 +730,9 @@ def _as_conversations(messages: Messages | list[Messages] | str) -> tuple[list[M
     if isinstance(messages, str):
         conversations, single = [[{"role": "user", "content": messages}]], True
     elif isinstance(messages, list | tuple) and messages and isinstance(messages[0], dict):
-        conversations, single = [list(messages)], True  # type: ignore[list-item]
+        conversations, single = [list(messages)], True
     elif isinstance(messages, list | tuple) and messages and all(isinstance(c, list | tuple) for c in messages):
-        conversations, single = [list(c) for c in messages], False  # type: ignore[union-attr]
+        conversations, single = [list(c) for c in messages], False
     else:
         raise ValueError(
             f"messages must be a string, a conversation (a list of {{'role', 'content'}} dicts) or a list of conversations; "

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -42,7 +43,7 @@ class T2TStyle:
     Attributes:
         request: The sharer's stage-1 user message; `{question}` becomes the last user message.
         reading: "turns": the receiver reads [request, background, question] as three turns (the
-            paper's T2T, SPEC §6.7); "system": the background as a system message before the chat.
+            paper's T2T, docs/method.md §6.7); "system": the background as a system message before the chat.
         max_new_tokens: Most background tokens the sharer writes.
     """
 
@@ -110,7 +111,7 @@ def pad_id(tok: PreTrainedTokenizerBase) -> int:
 def sharer_texts(model: C2CModel, conversations: Sequence[Messages], *, enable_thinking: bool = False) -> list[str]:
     """The conversations rendered with the sharer's own chat template (or the plain fallback)."""
     return [
-        render_chat(model.sharer_tokenizer, c, add_generation_prompt=True, enable_thinking=enable_thinking)
+        render_chat(mode_tokenizer(model, "sharer"), c, add_generation_prompt=True, enable_thinking=enable_thinking)
         for c in conversations
     ]
 
@@ -118,7 +119,7 @@ def sharer_texts(model: C2CModel, conversations: Sequence[Messages], *, enable_t
 def sharer_encode(model: C2CModel, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded sharer ids and mask, (B, N) each, on the sharer's device; a template-less (base)
     tokenizer gets its special tokens (BOS)."""
-    tok = model.sharer_tokenizer
+    tok = mode_tokenizer(model, "sharer")
     previous, tok.padding_side = tok.padding_side, "left"
     try:
         enc = tok(list(texts), add_special_tokens=not tok.chat_template, padding=True, return_tensors="pt")
@@ -166,7 +167,7 @@ def write_backgrounds(model: C2CModel, conversations: Sequence[Messages], style:
     requests = [
         [{"role": "user", "content": style.request.replace("{question}", last_user_message(c))}] for c in conversations
     ]
-    tok = model.sharer_tokenizer
+    tok = mode_tokenizer(model, "sharer")
     ids, mask = sharer_encode(model, sharer_texts(model, requests))
     kwargs: dict[str, Any] = {"max_new_tokens": style.max_new_tokens, "do_sample": False, "pad_token_id": pad_id(tok)}
     if not tok.chat_template:
@@ -174,7 +175,8 @@ def write_backgrounds(model: C2CModel, conversations: Sequence[Messages], style:
     new = model.sharer.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1] :]
     counts = generated_lengths(new, model.sharer.generation_config, tok)
     return [
-        cut_at_stops(tok.decode(row[:n], skip_special_tokens=True), PLAIN_STOPS) for row, n in zip(new.tolist(), counts)
+        cut_at_stops(typing.cast(str, tok.decode(row[:n], skip_special_tokens=True)), PLAIN_STOPS)
+        for row, n in zip(new.tolist(), counts)
     ]
 
 
@@ -235,7 +237,7 @@ def generate_mode(
     backgrounds = None
     if mode == "sharer":
         ids, mask = sharer_encode(model, sharer_texts(model, conversations, enable_thinking=enable_thinking))
-        generate_kwargs.setdefault("pad_token_id", pad_id(model.sharer_tokenizer))
+        generate_kwargs.setdefault("pad_token_id", pad_id(mode_tokenizer(model, "sharer")))
         with clock.stage("decode"):
             out = model.sharer.generate(input_ids=ids, attention_mask=mask, **generate_kwargs)
         return ModeOutput(out[:, ids.shape[1] :], mask.sum(dim=1).tolist())

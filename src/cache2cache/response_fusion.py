@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
 
 from . import kv
@@ -109,7 +110,9 @@ class ResponseFusion:
         self._length = prefix.input_ids.shape[1]  # tokens the caches hold
 
     @staticmethod
-    def _prefill(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, *, keep_all_tokens: bool = False) -> Cache:
+    def _prefill(
+        model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, *, keep_all_tokens: bool = False
+    ) -> Cache:
         if ids.shape[1] == 0:
             return kv.empty_cache(model, keep_all_tokens=keep_all_tokens)
         return kv.prefill(model, ids, mask, keep_all_tokens=keep_all_tokens)

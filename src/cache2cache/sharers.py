@@ -15,6 +15,7 @@ describes: a `FuserStack` for a pair (its state-dict keys unchanged), a `MultiFu
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Collection
 
 import torch
@@ -43,9 +44,14 @@ class MultiFuserStack(nn.Module):
         self.stacks = nn.ModuleList(stacks)
         self.mode = mode
 
+    @property
+    def sharer_stacks(self) -> list[FuserStack]:
+        """The fusers of sharer 1, 2, ..., in order."""
+        return typing.cast(list[FuserStack], list(self.stacks))
+
     def update_temperature(self, step: int) -> None:
         """Anneal every fuser's gate temperature to optimizer step `step`."""
-        for stack in self.stacks:
+        for stack in self.sharer_stacks:
             stack.update_temperature(step)
 
     def forward(
@@ -75,7 +81,7 @@ class MultiFuserStack(nn.Module):
             )
         fused: dict[int, KV] = {}
         current = list(receiver_kv)
-        for stack, kv_i, mask_i in zip(self.stacks, sharer_kv, fusion_masks, strict=True):
+        for stack, kv_i, mask_i in zip(self.sharer_stacks, sharer_kv, fusion_masks, strict=True):
             base = current if self.mode == "sequential" else receiver_kv
             for t, (k, v) in stack(kv_i, base, mask_i, layers=layers, strength=strength).items():
                 if self.mode == "sequential":

@@ -22,6 +22,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
+from ..layer_map import LAYER_MAPS  # torch-free, like everything --help imports
+
 if TYPE_CHECKING:
     import torch
 
@@ -30,9 +32,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
-# Same names as cache2cache.layer_map.LAYER_MAPS (a test keeps them equal); not imported, since that
-# would import torch just to print --help.
-LAYER_MAPS: tuple[str, ...] = ("terminal", "depth")
 FRESH_FUSER_FLAGS: tuple[str, ...] = ("layer_map", "hidden_dim", "intermediate_dim", "num_layers")
 # What a user can cause with wrong flags or files: reported in one line, without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError)
