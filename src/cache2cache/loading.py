@@ -35,12 +35,13 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import assets
-from .output_dir import output_dir_problem
+from .output_dir import output_dir_problem, replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def parse_device(device: str | torch.device) -> torch.device:
     return parsed
 
 
-def _from_pretrained(kind: type, name: str | Path, location: str, gguf_file: str | None, **kwargs: object) -> object:
+def _from_pretrained(kind: Any, name: str | Path, location: str, gguf_file: str | None, **kwargs: object) -> Any:
     """`kind.from_pretrained` on a resolved `name`; a hub failure says what else the name could have meant."""
     if gguf_file is not None:
         require_gguf()
@@ -247,7 +248,7 @@ def load_model(
     start = time.perf_counter()
     model = _from_pretrained(AutoModelForCausalLM, name_or_path, location, gguf_file, **kwargs)
     assert isinstance(model, PreTrainedModel)
-    model = model.to(device).eval().requires_grad_(False)
+    model = model.to(device).eval().requires_grad_(False)  # type: ignore[arg-type]  # transformers wraps .to, and mypy misreads the wrapper
     logger.info("loaded %s (%s, %s) in %.1f s", name_or_path, type(model).__name__, model.dtype,
                 time.perf_counter() - start)  # fmt: skip
     return model
@@ -328,6 +329,6 @@ def convert_gguf(src: str | Path, dst: str | Path, *, overwrite: bool = False) -
         staged = Path(tmp) / target.name
         dense.save_pretrained(staged)
         tokenizer.save_pretrained(staged)
-        assets.replace_dir(staged, target)
+        replace_dir(staged, target)
     logger.info("converted %s into %s in %.1f s", source, target, time.perf_counter() - start)
     return target

@@ -1,4 +1,4 @@
-"""Checking, before any work starts, that a run can write its output folder.
+"""Output folders: checking, before any work starts, that a run can write one, and replacing one atomically.
 
 Every command that writes a folder (`c2c train`, `c2c eval`, `c2c demo`, `c2c convert`,
 `save_pretrained`) asks `output_dir_problem` first, so a folder that is a file, sits inside a file or
@@ -8,6 +8,7 @@ cannot be written is reported up front instead of after minutes of work.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -40,3 +41,19 @@ def output_dir_problem(path: str | Path) -> str | None:
         return f"{str(target)!r} cannot be written: {str(existing)!r} refuses new files ({err.strerror})"
     os.rmdir(probe)
     return None
+
+
+def replace_dir(staged: Path, target: Path) -> None:
+    """Move the finished folder `staged` to `target`, replacing an old `target`.
+
+    Both must be on one filesystem. The old folder is renamed aside before the new one is renamed in,
+    so `target` is at every moment either the complete old folder or the complete new one.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)
+    os.replace(staged, target)
+    if old is not None:
+        shutil.rmtree(old)

@@ -1,4 +1,4 @@
-"""`c2c fetch`: download, verify and convert the offline assets (wraps `cache2cache.assets.fetch`)."""
+"""`c2c fetch`: download, verify and convert the offline assets (wraps `cache2cache.asset_fetch.fetch`)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fetch the assets and print where each landed; returns the exit status."""
-    from cache2cache import assets
+    from cache2cache import asset_fetch, assets
 
     configure_logging()
     try:
-        landed = assets.fetch(args.names or None, cache_dir=args.cache_dir, force=args.force)
+        landed = asset_fetch.fetch(args.names or None, cache_dir=args.cache_dir, force=args.force)
     except (*USER_ERRORS, RuntimeError) as error:  # RuntimeError: a failed download or a ChecksumError
         return report_error("fetch", error)
     width = max(map(len, landed))
