@@ -44,7 +44,7 @@ import transformers
 from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config, Qwen3Config
 
 from cache2cache import C2CModel, FuserConfig, FuserStack, count_parameters, kv
-from cache2cache.model import C2CInputs
+from cache2cache.inputs import C2CInputs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

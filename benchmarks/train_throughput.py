@@ -53,8 +53,8 @@ PRECISIONS = ("bf16", "fp32")
 
 def synthetic_mc(count: int, seed: int = 0) -> list[list[dict[str, str]]]:
     """Multiple-choice chats in the paper's training form, with ~150-token prompts."""
-    from cache2cache.evaluation.prompts import mc_training_messages
-    from cache2cache.evaluation.tasks import MultipleChoiceItem
+    from cache2cache.tasks import MultipleChoiceItem
+    from cache2cache.tasks.prompts import mc_training_messages
 
     words = (
         "the a of which most likely reason experiment water energy plant animal light heat force motion "

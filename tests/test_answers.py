@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cache2cache.evaluation.answers import extract_choice, letter, letter_index, letters
+from cache2cache.tasks.answers import extract_choice, letter, letter_index, letters
 
 CHOICES = ["Planetary density will decrease.", "Planetary years will become longer.",
            "Planetary days will become shorter.", "Planetary gravity will become stronger."]  # fmt: skip

@@ -29,10 +29,10 @@ import torch
 import yaml
 
 from cache2cache import C2CConfig, C2CModel, FuserConfig
-from cache2cache.checkpoint import export_published
 from cache2cache.cli.main import main
-from cache2cache.evaluation.tasks import TaskError, load_task
 from cache2cache.loading import load_model
+from cache2cache.published import export_published
+from cache2cache.tasks import TaskError, load_task
 from cache2cache.training.config import ConfigError, load_train_config
 from tiny import tiny_receiver, tiny_sharer
 from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
@@ -933,8 +933,7 @@ def test_eval_without_matplotlib_writes_everything_but_the_chart(
 
 
 def test_demo_report_without_matplotlib_writes_everything_but_the_chart(tmp_path: Path, caplog, monkeypatch) -> None:
-    from cache2cache.demo.report import write_demo_report
-    from cache2cache.demo.run import DemoResult, ModeResult
+    from cache2cache.demo.report import DemoResult, ModeResult, write_demo_report
     from cache2cache.demo.world import make_world
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)

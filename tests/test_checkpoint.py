@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cache2cache import C2CModel
-from cache2cache.checkpoint import export_published
+from cache2cache.published import export_published
 from conftest import prompt_ids
 
 

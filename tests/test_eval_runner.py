@@ -12,11 +12,11 @@ import torch
 from cache2cache import C2CModel, kv
 from cache2cache.chat import render_chat
 from cache2cache.evaluation.config import EvalConfig
-from cache2cache.evaluation.prompts import background_messages, background_prompt, mc_prompt
 from cache2cache.evaluation.runner import run_eval
 from cache2cache.evaluation.scoring import ChoiceScorer, split_continuation
-from cache2cache.evaluation.tasks import load_task
 from cache2cache.evaluation.timing import StageClock, timed_forward, timed_generate
+from cache2cache.tasks import load_task
+from cache2cache.tasks.prompts import background_messages, background_prompt, mc_prompt
 from tiny import tokenized_pair
 from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 

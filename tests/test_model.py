@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cache2cache import C2CModel, FuserStack, kv
-from cache2cache.model import C2CInputs
+from cache2cache.inputs import C2CInputs
 from conftest import prompt_ids
 
 

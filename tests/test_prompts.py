@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cache2cache.evaluation.prompts import (
+from cache2cache.tasks import MultipleChoiceItem
+from cache2cache.tasks.prompts import (
     T2T_BACKGROUND_PROMPT,
     background_messages,
     background_prompt,
@@ -13,7 +14,6 @@ from cache2cache.evaluation.prompts import (
     mc_training_messages,
     t2t_messages,
 )
-from cache2cache.evaluation.tasks import MultipleChoiceItem
 
 ITEM = MultipleChoiceItem("x", "Which gas do plants absorb?", ["Oxygen", "Carbon dioxide", "Helium", "Neon"], 1)
 

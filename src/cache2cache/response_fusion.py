@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -48,9 +48,26 @@ from transformers.cache_utils import Cache
 
 from . import kv
 from .control import FusionControl
+from .inputs import C2CInputs, Stage
 
 if TYPE_CHECKING:
-    from .model import C2CInputs, C2CModel, Stage
+    from .alignment import TokenAligner
+    from .config import C2CConfig
+
+
+class FusingPair(Protocol):
+    """What response fusion reads of a `C2CModel` (single sharer)."""
+
+    @property
+    def config(self) -> C2CConfig: ...
+    @property
+    def receiver(self) -> PreTrainedModel: ...
+    @property
+    def sharer(self) -> PreTrainedModel: ...
+    @property
+    def fusers(self) -> nn.Module: ...
+    @property
+    def aligner(self) -> TokenAligner | None: ...
 
 
 class ResponseFusion:
@@ -71,7 +88,7 @@ class ResponseFusion:
 
     def __init__(
         self,
-        model: C2CModel,
+        model: FusingPair,
         prompt: C2CInputs,
         control: FusionControl,
         *,

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the config, run every mode, print the results table; returns the exit status."""
     configure_logging()
     if args.list_tasks:
-        from cache2cache.evaluation.tasks import list_tasks
+        from cache2cache.tasks import list_tasks
 
         for name, description in list_tasks().items():
             print(f"{name:32} {description}")

@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         from dataclasses import replace
 
-        from cache2cache.modes import DEMO_T2T, PAPER_T2T
+        from cache2cache.demo.run import DEMO_T2T
+        from cache2cache.evaluation.modes import PAPER_T2T
         from cache2cache.serving.app import ServeSettings, create_app
         from cache2cache.serving.server import run_server
     except ImportError as err:

@@ -3,16 +3,49 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..evaluation.report import ModeSummary, write_chart, write_markdown
 from .world import ATTRIBUTES, CITIES, COLOURS, JOBS, World
 
-if TYPE_CHECKING:
-    from .run import DemoResult
-
 _VALUES = {"city": CITIES, "job": JOBS, "colour": COLOURS}
 EXAMPLES = 6
+
+
+@dataclass
+class ModeResult:
+    """One mode's answers on the held-out questions."""
+
+    mode: str
+    answers: list[str]
+    correct: int
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of exact first-word matches."""
+        return self.correct / max(1, len(self.answers))
+
+    @property
+    def latency_median_ms(self) -> float:
+        """Median latency of one answer at batch size 1."""
+        return statistics.median(self.latencies_ms) if self.latencies_ms else float("nan")
+
+
+@dataclass
+class DemoResult:
+    """What `run_demo` produced."""
+
+    output_dir: Path
+    questions: list[str]
+    gold: list[str]
+    modes: dict[str, ModeResult]
+    phase_seconds: dict[str, float]
+    reused: list[str]
+    fuser_train_names: set[str]
+    held_out_names: set[str]
 
 
 def mode_summaries(result: DemoResult) -> list[ModeSummary]:

@@ -22,10 +22,9 @@ import json
 import logging
 import multiprocessing
 import shutil
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -34,11 +33,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from ..chat import render_chat
 from ..config import FuserConfig
+from ..evaluation.modes import T2TStyle
 from ..model import C2CModel
 from ..output_dir import output_dir_problem
 from ..training.config import OutputOptions, TrainConfig, TrainingOptions
 from ..training.loop import train_fusers
 from . import corpora
+from .report import DemoResult, ModeResult, write_demo_report
 from .toy_models import pretrain, receiver_model, sharer_model, word_tokenizer
 from .world import ATTRIBUTES, BACKGROUND_REQUEST, World, make_world
 
@@ -46,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 MODES = ("receiver", "sharer", "t2t", "c2c")
 DEMO_FORMAT = 1
+
+DEMO_T2T = T2TStyle(BACKGROUND_REQUEST, "system", 16)
+"""The T2T of the demo's pair: the sharer's background format, which its receiver was trained to read."""
 
 
 @dataclass(frozen=True)
@@ -86,40 +90,6 @@ SIZES: dict[str, DemoSize] = {
         fuser_batch_size=32,
     ),
 }
-
-
-@dataclass
-class ModeResult:
-    """One mode's answers on the held-out questions."""
-
-    mode: str
-    answers: list[str]
-    correct: int
-    latencies_ms: list[float] = field(default_factory=list)
-
-    @property
-    def accuracy(self) -> float:
-        """Fraction of exact first-word matches."""
-        return self.correct / max(1, len(self.answers))
-
-    @property
-    def latency_median_ms(self) -> float:
-        """Median latency of one answer at batch size 1."""
-        return statistics.median(self.latencies_ms) if self.latencies_ms else float("nan")
-
-
-@dataclass
-class DemoResult:
-    """What `run_demo` produced."""
-
-    output_dir: Path
-    questions: list[str]
-    gold: list[str]
-    modes: dict[str, ModeResult]
-    phase_seconds: dict[str, float]
-    reused: list[str]
-    fuser_train_names: set[str]
-    held_out_names: set[str]
 
 
 def run_demo(
@@ -197,9 +167,7 @@ def run_demo(
         {p.name for p in world.fuser_train},
         {p.name for p in world.held_out},
     )
-    from . import report
-
-    report.write_demo_report(result, world)
+    write_demo_report(result, world)
     return result
 
 

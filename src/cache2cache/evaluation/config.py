@@ -6,7 +6,7 @@ A recipe is one flat mapping (every key optional except the task and the models)
     receiver: smollm2-135m-instruct        # models: hub id, folder, .gguf or fetched alias
     sharer: gemma-3-270m
     fuser: null                            # a checkpoint; required by the c2c mode
-    task: arc_easy                         # items: see `cache2cache.evaluation.tasks.load_task`
+    task: arc_easy                         # items: see `cache2cache.tasks.load_task`
     split: validation
     modes: [receiver, sharer, t2t]         # receiver | sharer | t2t | c2c, side by side
     answer_method: loglik                  # generate (the paper's) | loglik
@@ -34,8 +34,8 @@ from typing import Any, Literal
 import yaml
 
 from ..output_dir import output_dir_problem
+from ..tasks.prompts import T2T_BACKGROUND_PROMPT
 from ..training.config import ConfigError, read_recipe
-from .prompts import T2T_BACKGROUND_PROMPT
 
 MODES: tuple[str, ...] = ("receiver", "sharer", "t2t", "c2c")
 """Evaluation modes, in report order."""
@@ -339,7 +339,7 @@ def check_eval_config(config: EvalConfig, *, check_files: bool = True) -> list[s
 
 def _file_problems(c: EvalConfig) -> list[str]:
     from .. import assets
-    from .tasks import list_tasks
+    from ..tasks import list_tasks
 
     problems: list[str] = []
     registered = [name for name in list_tasks() if "<" not in name]

@@ -46,7 +46,8 @@ from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
 from ..control import FusionControl
-from ..model import C2CInputs, C2CModel
+from ..inputs import C2CInputs
+from ..model import C2CModel
 from .scoring import append_continuations, continuation_logprobs, greedy_flags
 
 logger = logging.getLogger(__name__)

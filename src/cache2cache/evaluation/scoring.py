@@ -23,8 +23,8 @@ from typing import Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ..model import C2CInputs
-from .answers import letters
+from ..inputs import C2CInputs
+from ..tasks.answers import letters
 
 
 def append_tokens(

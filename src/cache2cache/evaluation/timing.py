@@ -26,7 +26,8 @@ import torch
 from transformers.cache_utils import Cache
 
 from ..control import FusionControl
-from ..model import C2CInputs, C2CModel
+from ..inputs import C2CInputs
+from ..model import C2CModel
 
 
 class StageClock:

@@ -1,6 +1,6 @@
 """`c2c serve`: an OpenAI-compatible HTTP server for a C2C pair, and its comparison page.
 
-Translation only: HTTP requests become calls of `cache2cache.modes.generate_mode`, run in dynamic
+Translation only: HTTP requests become calls of `cache2cache.evaluation.modes.generate_mode`, run in dynamic
 batches by one worker thread; no model logic lives here. Needs the `serve` extra (FastAPI, uvicorn,
 prometheus_client).
 

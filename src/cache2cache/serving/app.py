@@ -30,8 +30,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..evaluation.modes import MODES, PAPER_T2T, T2TStyle
 from ..model import C2CModel
-from ..modes import MODES, PAPER_T2T, T2TStyle
 from .batching import Batcher, Job, QueueFull
 from .errors import APIError, error_body
 from .metrics import ServerMetrics

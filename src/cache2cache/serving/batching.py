@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from transformers.generation.stopping_criteria import StoppingCriteriaList
 
+from ..evaluation.modes import T2TStyle, generate_mode, mode_eos_ids, mode_stop_strings, mode_tokenizer, prompt_length
 from ..evaluation.timing import StageClock
 from ..model import C2CModel
-from ..modes import T2TStyle, generate_mode, mode_eos_ids, mode_stop_strings, mode_tokenizer, prompt_length
 from .errors import APIError
 from .metrics import ServerMetrics
 from .schema import ChatRequest

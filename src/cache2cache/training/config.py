@@ -105,7 +105,7 @@ class DataSource:
         type: "chat": records holding a `messages` (or `conversations`) list, from a .jsonl/.json
             (optionally .gz), .parquet or .arrow file, a folder of those or a `datasets.save_to_disk`
             folder, or a hub dataset id. "mc": a multiple-choice task read by
-            `cache2cache.evaluation.tasks.load_task` (`bigbench:<task>`, a JSONL file, ...), turned
+            `cache2cache.tasks.load_task` (`bigbench:<task>`, a JSONL file, ...), turned
             into chat with the paper's training prompt. "sharegpt": the (possibly truncated) ShareGPT
             JSON; `path` defaults to the fetched `sharegpt` asset.
         path: The file, folder, hub id or task name.

@@ -2,7 +2,7 @@
 
 Reading (`load_source`): chat records from JSONL/JSON (optionally gzipped), Parquet, Arrow, a folder
 of those or a `datasets.save_to_disk` folder, or a hub dataset id; multiple-choice tasks through
-`evaluation.tasks.load_task`, rendered with the paper's training prompt (`mc_training_messages`);
+`tasks.load_task`, rendered with the paper's training prompt (`mc_training_messages`);
 the ShareGPT dump, whose JSON array is truncated, by decoding one conversation at a time.
 
 Encoding (`ExampleEncoder`): the instruction is every message but the last assistant turn; the loss
@@ -42,7 +42,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from ..chat import render_chat
-from ..model import C2CInputs
+from ..inputs import C2CInputs
 
 if TYPE_CHECKING:
     from ..alignment import TokenAligner
@@ -307,16 +307,16 @@ def mc_conversations(
     task: str, *, split: str | None = None, limit: int | None = None, data_dir: str | None = None
 ) -> list[Conversation]:
     """A multiple-choice task as training chats: the question and lettered options, then
-    "The correct answer is X." (`evaluation.prompts.mc_training_messages`).
+    "The correct answer is X." (`tasks.prompts.mc_training_messages`).
 
     Args:
-        task: Anything `evaluation.tasks.load_task` accepts (`bigbench:<task>`, a JSONL file, ...).
+        task: Anything `tasks.load_task` accepts (`bigbench:<task>`, a JSONL file, ...).
         split: The task's split, for registered tasks.
         limit: Keep the first `limit` items.
         data_dir: Where the local data is (default: the asset cache).
     """
-    from ..evaluation.prompts import mc_training_messages
-    from ..evaluation.tasks import load_task
+    from ..tasks import load_task
+    from ..tasks.prompts import mc_training_messages
 
     return [mc_training_messages(item) for item in load_task(task, split=split, limit=limit, data_dir=data_dir)]
 

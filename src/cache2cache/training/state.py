@@ -108,7 +108,7 @@ def save_checkpoint(
     """
 
     def write(folder: Path) -> None:
-        save_c2c(model, folder)
+        save_c2c(model.config, model.fusers, folder)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, folder / TRAINING_STATE)
         (folder / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=2) + "\n")
 
@@ -121,7 +121,7 @@ def save_checkpoint(
 
 def save_final(model: C2CModel, output_dir: Path) -> Path:
     """Write the fusers into `<output_dir>/final/` (our format), atomically."""
-    return write_atomically(output_dir / FINAL, lambda folder: save_c2c(model, folder))
+    return write_atomically(output_dir / FINAL, lambda folder: save_c2c(model.config, model.fusers, folder))
 
 
 def load_checkpoint(

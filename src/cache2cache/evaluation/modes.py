@@ -23,12 +23,11 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .chat import render_chat
-from .control import FusionControl
-from .demo.world import BACKGROUND_REQUEST
-from .evaluation.prompts import T2T_BACKGROUND_PROMPT, background_prompt, t2t_messages
-from .evaluation.timing import StageClock, timed_generate
-from .model import C2CModel
+from ..chat import render_chat
+from ..control import FusionControl
+from ..model import C2CModel
+from ..tasks.prompts import T2T_BACKGROUND_PROMPT, background_prompt, t2t_messages
+from .timing import StageClock, timed_generate
 
 Messages = list[dict[str, str]]
 MODES: tuple[str, ...] = ("c2c", "receiver", "sharer", "t2t")
@@ -54,8 +53,6 @@ class T2TStyle:
 
 PAPER_T2T = T2TStyle(T2T_BACKGROUND_PROMPT, "turns", 256)
 """The paper's T2T: one sentence of background, read as a 3-turn chat."""
-DEMO_T2T = T2TStyle(BACKGROUND_REQUEST, "system", 16)
-"""The T2T of `c2c demo`'s pair: the sharer's background format, which its receiver was trained to read."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ from .answers import letter
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .tasks import MultipleChoiceItem
+    from .items import MultipleChoiceItem
 
 Message = dict[str, str]
 
