@@ -34,10 +34,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import CONFIG_NAME, C2CConfig, FuserConfig, ModelFingerprint, describe_annotation, fits_annotation
+from .config import CONFIG_NAME, C2CConfig, FuserConfig, ModelFingerprint, fits_annotation
 from .fuser import C2CFuser, FuserStack
 from .model import C2CModel
 from .output_dir import output_dir_problem
+from .recipe import type_name
 from .sharers import MultiFuserStack, fusers_for
 
 logger = logging.getLogger(__name__)
@@ -336,7 +337,7 @@ def _read_published(final: Path) -> dict[str, Any]:
         args = {k: _decode_arg(v) for k, v in init_args.items() if k != "dtype"}
         types = _PUBLISHED_ARG_TYPES.items()
         wrong = [
-            f"{k}: got {args[k]!r}, expected {describe_annotation(tp)}"
+            f"{k}: got {args[k]!r}, expected {type_name(tp)}"
             for k, tp in types
             if k in args and not fits_annotation(args[k], tp)
         ]

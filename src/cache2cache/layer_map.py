@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 LayerMapName = Literal["terminal", "depth"]
-LAYER_MAPS: tuple[str, ...] = ("terminal", "depth")
+LAYER_MAPS: tuple[str, ...] = get_args(LayerMapName)
 
 
 def terminal_map(num_receiver_layers: int, num_sharer_layers: int) -> dict[int, int]:
