@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from cache2cache import recipe
+from cache2cache.cli.main import main
 from cache2cache.config import C2CConfig, FuserConfig
 from cache2cache.evaluation.config import load_eval_config, parse_eval_config
 from cache2cache.training.config import ConfigError, load_train_config, parse_train_config
@@ -97,3 +98,15 @@ def test_field_docs_come_from_metadata_or_the_attributes_section() -> None:
     assert set(train) == set(recipe.field_annotations(TrainConfig)), "every training field is documented"
     evaluation = recipe.field_docs(EvalConfig)
     assert set(evaluation) == set(recipe.override_paths(EvalConfig)), "every eval field has help"
+
+
+def test_recipe_flags_show_the_field_docs(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--training.learning_rate VALUE Peak AdamW learning rate. (also --learning_rate)" in out
+    assert "--output.overwrite [VALUE]" in out  # a bool field also works bare
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--hidden_dim HIDDEN_DIM Fuser width h (published: 1024)." in out
