@@ -24,7 +24,7 @@ import argparse
 import logging
 import sys
 import typing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cache2cache import recipe
 from cache2cache.config import FuserConfig
@@ -63,7 +63,7 @@ def add_recipe_arguments(group: argparse._ArgumentGroup, schema: type, dest_pref
             text = docs.get(path, "").replace("%", "%%")
             if path in aliases:
                 text += f" (also --{aliases[path]})"
-        bare = {"nargs": "?", "const": "true"} if annotations[path] is bool else {}
+        bare: dict[str, Any] = {"nargs": "?", "const": "true"} if annotations[path] is bool else {}
         group.add_argument(f"--{name}", dest=dest_prefix + name, default=argparse.SUPPRESS, metavar="VALUE",
                            help=text or None, **bare)  # fmt: skip
 

@@ -29,7 +29,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -37,14 +37,14 @@ from .. import recipe
 from ..output_dir import output_dir_problem
 from .prompts import T2T_BACKGROUND_PROMPT
 
-MODES: tuple[str, ...] = ("receiver", "sharer", "t2t", "c2c")
+Mode = Literal["receiver", "sharer", "t2t", "c2c"]
+MODES: tuple[Mode, ...] = get_args(Mode)
 """Evaluation modes, in report order."""
 PAPER_RESPONSE_PREFIX = "The correct answer is"
 """The loglik mode's default response prefix with the paper's prompt (docs/method.md §6.4 `response_text`)."""
 CONFIG_FILE = "config.yaml"
 ITEMS_FILE = "items.jsonl"
 
-Mode = Literal["receiver", "sharer", "t2t", "c2c"]
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Fields that may change between a run and its --resume without changing any finished item's result.
 RESUMABLE_CHANGES: frozenset[str] = frozenset(
