@@ -52,10 +52,10 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .chat import render_chat
+from .config import AlignmentStrategy as Strategy
 
 logger = logging.getLogger(__name__)
 
-Strategy = Literal["first", "longest"]
 Messages = list[dict[str, Any]]
 
 _ANCHOR_CHARS = 16  # template characters on each side of a message used to disambiguate matches

@@ -15,15 +15,22 @@ import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from .layer_map import build_layer_map
+from .layer_map import LayerMapName, build_layer_map
+from .recipe import type_name
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "c2c_config.json"
+AnnealSchedule = Literal["geometric", "linear"]
+"""How the gate temperature anneals: "geometric" (published code) or "linear" (the paper's wording)."""
+AlignmentStrategy = Literal["first", "longest"]
+"""Token alignment when the tokenizers differ (`cache2cache.alignment`)."""
+LayerMapLabel = Literal[LayerMapName, "custom"]
+"""How a saved layer map was built: by name, or given as a dict ("custom")."""
 SHARER_MODES = ("parallel", "sequential")
 """How several sharers combine (docs/method.md §7): `parallel` sums every sharer's delta on the clean
 receiver cache; `sequential` fuses each sharer into the cache the previous one produced."""
@@ -85,7 +92,20 @@ class ModelFingerprint:
 
 @dataclass
 class FuserConfig:
-    """Hyperparameters of every `C2CFuser` in a pair (published names; docs/method.md §2.2 defaults)."""
+    """Hyperparameters of every `C2CFuser` in a pair (published names; docs/method.md §2.2 defaults).
+
+    Attributes:
+        hidden_dim: Fuser width h (published: 1024).
+        intermediate_dim: Inner width i of the fuser's feed-forward blocks (published: 1024).
+        num_layers: Fuser depth L >= 3: one fusion block and L-2 projection blocks (published: 3).
+        dropout: Dropout inside the fuser while training (published: 0.1).
+        initial_temperature: Gate temperature at step 0 (published: 1.0).
+        final_temperature: Gate temperature once annealed (published: 0.001).
+        anneal_steps: Steps over which the temperature anneals (published: 1929).
+        zero_init: Start the output projections at zero, so fresh fusers add nothing.
+        gate_init: Initial gate logit; 0 is the published init (gates half open).
+        anneal_schedule: "geometric" (published code) or "linear" (the paper's wording).
+    """
 
     hidden_dim: int = 1024
     intermediate_dim: int = 1024
@@ -96,7 +116,7 @@ class FuserConfig:
     anneal_steps: int = 1929
     zero_init: bool = False
     gate_init: float = 0.0
-    anneal_schedule: str = "geometric"
+    anneal_schedule: AnnealSchedule = "geometric"
 
     def problems(self, prefix: str) -> list[str]:
         """Every out-of-range field, each as `<prefix><field>: got <value>, expected <range>`."""
@@ -113,11 +133,7 @@ class FuserConfig:
         for name in ("initial_temperature", "final_temperature"):
             if not getattr(self, name) > 0:
                 problems.append(f"{prefix}{name}: got {getattr(self, name)}, expected > 0")
-        if self.anneal_schedule not in ("geometric", "linear"):
-            problems.append(
-                f"{prefix}anneal_schedule: got {self.anneal_schedule!r}, expected 'geometric' (published code) or 'linear'"
-            )
-        return problems
+        return problems + literal_problems(self, prefix)
 
 
 @dataclass
@@ -132,7 +148,7 @@ class SharerLink:
 
     sharer: ModelFingerprint
     layer_map: dict[int, int]
-    layer_map_name: str = "terminal"
+    layer_map_name: LayerMapLabel = "terminal"
 
 
 @dataclass
@@ -159,8 +175,8 @@ class C2CConfig:
     sharer: ModelFingerprint
     fuser: FuserConfig = field(default_factory=FuserConfig)
     layer_map: dict[int, int] = field(default_factory=dict)
-    layer_map_name: str = "terminal"
-    alignment_strategy: str = "longest"
+    layer_map_name: LayerMapLabel = "terminal"
+    alignment_strategy: AlignmentStrategy = "longest"
     format_version: int = FORMAT_VERSION
     more_sharers: list[SharerLink] = field(default_factory=list)
     sharer_mode: str = "parallel"
@@ -172,8 +188,8 @@ class C2CConfig:
         sharer: PreTrainedModel,
         *,
         fuser: FuserConfig | None = None,
-        layer_map: str | dict[int, int] = "terminal",
-        alignment_strategy: str = "longest",
+        layer_map: LayerMapName | dict[int, int] = "terminal",
+        alignment_strategy: AlignmentStrategy = "longest",
         more_sharers: Sequence[PreTrainedModel] = (),
         sharer_mode: str = "parallel",
     ) -> C2CConfig:
@@ -241,8 +257,9 @@ class C2CConfig:
             problems.append(
                 f"sharer_mode must be one of {', '.join(SHARER_MODES)} (how several sharers combine), got {self.sharer_mode!r}"
             )
-        if self.alignment_strategy not in ("first", "longest"):
-            problems.append(f"alignment_strategy must be 'first' or 'longest', got {self.alignment_strategy!r}")
+        problems += literal_problems(self)
+        for i, link in enumerate(self.more_sharers):
+            problems += literal_problems(link, f"more_sharers[{i}].")
         problems += self.fuser.problems("fuser.")
         if problems:
             raise ValueError("invalid C2CConfig: " + "; ".join(problems))
@@ -348,7 +365,7 @@ class C2CConfig:
         return cls.from_dict(data, source=str(path))
 
 
-def _link(receiver: ModelFingerprint, sharer: ModelFingerprint, layer_map: str | dict[int, int]) -> SharerLink:
+def _link(receiver: ModelFingerprint, sharer: ModelFingerprint, layer_map: LayerMapName | dict[int, int]) -> SharerLink:
     """One sharer's layer map, built by name ("terminal", "depth") or given as a dict ("custom")."""
     if isinstance(layer_map, str):
         return SharerLink(
@@ -367,10 +384,23 @@ def _layer_map_problems(layer_map: Any, where: str) -> list[str]:
     return [f'{where}: got {layer_map!r}, expected an object of receiver layer -> sharer layer, e.g. {{"0": 0}}']
 
 
+def literal_problems(obj: Any, prefix: str = "") -> list[str]:
+    """Every field of the dataclass `obj` annotated with a `Literal` whose value is not one of its choices,
+    each as `<prefix><field>: got <value>, expected one of ...`."""
+    hints = typing.get_type_hints(type(obj))
+    return [
+        f"{prefix}{f.name}: got {getattr(obj, f.name)!r}, expected {type_name(hints[f.name])}"
+        for f in dataclasses.fields(obj)
+        if typing.get_origin(hints[f.name]) is Literal and getattr(obj, f.name) not in typing.get_args(hints[f.name])
+    ]
+
+
 def fits_annotation(value: Any, tp: Any) -> bool:
-    """Whether a JSON value fits a field annotation (int, float, bool, str, or one of them | None)."""
-    if isinstance(tp, types.UnionType):
+    """Whether a JSON value fits a field annotation (int, float, bool, str, a Literal, or one of them | None)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return any(fits_annotation(value, arg) for arg in typing.get_args(tp))
+    if typing.get_origin(tp) is Literal:
+        return value in typing.get_args(tp)
     if tp is type(None):
         return value is None
     if tp is float:
@@ -378,15 +408,6 @@ def fits_annotation(value: Any, tp: Any) -> bool:
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, tp)
-
-
-def describe_annotation(tp: Any) -> str:
-    """What `fits_annotation` wants, in words: "an integer", "a string or null", ..."""
-    if isinstance(tp, types.UnionType):
-        return " or ".join(describe_annotation(arg) for arg in typing.get_args(tp))
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}.get(
-        tp, str(tp)
-    )
 
 
 def _field_problems(cls: type, data: Any, where: str, required: tuple[str, ...] | None = None) -> list[str]:
@@ -413,5 +434,5 @@ def _field_problems(cls: type, data: Any, where: str, required: tuple[str, ...] 
             and f.name not in ("layer_map", "more_sharers")
             and not fits_annotation(data[f.name], hints[f.name])
         ):
-            problems.append(f"{prefix}{f.name}: got {data[f.name]!r}, expected {describe_annotation(hints[f.name])}")
+            problems.append(f"{prefix}{f.name}: got {data[f.name]!r}, expected {type_name(hints[f.name])}")
     return problems

@@ -23,13 +23,14 @@ from __future__ import annotations
 import math
 import typing
 from collections.abc import Collection
-from typing import Literal
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-AnnealSchedule = Literal["geometric", "linear"]
+from .config import AnnealSchedule
+
 KINDS = ("key", "value")
 
 
@@ -123,8 +124,10 @@ class C2CFuser(nn.Module):
             raise ValueError(
                 f"C2CFuser needs num_layers >= 3 (one fusion block, L-2 projection blocks), got {num_layers}"
             )
-        if anneal_schedule not in ("geometric", "linear"):
-            raise ValueError(f"anneal_schedule must be 'geometric' or 'linear', got {anneal_schedule!r}")
+        if anneal_schedule not in get_args(AnnealSchedule):
+            raise ValueError(
+                f"anneal_schedule must be one of {', '.join(get_args(AnnealSchedule))}, got {anneal_schedule!r}"
+            )
         self.source_num_heads, self.source_dim = source_num_heads, source_dim
         self.target_num_heads, self.target_dim = target_num_heads, target_dim
         self.initial_temperature, self.final_temperature = initial_temperature, final_temperature

@@ -38,6 +38,7 @@ from .config import C2CConfig, FuserConfig
 from .control import FusionControl
 from .fuser import FuserStack
 from .inputs import C2CInputs, Messages, SharerInputs, Stage, as_conversations, untimed
+from .layer_map import LayerMapName
 from .response_fusion import ResponseFusion
 from .sharers import MultiFuserStack, fusers_for
 
@@ -121,7 +122,7 @@ class C2CModel(nn.Module):
         config: C2CConfig | None = None,
         *,
         fuser: FuserConfig | None = None,
-        layer_map: str | dict[int, int] = "terminal",
+        layer_map: LayerMapName | dict[int, int] = "terminal",
         sharer_mode: str = "parallel",
         receiver_tokenizer: PreTrainedTokenizerBase | None = None,
         sharer_tokenizer: PreTrainedTokenizerBase | Sequence[PreTrainedTokenizerBase | None] | None = None,

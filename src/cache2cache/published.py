@@ -24,8 +24,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from .config import CONFIG_NAME, C2CConfig, FuserConfig, ModelFingerprint, describe_annotation, fits_annotation
+from .config import CONFIG_NAME, C2CConfig, FuserConfig, ModelFingerprint, fits_annotation
 from .fuser import C2CFuser, FuserStack, load_strict
+from .recipe import type_name
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def read_published(final: Path) -> dict[str, Any]:
         args = {k: _decode_arg(v) for k, v in init_args.items() if k != "dtype"}
         types = _PUBLISHED_ARG_TYPES.items()
         wrong = [
-            f"{k}: got {args[k]!r}, expected {describe_annotation(tp)}"
+            f"{k}: got {args[k]!r}, expected {type_name(tp)}"
             for k, tp in types
             if k in args and not fits_annotation(args[k], tp)
         ]

@@ -8,6 +8,9 @@ Shared flags (the same name means the same thing in every verb):
                              shape of *fresh* fusers, used only without --fuser
     --device, --dtype, --seed
 
+Where a flag is also a recipe field, its help text is the field's (`cache2cache.recipe.field_docs`),
+and `add_recipe_arguments` turns every field of a recipe schema into a `--<field>` flag.
+
 With `--fuser`, `build_model` loads the checkpoint (`C2CModel.from_pretrained`); the receiver and
 sharer default to the ones it records. Without it, `build_model` wraps the two models with freshly
 initialised, untrained fusers (`C2CModel.from_models`) and logs a warning saying so.
@@ -20,46 +23,74 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import TYPE_CHECKING
+import typing
+from typing import TYPE_CHECKING, Any
 
-from ..layer_map import LAYER_MAPS  # torch-free, like everything --help imports
+from cache2cache import recipe
+from cache2cache.config import FuserConfig
+from cache2cache.evaluation.config import EvalConfig
+from cache2cache.layer_map import LAYER_MAPS
+from cache2cache.training.schema import ModelOptions
 
 if TYPE_CHECKING:
     import torch
 
-    from cache2cache import C2CModel, FuserConfig
+    from cache2cache import C2CModel
 
 logger = logging.getLogger(__name__)
 
-DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+DTYPES: tuple[str, ...] = typing.get_args(typing.get_type_hints(EvalConfig)["dtype"])
 FRESH_FUSER_FLAGS: tuple[str, ...] = ("layer_map", "hidden_dim", "intermediate_dim", "num_layers")
 # What a user can cause with wrong flags or files: reported in one line, without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError)
 
 
+def add_recipe_arguments(group: argparse._ArgumentGroup, schema: type, dest_prefix: str) -> None:
+    """One `--<name>` per override name of the recipe `schema` (`cache2cache.recipe.override_paths`).
+
+    Each flag's help is the field's documentation; a leaf name that stands for a dotted path works
+    but is listed only beside that path. A bool field also works bare (`--overwrite` = `--overwrite
+    true`). Values land in `args` as `<dest_prefix><name>` text, only when given.
+    """
+    docs = recipe.field_docs(schema)
+    annotations = recipe.field_annotations(schema)
+    names = recipe.override_paths(schema)
+    aliases = {path: name for name, path in names.items() if name != path}
+    for name, path in names.items():
+        if name != path:
+            text = argparse.SUPPRESS
+        else:
+            text = docs.get(path, "").replace("%", "%%")
+            if path in aliases:
+                text += f" (also --{aliases[path]})"
+        bare: dict[str, Any] = {"nargs": "?", "const": "true"} if annotations[path] is bool else {}
+        group.add_argument(f"--{name}", dest=dest_prefix + name, default=argparse.SUPPRESS, metavar="VALUE",
+                           help=text or None, **bare)  # fmt: skip
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add `--receiver`, `--sharer`, `--fuser` and `--subfolder`."""
+    """Add `--receiver`, `--sharer`, `--fuser` and `--subfolder` (the help of `--receiver` and
+    `--subfolder` is the `EvalConfig` field's; `--sharer` and `--fuser` mean more there)."""
+    docs = recipe.field_docs(EvalConfig)
     group = parser.add_argument_group("models")
-    group.add_argument("--receiver", metavar="MODEL", help="receiver: hub id, local folder, .gguf file or fetched alias "
-                       "(default with --fuser: the receiver the checkpoint records)")  # fmt: skip
+    group.add_argument("--receiver", metavar="MODEL", help=docs["receiver"])
     group.add_argument("--sharer", metavar="MODEL", help="sharer: hub id, local folder, .gguf file or fetched alias "
                        "(default with --fuser: the sharer the checkpoint records; a,b for a checkpoint with several)")  # fmt: skip
     group.add_argument("--fuser", metavar="PATH_OR_ID", help="fuser checkpoint: a save_pretrained folder, a published-layout "
                        "folder or a hub repo id (default: fresh, untrained fusers)")  # fmt: skip
-    group.add_argument(
-        "--subfolder", help="folder inside --fuser, e.g. qwen3_0.6b+qwen2.5_0.5b_Fuser for nics-efc/C2C_Fuser"
-    )
+    group.add_argument("--subfolder", help=docs["subfolder"])
 
 
 def add_fresh_fuser_arguments(
     parser: argparse.ArgumentParser, *, title: str = "fresh fusers (only without --fuser)"
 ) -> None:
-    """Add the shape flags of freshly initialised fusers (published defaults when omitted)."""
+    """Add the shape flags of freshly initialised fusers (help: the `FuserConfig` fields'; published
+    defaults when omitted)."""
+    docs = recipe.field_docs(FuserConfig)
     group = parser.add_argument_group(title)
-    group.add_argument("--layer_map", choices=LAYER_MAPS, help="receiver-to-sharer layer map (default: terminal)")
-    group.add_argument("--hidden_dim", type=int, help="fuser width h (default: 1024, the published size)")
-    group.add_argument("--intermediate_dim", type=int, help="fuser FFN inner width i (default: 1024)")
-    group.add_argument("--num_layers", type=int, help="fuser depth L >= 3 (default: 3)")
+    group.add_argument("--layer_map", choices=LAYER_MAPS, help=recipe.field_docs(ModelOptions)["layer_map"])
+    for name in ("hidden_dim", "intermediate_dim", "num_layers"):
+        group.add_argument(f"--{name}", type=int, help=docs[name])
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,7 +163,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=DTYPES,
         default="auto",
-        help="dtype of the loaded models; the fusers follow the receiver (default: auto: bfloat16 on a GPU or a CPU with AMX/AVX-512 BF16, float32 on other CPUs (where bf16 is emulated and ~6x slower))",
+        help=recipe.field_docs(EvalConfig)["dtype"] + "; the fusers follow the receiver",
     )
     group.add_argument("--seed", type=int, help="seed for fresh fusers and for sampling")
 
@@ -160,8 +191,6 @@ def resolve_dtype(name: str) -> torch.dtype | None:
 
 def fresh_fuser_config(args: argparse.Namespace) -> FuserConfig:
     """Published fuser hyperparameters, with the shape flags the user gave."""
-    from cache2cache import FuserConfig
-
     given = {
         name: getattr(args, name)
         for name in ("hidden_dim", "intermediate_dim", "num_layers")

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import USER_ERRORS, configure_logging, report_error
+from .common import USER_ERRORS, add_recipe_arguments, configure_logging, report_error
 
 EXAMPLE = """examples:
   # SmolLM2-135M <- Gemma-3-270M, no fuser: the three baselines on ARC-Easy validation (after `c2c fetch`)
@@ -34,23 +34,13 @@ _PREFIX = "field:"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--config`, `--list_tasks` and one `--<field>` per eval recipe field."""
-    import dataclasses
-
-    from cache2cache.evaluation.config import FIELDS, EvalConfig
+    """`--config`, `--list_tasks` and one `--<field>` per eval recipe field (help: the field's)."""
+    from cache2cache.evaluation.config import EvalConfig
 
     parser.add_argument("--config", metavar="RECIPE", help="a YAML eval recipe (kind: eval; see recipes/eval/)")
     parser.add_argument("--list_tasks", action="store_true", help="list the known task names and exit")
     group = parser.add_argument_group("run settings (recipe fields; flags override the recipe)")
-    helps = {f.name: f.metadata.get("help") for f in dataclasses.fields(EvalConfig)}
-    for name in FIELDS:
-        flag_kwargs = (
-            {"nargs": "?", "const": "true"}
-            if name in ("resume", "overwrite", "enable_thinking", "include_response")
-            else {}
-        )
-        group.add_argument(f"--{name}", dest=_PREFIX + name, default=argparse.SUPPRESS, metavar="VALUE",
-                           help=helps[name], **flag_kwargs)  # fmt: skip
+    add_recipe_arguments(group, EvalConfig, _PREFIX)
 
 
 def run(args: argparse.Namespace) -> int:

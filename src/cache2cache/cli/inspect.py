@@ -16,9 +16,9 @@ fuser count and alignment per sharer, and how they combine (`--sharer_mode`).
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
-from ..config import SHARER_MODES
+from ..config import SHARER_MODES, AlignmentStrategy
 from .common import USER_ERRORS, add_fresh_fuser_arguments, configure_logging, fresh_fuser_config, report_error
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("alignment preview")
     group.add_argument("--prompt", help="a user message to tokenize and align for both models")
     group.add_argument("--system", help="a system message put before --prompt")
-    group.add_argument("--strategy", choices=("longest", "first"), default="longest",
+    group.add_argument("--strategy", choices=get_args(AlignmentStrategy), default="longest",
                        help="how one sharer token is chosen when a receiver token needs several (default: longest)")  # fmt: skip
 
 

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from .common import USER_ERRORS, configure_logging, report_error
+from .common import USER_ERRORS, add_recipe_arguments, configure_logging, report_error
 
 EXAMPLE = """examples:
   # the tiny built-in pair: random-weight models from recipes/data/tiny, no downloads, under a minute
@@ -35,8 +35,8 @@ _PREFIX = "override:"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--config`, `--resume` and one `--<field>` per recipe field."""
-    from cache2cache.training.config import override_paths
+    """`--config`, `--resume` and one `--<field>` per recipe field (help: the field's docs)."""
+    from cache2cache.training.schema import TrainConfig
 
     parser.add_argument("--config", required=True, metavar="RECIPE", help="the YAML recipe (see recipes/)")
     parser.add_argument(
@@ -46,14 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     group = parser.add_argument_group(
         "recipe overrides",
-        "Any recipe field, as --<section>.<field> VALUE (YAML: 3e-4, true, null, [a, b]); "
+        "Any recipe field, as --<section>.<field> VALUE (YAML: 3e-4, true, null, [a, b]; lists also a,b); "
         "a field whose name is unique also works as --<field> (e.g. --learning_rate, --output_dir, --seed).",
     )
-    for name, path in override_paths().items():
-        group.add_argument(
-            f"--{name}", dest=_PREFIX + name, default=argparse.SUPPRESS, metavar="VALUE",
-            help=argparse.SUPPRESS if name != path else None,
-        )  # fmt: skip
+    add_recipe_arguments(group, TrainConfig, _PREFIX)
 
 
 def run(args: argparse.Namespace) -> int:

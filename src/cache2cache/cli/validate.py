@@ -62,7 +62,7 @@ def validate_file(path: str, *, check_files: bool = True) -> tuple[str | None, l
     Returns:
         `(kind, problems)`; kind is None when the file could not be read or names no known kind.
     """
-    from cache2cache.training.config import ConfigError, read_recipe
+    from cache2cache.recipe import ConfigError, read_recipe
 
     try:
         raw: dict[str, Any] = read_recipe(path)

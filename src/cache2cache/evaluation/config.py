@@ -15,7 +15,9 @@ A recipe is one flat mapping (every key optional except the task and the models)
 `load_eval_config(path, overrides)` reads the file, applies the overrides (strings are parsed as YAML;
 a list field also takes "a,b,c") and checks everything. Every problem is collected and raised at once
 as one `ConfigError` naming the field, the value, what was expected and the fix. `validate_recipe` is
-the same check for `c2c validate` (kind `eval`). This module imports no torch.
+the same check for `c2c validate` (kind `eval`). Reading, overrides and typing are the shared recipe
+engine's (`cache2cache.recipe`, as for training recipes); the checks here are eval's own. Each field's
+`metadata["help"]` is its `c2c eval --help` line. This module imports no torch.
 """
 
 from __future__ import annotations
@@ -24,27 +26,25 @@ import dataclasses
 import difflib
 import math
 import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 
+from .. import recipe
 from ..output_dir import output_dir_problem
 from ..tasks.prompts import T2T_BACKGROUND_PROMPT
-from ..training.config import ConfigError, read_recipe
 
-MODES: tuple[str, ...] = ("receiver", "sharer", "t2t", "c2c")
+Mode = Literal["receiver", "sharer", "t2t", "c2c"]
+MODES: tuple[Mode, ...] = get_args(Mode)
 """Evaluation modes, in report order."""
 PAPER_RESPONSE_PREFIX = "The correct answer is"
 """The loglik mode's default response prefix with the paper's prompt (docs/method.md §6.4 `response_text`)."""
 CONFIG_FILE = "config.yaml"
 ITEMS_FILE = "items.jsonl"
 
-Mode = Literal["receiver", "sharer", "t2t", "c2c"]
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Fields that may change between a run and its --resume without changing any finished item's result.
 RESUMABLE_CHANGES: frozenset[str] = frozenset(
@@ -152,105 +152,12 @@ FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvalConfig) i
 # ----------------------------------------------------------------------------------- parsing
 
 
-def _expected(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(_expected(a) for a in inner) + " or null"
-    if origin is list:
-        return f"a list of {_expected(typing.get_args(tp)[0])}"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
-
-
-def _convert(tp: Any, value: Any) -> tuple[bool, Any]:
-    """`(ok, value)`: `value` checked (and, for comma-separated lists, split) against annotation `tp`."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if type(None) in args:
-        if value is None:
-            return True, None
-        return _convert(next(a for a in args if a is not type(None)), value)
-    if origin is Literal:
-        return value in args, value
-    if origin is list:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-            if args[0] is int:
-                value = [int(part) if re.fullmatch(r"-?\d+", part) else part for part in value]
-        if not isinstance(value, list):
-            return False, value
-        converted = [_convert(args[0], v) for v in value]
-        return all(ok for ok, _ in converted), [v for _, v in converted]
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
-    if tp is str:
-        return isinstance(value, str), value
-    raise TypeError(f"unsupported EvalConfig annotation {tp!r}")
-
-
 def parse_eval_config(raw: Mapping[str, Any]) -> tuple[EvalConfig, list[str]]:
     """An `EvalConfig` from a raw mapping, and its structural problems (unknown keys, wrong types).
 
     Fields with problems keep their defaults.
     """
-    problems: list[str] = []
-    hints = typing.get_type_hints(EvalConfig)
-    names = [f.name for f in dataclasses.fields(EvalConfig)]
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            problems.append(f"{key}: unknown key; {hint}valid keys: {', '.join(names)}")
-            continue
-        ok, converted = _convert(hints[key], value)
-        if not ok and typing.get_origin(hints[key]) is list and isinstance(converted, list):
-            # Name the bad entries, and keep the good ones so later checks do not complain about a default.
-            choices = typing.get_args(typing.get_args(hints[key])[0])
-            bad = [v for v in converted if v not in choices]
-            close = {v: difflib.get_close_matches(str(v), [str(a) for a in choices], n=1) for v in bad}
-            hints_text = "".join(f"; {v!r}: did you mean {c[0]!r}?" for v, c in close.items() if c)
-            problems.append(
-                f"{key}: {', '.join(repr(v) for v in bad)} not allowed, expected {_expected(hints[key])}{hints_text}"
-            )
-            values[key] = [v for v in converted if v in choices]
-            continue
-        if not ok:
-            close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(hints[key])], n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            problems.append(f"{key}: got {value!r} ({type(value).__name__}), expected {_expected(hints[key])}{hint}")
-            continue
-        values[key] = converted
-    return EvalConfig(**values), problems
-
-
-def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> list[str]:
-    """Set `overrides` (field name -> value; strings parsed as YAML) in `raw`, in place; returns problems."""
-    problems = []
-    hints = typing.get_type_hints(EvalConfig)
-    for name, value in overrides.items():
-        if name not in FIELDS:
-            close = difflib.get_close_matches(name, FIELDS, n=3)
-            hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close else ""
-            problems.append(f"override --{name}: no such eval field{hint} (see `c2c eval --help`)")
-            continue
-        if isinstance(value, str) and value.strip():
-            if value.strip() in ("null", "~"):
-                value = None
-            elif str not in (hints[name], *typing.get_args(hints[name])):  # text fields keep the text as typed
-                try:
-                    value = yaml.safe_load(value)
-                except yaml.YAMLError:
-                    pass  # the type check reports it
-        raw[name] = value
-    return problems
+    return recipe.parse_recipe(EvalConfig, raw)
 
 
 # ------------------------------------------------------------------------------------ checks
@@ -401,16 +308,11 @@ def load_eval_config(
     Example:
         >>> cfg = load_eval_config("recipes/eval/smollm2_gemma3_arc_easy_validation.yaml", {"limit": "20"})  # doctest: +SKIP
     """
-    source = str(path) if path is not None else "<command line>"
-    raw = read_recipe(path) if path is not None else {}
-    if raw.get("kind", "eval") != "eval":
-        raise ConfigError(source, [f"kind: got {raw.get('kind')!r}; `c2c eval` reads eval recipes (kind: eval)"])
-    problems = apply_overrides(raw, overrides or {})
-    config, structural = parse_eval_config(raw)
-    problems += structural + check_eval_config(config, check_files=check_files)
-    if problems:
-        raise ConfigError(source, problems)
-    return config
+
+    def check(config: EvalConfig, raw: Mapping[str, Any]) -> list[str]:
+        return check_eval_config(config, check_files=check_files)
+
+    return recipe.load_recipe(EvalConfig, path, overrides, check=check, command="c2c eval", noun="eval")
 
 
 def validate_recipe(raw: Mapping[str, Any], *, source: str, check_files: bool = True) -> list[str]:

@@ -8,7 +8,8 @@
                          TrainConfig(training=TrainingOptions(max_steps=200, learning_rate=3e-3),
                                      output=OutputOptions(output_dir="runs/demo")))
 
-Modules: `config` (the recipe schema and its checks), `data` (conversations -> batches), `loop`
+Modules: `config` (loading a recipe), `schema` (its dataclasses), `checks` (its value and file
+checks), `data` (conversations -> batches), `loop`
 (`train_fusers`, `run_training`), `state` (checkpoints and resume), `distributed` (torchrun).
 The names below are imported lazily (PEP 562): `c2c train --help` reads the recipe schema without
 loading the training loop.
