@@ -231,18 +231,10 @@ def test_the_request_body_carries_include_response():
         text = response.json()["choices"][0]["message"]["content"]
         assert text == model.generate(HELLO, max_new_tokens=6, do_sample=False, include_response=True)
         assert text != model.generate(HELLO, max_new_tokens=6, do_sample=False)  # the field was not ignored
-        streamed = "".join(
-            c.choices[0].delta.content or ""
-            for c in client(server).chat.completions.create(
-                model="c2c",
-                messages=HELLO,
-                max_tokens=6,
-                temperature=0,
-                stream=True,
-                extra_body={"include_response": True},
-            )  # fmt: skip
-            if c.choices
+        chunks = client(server).chat.completions.create(
+            model="c2c", messages=HELLO, max_tokens=6, temperature=0, stream=True, extra_body={"include_response": True}
         )
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert streamed == text
         error = assert_openai_error(chat(server, {**body, "include_response": "sometimes"}), 400)
         assert error["param"] == "include_response"
