@@ -176,3 +176,24 @@ def test_training_examples_encode_the_sharer_side_from_sharer_messages(which, re
         assert encoder.encode(TwoPromptConversation([*QUESTION, answer], QUESTION)) == alone
     with pytest.raises(SampleError, match="drop its final assistant turn"):
         encoder.encode(TwoPromptConversation([*QUESTION, answer], [*CONTEXT, answer]))
+
+
+def test_train_fusers_runs_on_records_with_sharer_messages(tmp_path):
+    from cache2cache.training import OutputOptions, TrainConfig, TrainingOptions, train_fusers
+
+    model = tokenized_pair(wordlevel_tokenizer(), bpe_tokenizer())
+    answers = ["near the dog .", "yes .", "brown ."]
+    records = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+         "sharer_messages": [{"role": "system", "content": f"the answer is {a}"}, {"role": "user", "content": q}]}
+        for q, a in zip(["where is the fox ?", "is the dog lazy ?", "what colour is the fox ?"], answers)
+    ]  # fmt: skip
+    conversations = chat_conversations(records)
+    options = TrainingOptions(max_steps=6, per_device_batch_size=3, learning_rate=1e-2, warmup_ratio=0.0,
+                              precision="fp32", num_threads=1, device="cpu")  # fmt: skip
+    losses: list[float] = []
+    config = TrainConfig(training=options, output=OutputOptions(output_dir=str(tmp_path), log_steps=1, eval_steps=0))
+    before = [p.detach().clone() for p in model.fuser_parameters()]
+    train_fusers(model, conversations, None, config, on_step=lambda s, m: losses.append(m["loss"]), progress=False)
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.fuser_parameters()))
