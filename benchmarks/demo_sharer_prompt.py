@@ -17,7 +17,7 @@ plain questions about set A; nothing here trains on sharer prompts.
 
 trains the ci demo in --demo_dir first if it is not there (`run_demo(size="ci")`, about 2 minutes),
 writes `sharer_prompt.json` there, prints the table, and with --write replaces the block between the
-sharer-prompt markers of that file.
+sharer-prompt markers of that file (`--from_json` reports a saved `sharer_prompt.json` without measuring).
 """
 
 from __future__ import annotations
@@ -110,9 +110,14 @@ def main() -> None:
     parser.add_argument("--demo_dir", default="runs/demo-ci", help="a ci demo folder (trained here if absent)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write", type=Path, help="a markdown file whose sharer-prompt block gets the table")
+    parser.add_argument("--from_json", action="store_true", help="report the saved sharer_prompt.json, measure nothing")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.demo_dir)
+    command = f"python benchmarks/demo_sharer_prompt.py --demo_dir {args.demo_dir} --seed {args.seed}"
+    if args.from_json:
+        report(json.loads((out / "sharer_prompt.json").read_text()), command, args.write)
+        return
     run_demo(out, seed=args.seed, size="ci", progress=False)  # reuses a finished run with these settings
     spec = SIZES["ci"]
     world = make_world(args.seed, n_fuser_train=spec.n_fuser_train, n_held_out=spec.n_held_out,
@@ -124,11 +129,15 @@ def main() -> None:
     accuracy = measure(model, world.reading)
     result = {"seed": args.seed, "size": "ci", "accuracy": accuracy, "seconds": time.perf_counter() - start}
     (out / "sharer_prompt.json").write_text(json.dumps(result, indent=2) + "\n")
-    command = f"python benchmarks/demo_sharer_prompt.py --demo_dir {args.demo_dir} --seed {args.seed}"
+    report(result, command, args.write)
+
+
+def report(result: dict, command: str, write: Path | None) -> None:
+    """Print the table; with `write`, put it between the sharer-prompt markers of that file."""
     block = table(result, command)
     print(block)
-    if args.write:
-        write_block(args.write, block)
+    if write:
+        write_block(write, block)
 
 
 if __name__ == "__main__":
