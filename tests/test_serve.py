@@ -221,25 +221,50 @@ def varied_pair() -> C2CModel:
                                 receiver_tokenizer=rt, sharer_tokenizer=st, seed=0).eval()  # fmt: skip
 
 
-def test_the_request_body_carries_include_response():
+@pytest.fixture(scope="module")
+def varied():
+    """A live server on `varied_pair()`; yields (server, model)."""
     model = varied_pair()
-    server = LiveServer(lambda: model, ServeSettings(max_batch_size=4, batch_wait_ms=100, t2t=T2T))
-    try:
-        body = {"model": "c2c", "messages": HELLO, "max_tokens": 6, "temperature": 0, "include_response": True}
-        response = chat(server, body)
-        assert response.status_code == 200, response.text
-        text = response.json()["choices"][0]["message"]["content"]
-        assert text == model.generate(HELLO, max_new_tokens=6, do_sample=False, include_response=True)
-        assert text != model.generate(HELLO, max_new_tokens=6, do_sample=False)  # the field was not ignored
-        chunks = client(server).chat.completions.create(
-            model="c2c", messages=HELLO, max_tokens=6, temperature=0, stream=True, extra_body={"include_response": True}
-        )
-        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        assert streamed == text
-        error = assert_openai_error(chat(server, {**body, "include_response": "sometimes"}), 400)
-        assert error["param"] == "include_response"
-    finally:
-        server.stop()
+    server = LiveServer(lambda: model, ServeSettings(max_batch_size=4, batch_wait_ms=150, t2t=T2T))
+    yield server, model
+    server.stop()
+
+
+def test_the_request_body_carries_include_response(varied):
+    server, model = varied
+    body = {"model": "c2c", "messages": HELLO, "max_tokens": 6, "temperature": 0, "include_response": True}
+    response = chat(server, body)
+    assert response.status_code == 200, response.text
+    text = response.json()["choices"][0]["message"]["content"]
+    assert text == model.generate(HELLO, max_new_tokens=6, do_sample=False, include_response=True)
+    assert text != model.generate(HELLO, max_new_tokens=6, do_sample=False)  # the field was not ignored
+    chunks = client(server).chat.completions.create(
+        model="c2c", messages=HELLO, max_tokens=6, temperature=0, stream=True, extra_body={"include_response": True}
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == text
+    error = assert_openai_error(chat(server, {**body, "include_response": "sometimes"}), 400)
+    assert error["param"] == "include_response"
+
+
+CONTEXT = [{"role": "system", "content": "the quick brown fox jumps over the lazy dog ."}, *HELLO]
+
+
+def test_the_request_body_carries_sharer_messages_and_batches_with_plain_requests(varied):
+    server, model = varied
+    body = {"model": "c2c", "messages": HELLO, "max_tokens": 6, "temperature": 0}
+    with ThreadPoolExecutor(2) as pool:  # arriving together they usually share a batch
+        two, plain = pool.map(lambda b: chat(server, b), [{**body, "sharer_messages": CONTEXT}, body])
+    assert two.status_code == 200 and plain.status_code == 200, (two.text, plain.text)
+    text = two.json()["choices"][0]["message"]["content"]
+    assert text == model.generate(HELLO, sharer_messages=CONTEXT, max_new_tokens=6, do_sample=False)
+    assert plain.json()["choices"][0]["message"]["content"] == model.generate(HELLO, max_new_tokens=6, do_sample=False)
+    assert two.json()["usage"]["prompt_tokens"] == int(
+        model.encode([HELLO], sharer_conversations=[CONTEXT]).attention_mask.sum()
+    )
+    for bad in ({"model": "receiver"}, {"include_response": True}, {"sharer_messages": []}):
+        error = assert_openai_error(chat(server, {**body, "sharer_messages": CONTEXT, **bad}), 400)
+        assert error["param"].startswith("sharer_messages"), error
 
 
 @pytest.mark.parametrize(

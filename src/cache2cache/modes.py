@@ -152,13 +152,16 @@ def cut_at_stops(text: str, stops: Sequence[str]) -> str:
     return text.strip()
 
 
-def prompt_length(model: C2CModel, mode: str, conversation: Messages) -> int:
+def prompt_length(
+    model: C2CModel, mode: str, conversation: Messages, *, sharer_conversation: Messages | None = None
+) -> int:
     """Tokens of `conversation`'s prompt as `mode` first reads it (for t2t: the receiver's question,
-    before any background is added)."""
+    before any background is added; for c2c with `sharer_conversation`: the receiver's filler included)."""
     check_mode(mode)
     if mode == "sharer":
         return int(sharer_encode(model, sharer_texts(model, [conversation]))[1].sum())
-    return int(model.encode([conversation]).attention_mask.sum())
+    sharers = None if sharer_conversation is None else [sharer_conversation]
+    return int(model.encode([conversation], sharer_conversations=sharers).attention_mask.sum())
 
 
 def write_backgrounds(model: C2CModel, conversations: Sequence[Messages], style: T2TStyle) -> list[str]:
@@ -209,6 +212,7 @@ def generate_mode(
     clock: StageClock | None = None,
     enable_thinking: bool = False,
     control: FusionControl | None = None,
+    sharer_conversations: Sequence[Messages] | None = None,
     **generate_kwargs: Any,
 ) -> ModeOutput:
     """Answer a batch of conversations in one mode.
@@ -222,6 +226,8 @@ def generate_mode(
             and `decode`; a fresh one when None.
         enable_thinking: Passed to chat templates that use it (Qwen3).
         control: c2c only: fusion strength, layer subset and proportion (default plain C2C).
+        sharer_conversations: c2c only: B conversations for the sharer to read instead (`sharer_messages`,
+            docs/method.md §1.6); a row whose sharer conversation is its own is plain C2C.
         **generate_kwargs: Hugging Face `generate` arguments for the final decoding call
             (`max_new_tokens`, `do_sample`, `streamer`, `stopping_criteria`, ...).
 
@@ -229,6 +235,8 @@ def generate_mode(
         The generated ids and prompt lengths (`ModeOutput`).
     """
     check_mode(mode)
+    if sharer_conversations is not None and mode != "c2c":
+        raise ValueError(f"sharer_messages only apply to mode 'c2c', not {mode!r}")
     mode_tokenizer(model, mode)
     clock = clock or StageClock(model.device)
     conversations = list(conversations)
@@ -243,7 +251,8 @@ def generate_mode(
         with clock.stage("sharer"):
             backgrounds = write_backgrounds(model, conversations, t2t)
         conversations = [t2t_conversation(c, bg, t2t) for c, bg in zip(conversations, backgrounds)]
-    inputs = model.encode(conversations, enable_thinking=enable_thinking)
+    sharers = None if sharer_conversations is None else list(sharer_conversations)
+    inputs = model.encode(conversations, enable_thinking=enable_thinking, sharer_conversations=sharers)
     out = timed_generate(
         model, inputs, fuse=mode == "c2c", clock=clock, control=control if mode == "c2c" else None, **generate_kwargs
     )
