@@ -655,8 +655,8 @@ class C2CModel(nn.Module):
             )
         if control.include_response:
             raise ValueError(
-                "include_response is not supported with sharer_messages (the response would extend two different "
-                "prompts); drop one of them"
+                "include_response is not supported with sharer_messages yet (response fusion checks that the "
+                "sharer reads the receiver's prompt); drop one of them"
             )
         conversations, single = _as_conversations(messages)
         sharer_conversations, sharer_single = _as_conversations(sharer_messages)
