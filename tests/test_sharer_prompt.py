@@ -14,6 +14,7 @@ import torch
 from cache2cache import C2CModel, FuserConfig
 from cache2cache.sharer_prompt import side_by_side
 from cache2cache.training.data import ExampleEncoder, SampleError, TwoPromptConversation, chat_conversations, collate
+from test_cli import dirs  # noqa: F401  (a module fixture)
 from tiny import tiny_receiver, tiny_sharer, tokenized_pair
 from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
@@ -197,3 +198,25 @@ def test_train_fusers_runs_on_records_with_sharer_messages(tmp_path):
     train_fusers(model, conversations, None, config, on_step=lambda s, m: losses.append(m["loss"]), progress=False)
     assert len(losses) == 6 and losses[-1] < losses[0]
     assert any(not torch.equal(a, b) for a, b in zip(before, model.fuser_parameters()))
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+
+
+def test_c2c_generate_gives_the_sharer_its_own_prompt(dirs, capsys):  # noqa: F811  (the imported fixture)
+    from argparse import Namespace
+
+    from cache2cache.cli.generate import sharer_messages
+    from cache2cache.cli.main import main
+
+    argv = ["generate", "Hello world", "--fuser", dirs["ckpt"], "--receiver", dirs["recv"], "--sharer", dirs["shr"],
+            "--max_new_tokens", "5", "--sharer_system", "The sky is blue."]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    model = C2CModel.from_pretrained(dirs["ckpt"], receiver=dirs["recv"], sharer=dirs["shr"])
+    question = [{"role": "user", "content": "Hello world"}]
+    context = [{"role": "system", "content": "The sky is blue."}, *question]
+    assert out == model.generate(question, sharer_messages=context, max_new_tokens=5, do_sample=False) + "\n"
+    args = Namespace(prompt="Hello world", sharer_system=None, sharer_prompt="Bonjour")
+    assert sharer_messages(args) == [{"role": "user", "content": "Bonjour"}]
+    assert sharer_messages(Namespace(prompt="Hello world", sharer_system=None, sharer_prompt=None)) is None
