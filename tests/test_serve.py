@@ -262,7 +262,11 @@ def test_the_request_body_carries_sharer_messages_and_batches_with_plain_request
     assert two.json()["usage"]["prompt_tokens"] == int(
         model.encode([HELLO], sharer_conversations=[CONTEXT]).attention_mask.sum()
     )
-    for bad in ({"model": "receiver"}, {"include_response": True}, {"sharer_messages": []}):
+    both = chat(server, {**body, "sharer_messages": CONTEXT, "include_response": True})
+    assert both.json()["choices"][0]["message"]["content"] == model.generate(
+        HELLO, sharer_messages=CONTEXT, include_response=True, max_new_tokens=6, do_sample=False
+    )
+    for bad in ({"model": "receiver"}, {"sharer_messages": []}):
         error = assert_openai_error(chat(server, {**body, "sharer_messages": CONTEXT, **bad}), 400)
         assert error["param"].startswith("sharer_messages"), error
 

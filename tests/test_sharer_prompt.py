@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cache2cache import C2CModel, FuserConfig
+from cache2cache import C2CModel, FuserConfig, FusionControl
 from cache2cache.sharer_prompt import side_by_side
 from cache2cache.training.data import ExampleEncoder, SampleError, TwoPromptConversation, chat_conversations, collate
 from test_cli import dirs  # noqa: F401  (a module fixture)
@@ -127,9 +127,23 @@ def test_a_batch_equals_each_row_alone(which, request):
     assert texts == [model.generate(r, sharer_messages=s, max_new_tokens=STEPS, do_sample=False) for r, s in zip(receivers, sharers)]  # fmt: skip
 
 
+@pytest.mark.parametrize("which", ["aligned", "shared"])
+def test_fusion_during_the_response_reads_the_sharers_own_prompt(which, request):
+    model = request.getfixturevalue(which)
+    receivers, sharers = [QUESTION, CONTEXT, SHORT], [CONTEXT, SHORT, QUESTION]
+    response = FusionControl(include_response=True)
+    same = _logits(model, model.encode(receivers, sharer_conversations=receivers), control=response)
+    assert torch.equal(same, _logits(model, model.encode(receivers), control=response))  # plain include_response
+    batch = _logits(model, model.encode(receivers, sharer_conversations=sharers), control=response)
+    for b, (r, s) in enumerate(zip(receivers, sharers)):
+        row = _logits(model, model.encode([r], sharer_conversations=[s]), control=response)
+        torch.testing.assert_close(batch[b : b + 1], row, atol=1e-5, rtol=1e-4)
+    prompt_only = _logits(model, model.encode(receivers, sharer_conversations=sharers))
+    assert not torch.allclose(batch, prompt_only)  # the response was fused too
+    assert isinstance(model.generate(QUESTION, sharer_messages=CONTEXT, include_response=True, max_new_tokens=2), str)
+
+
 def test_inputs_that_cannot_be_laid_out_are_refused(aligned):
-    with pytest.raises(ValueError, match="include_response is not supported with sharer_messages"):
-        aligned.generate(QUESTION, sharer_messages=CONTEXT, include_response=True, max_new_tokens=2)
     with pytest.raises(ValueError, match="sharer_messages needs chat messages"):
         aligned.generate(input_ids=torch.tensor([[3, 4, 5]]), sharer_messages=CONTEXT, max_new_tokens=2)
     with pytest.raises(ValueError, match="must have the shape of messages"):
@@ -142,6 +156,13 @@ def test_inputs_that_cannot_be_laid_out_are_refused(aligned):
         aligned.encode([QUESTION], sharer_conversations=[CONTEXT, CONTEXT])
     with pytest.raises(ValueError, match="at least one token"):
         side_by_side(([], []), ([1], [1], [True]), filler_id=0, sharer_pad_id=0)
+
+
+def test_response_fusion_still_refuses_other_sharer_ids_when_the_tokenizers_are_unknown(aligned):
+    inputs = aligned.encode([QUESTION], sharer_conversations=[CONTEXT])
+    bare = C2CModel(aligned.receiver, aligned.sharer, aligned.fusers, aligned.config)  # no tokenizers
+    with pytest.raises(ValueError, match="no token aligner"):
+        bare.generate_from_inputs(inputs, control=FusionControl(include_response=True), max_new_tokens=2)
 
 
 def test_several_sharers_are_refused():

@@ -617,7 +617,7 @@ class C2CModel(nn.Module):
         check_generation_kwargs(generate_kwargs)
         single = False
         sharer_conversations = (
-            None if sharer_messages is None else self._sharer_conversations(messages, sharer_messages, control)
+            None if sharer_messages is None else self._sharer_conversations(messages, sharer_messages)
         )
         if messages is not None:
             conversations, single = _as_conversations(messages)
@@ -646,17 +646,11 @@ class C2CModel(nn.Module):
     def _sharer_conversations(
         messages: Messages | list[Messages] | str | None,
         sharer_messages: Messages | list[Messages] | str,
-        control: FusionControl,
     ) -> list[Messages]:
-        """`sharer_messages` as a batch of conversations, checked against `messages` and the control."""
+        """`sharer_messages` as a batch of conversations, checked against `messages`."""
         if messages is None:
             raise ValueError(
                 "sharer_messages needs chat messages for the receiver too; with token ids, pass sharer_input_ids instead"
-            )
-        if control.include_response:
-            raise ValueError(
-                "include_response is not supported with sharer_messages yet (response fusion checks that the "
-                "sharer reads the receiver's prompt); drop one of them"
             )
         conversations, single = _as_conversations(messages)
         sharer_conversations, sharer_single = _as_conversations(sharer_messages)

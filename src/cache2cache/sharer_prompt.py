@@ -21,7 +21,8 @@ sequences are laid out side by side by one rule, **end alignment with receiver f
    (never on the receiver's template padding). Batches are rows of this form, left-padded.
 
 With S equal to R, step 1 gives the plain encoding on both sides and steps 2-4 change nothing, so
-the result is plain C2C exactly. One sharer only; fusion during the response is not combined with it.
+the result is plain C2C exactly. One sharer only. Fusion during the response (`include_response`)
+works on this layout too: both prompts end in the same column, and the response continues both.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ list of `{"type": "text"}` parts), `max_tokens` / `max_completion_tokens`, `temp
 `stop`, `seed`, `stream`, `stream_options.include_usage` and `n` (1 only); and, beyond OpenAI's
 schema, C2C's fusion controls `fusion_strength`, `fuse_layers`, `fuse_proportion` and
 `include_response` (model `c2c` only; see `cache2cache.control`), and `sharer_messages`, a separate
-conversation for the sharer (model `c2c` only, not with `include_response`; docs/method.md §1.6). Other OpenAI fields are accepted and ignored. As in OpenAI's API,
+conversation for the sharer (model `c2c` only; docs/method.md §1.6). Other OpenAI fields are accepted and ignored. As in OpenAI's API,
 `temperature` defaults to 1 (sampling); 0 means greedy.
 """
 
@@ -164,11 +164,10 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
             param=next(iter(controls)),
             code="invalid_value",
         )
-    if req.sharer_messages is not None and (req.model != "c2c" or control.include_response):
-        why = f"model {req.model!r}" if req.model != "c2c" else "include_response"
+    if req.sharer_messages is not None and req.model != "c2c":
         raise APIError(
             400,
-            f"sharer_messages only apply to model 'c2c' without include_response, not with {why}; drop one of them",
+            f"sharer_messages only apply to model 'c2c', not {req.model!r}; drop it or use model 'c2c'",
             param="sharer_messages",
             code="invalid_value",
         )
