@@ -52,6 +52,23 @@ def _logits(model: C2CModel, inputs, **kw) -> torch.Tensor:
     return torch.stack(out.logits, dim=1)  # (B, STEPS, V)
 
 
+def test_the_layout_rule_on_lists():
+    # the sharer's prompt 2 longer: 2 receiver filler tokens (9), attended, fused where the sharer's mask says
+    row = side_by_side(([5, 6, 7], [1, 0, 1]), ([1, 2, 3, 4, 8], [1, 1, 1, 0, 1], [False, True, True, False, True]),
+                       filler_id=9, sharer_pad_id=0)  # fmt: skip
+    assert (row.receiver_ids, row.receiver_mask, row.filler) == ([9, 9, 5, 6, 7], [1, 1, 1, 0, 1], 2)
+    assert (row.sharer_ids, row.sharer_mask) == ([1, 2, 3, 4, 8], [1, 1, 1, 0, 1])
+    assert row.fusion_mask == [False, True, True, False, True]  # column 3: the receiver's template padding
+    # the sharer's prompt 2 shorter: 2 sharer pads, masked out, those receiver tokens unfused
+    row = side_by_side(([1, 2, 3, 4], [1, 1, 1, 1]), ([7, 8], [1, 1], [True, True]), filler_id=9, sharer_pad_id=0)
+    assert (row.receiver_ids, row.receiver_mask, row.filler) == ([1, 2, 3, 4], [1, 1, 1, 1], 0)
+    assert (row.sharer_ids, row.sharer_mask, row.fusion_mask) == (
+        [0, 0, 7, 8],
+        [0, 0, 1, 1],
+        [False, False, True, True],
+    )
+
+
 @pytest.mark.parametrize("which", ["aligned", "shared"])
 def test_the_same_conversation_for_the_sharer_is_plain_c2c_exactly(which, request):
     model = request.getfixturevalue(which)
