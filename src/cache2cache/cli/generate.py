@@ -37,7 +37,7 @@ EXAMPLE = """examples:
       --include_response
 
   # a separate prompt for the sharer: it reads the context, the receiver only the question
-  c2c generate "where does sazera live ?" --fuser c2c_demo/fuser/final \
+  c2c generate "where does sazera live ?" --fuser c2c_demo/fuser/final \\
       --sharer_system "sazera lives in paris ." --max_new_tokens 4
 """
 
