@@ -1,6 +1,6 @@
 """Fusion during the response (`include_response`, `response_fusion.py`).
 
-Checked against a decode loop written here from the definition (docs/method.md §1.5a), with its own
+Checked against a decode loop written here from the definition (docs/method.md §1.5), with its own
 cache that swaps in the fused K/V: the receiver alone, the sharer and the fused cache advance one
 token at a time. Also: a closed gate is plain generation; a left-padded batch with per-row stopping
 equals each row alone; a teacher-forced pass equals the step-by-step decode; training fuses the

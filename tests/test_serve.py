@@ -19,9 +19,12 @@ import openai
 import pytest
 import torch
 
+from cache2cache import C2CModel, FuserConfig
 from cache2cache.evaluation.modes import PAPER_T2T
 from cache2cache.serving.app import ServeSettings
 from serve_live import LiveServer, tiny_chat_pair
+from tiny import tiny_receiver, tiny_sharer
+from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
 T2T = replace(PAPER_T2T, max_new_tokens=6)
 HELLO = [{"role": "user", "content": "Hello world, how are you today?"}]
@@ -205,6 +208,67 @@ def test_the_request_body_carries_the_fusion_controls(live, model, controls, equ
     else:  # an interior point: exactly what the library gives with the same controls
         expected = model.generate(HELLO, max_new_tokens=6, do_sample=False, fusion_strength=0.5, fuse_layers=[0, 2])
         assert response.json()["choices"][0]["message"]["content"] == expected
+
+
+def varied_pair() -> C2CModel:
+    """Word-level receiver <- BPE sharer with weights drawn wide (initializer_range 0.2), open gates:
+    its greedy answers vary from token to token, so fusing the response changes them."""
+    rt, st = wordlevel_tokenizer(), bpe_tokenizer()
+    receiver = tiny_receiver(vocab_size=len(rt), initializer_range=0.2)
+    receiver.generation_config.pad_token_id, receiver.generation_config.eos_token_id = rt.pad_token_id, rt.eos_token_id
+    fuser = FuserConfig(hidden_dim=16, intermediate_dim=16, num_layers=3, dropout=0.0, gate_init=3.0)
+    return C2CModel.from_models(receiver, tiny_sharer(vocab_size=len(st), initializer_range=0.2), fuser=fuser,
+                                receiver_tokenizer=rt, sharer_tokenizer=st, seed=0).eval()  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def varied():
+    """A live server on `varied_pair()`; yields (server, model)."""
+    model = varied_pair()
+    server = LiveServer(lambda: model, ServeSettings(max_batch_size=4, batch_wait_ms=150, t2t=T2T))
+    yield server, model
+    server.stop()
+
+
+def test_the_request_body_carries_include_response(varied):
+    server, model = varied
+    body = {"model": "c2c", "messages": HELLO, "max_tokens": 6, "temperature": 0, "include_response": True}
+    response = chat(server, body)
+    assert response.status_code == 200, response.text
+    text = response.json()["choices"][0]["message"]["content"]
+    assert text == model.generate(HELLO, max_new_tokens=6, do_sample=False, include_response=True)
+    assert text != model.generate(HELLO, max_new_tokens=6, do_sample=False)  # the field was not ignored
+    chunks = client(server).chat.completions.create(
+        model="c2c", messages=HELLO, max_tokens=6, temperature=0, stream=True, extra_body={"include_response": True}
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == text
+    error = assert_openai_error(chat(server, {**body, "include_response": "sometimes"}), 400)
+    assert error["param"] == "include_response"
+
+
+CONTEXT = [{"role": "system", "content": "the quick brown fox jumps over the lazy dog ."}, *HELLO]
+
+
+def test_the_request_body_carries_sharer_messages_and_batches_with_plain_requests(varied):
+    server, model = varied
+    body = {"model": "c2c", "messages": HELLO, "max_tokens": 6, "temperature": 0}
+    with ThreadPoolExecutor(2) as pool:  # arriving together they usually share a batch
+        two, plain = pool.map(lambda b: chat(server, b), [{**body, "sharer_messages": CONTEXT}, body])
+    assert two.status_code == 200 and plain.status_code == 200, (two.text, plain.text)
+    text = two.json()["choices"][0]["message"]["content"]
+    assert text == model.generate(HELLO, sharer_messages=CONTEXT, max_new_tokens=6, do_sample=False)
+    assert plain.json()["choices"][0]["message"]["content"] == model.generate(HELLO, max_new_tokens=6, do_sample=False)
+    assert two.json()["usage"]["prompt_tokens"] == int(
+        model.encode([HELLO], sharer_conversations=[CONTEXT]).attention_mask.sum()
+    )
+    both = chat(server, {**body, "sharer_messages": CONTEXT, "include_response": True})
+    assert both.json()["choices"][0]["message"]["content"] == model.generate(
+        HELLO, sharer_messages=CONTEXT, include_response=True, max_new_tokens=6, do_sample=False
+    )
+    for bad in ({"model": "receiver"}, {"sharer_messages": []}):
+        error = assert_openai_error(chat(server, {**body, "sharer_messages": CONTEXT, **bad}), 400)
+        assert error["param"].startswith("sharer_messages"), error
 
 
 @pytest.mark.parametrize(

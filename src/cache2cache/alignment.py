@@ -53,6 +53,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .chat import render_chat
 from .config import AlignmentStrategy as Strategy
+from .inputs import pad_id
 
 logger = logging.getLogger(__name__)
 
@@ -204,8 +205,8 @@ class TokenAligner:
         self.sharer_tokenizer = sharer_tokenizer
         self.strategy: Strategy = strategy
         self.cache_size = cache_size
-        self.receiver_pad_id = _pad_id(receiver_tokenizer)
-        self.sharer_pad_id = _pad_id(sharer_tokenizer)
+        self.receiver_pad_id = pad_id(receiver_tokenizer)
+        self.sharer_pad_id = pad_id(sharer_tokenizer)
         self._sharer_vocab = sharer_tokenizer.get_vocab()
         # Equal vocabularies mean equal ids for equal strings: the 1:1 map is the identity.
         self._identity = receiver_tokenizer.get_vocab() == self._sharer_vocab
@@ -418,14 +419,6 @@ class TokenAligner:
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The id used to pad this side: pad, else eos, else unk, else 0 (always masked out)."""
-    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
-        if token_id is not None:
-            return token_id
-    return 0
 
 
 def _special_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:

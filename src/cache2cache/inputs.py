@@ -4,12 +4,15 @@ both models (`C2CInputs`: receiver ids and mask, each sharer's aligned ids and m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 Messages = list[dict[str, str]]
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
@@ -130,3 +133,38 @@ def as_conversations(messages: object) -> tuple[list[Messages], bool]:
                     f"{where}message {i}: the user message is empty; give the question or instruction to answer"
                 )
     return conversations, single
+
+
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id a batch pads with on this tokenizer's side: pad, else eos, else unk, else 0 (always masked out)."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
+        if token_id is not None:
+            return int(token_id)
+    return 0
+
+
+def encode_left_padded(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, add_special_tokens: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of `texts`, left-padded to the longest, (B, N) each.
+
+    The tokenizer pads on the left for this call only: its `padding_side` is restored afterwards.
+    """
+    previous_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        enc = tokenizer(list(texts), add_special_tokens=add_special_tokens, padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = previous_side
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists left-padded with `pad` to the longest: ids and attention mask, (B, N) each."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, row in enumerate(rows):
+        if row:
+            ids[b, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+            mask[b, width - len(row) :] = 1
+    return ids, mask

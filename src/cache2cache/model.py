@@ -37,9 +37,10 @@ from .checkpoint import load_pair, save_c2c
 from .config import C2CConfig, FuserConfig
 from .control import FusionControl
 from .fuser import FuserStack
-from .inputs import C2CInputs, Messages, SharerInputs, Stage, as_conversations, untimed
+from .inputs import C2CInputs, Messages, SharerInputs, Stage, as_conversations, encode_left_padded, untimed
 from .layer_map import LayerMapName
 from .response_fusion import ResponseFusion
+from .sharer_prompt import encode_with_sharer_messages
 from .sharers import MultiFuserStack, fusers_for
 
 logger = logging.getLogger(__name__)
@@ -235,6 +236,7 @@ class C2CModel(nn.Module):
         *,
         add_generation_prompt: bool = True,
         enable_thinking: bool = False,
+        sharer_conversations: list[Messages] | None = None,
     ) -> C2CInputs:
         """Render chat conversations with the chat templates and tokenize them for both models.
 
@@ -246,6 +248,8 @@ class C2CModel(nn.Module):
             conversations: B conversations, each a list of `{"role", "content"}` messages.
             add_generation_prompt: Append the assistant turn header (for generation).
             enable_thinking: Passed to templates that use it (Qwen3); off by default, as in the paper.
+            sharer_conversations: B conversations for the sharer to read instead of `conversations`,
+                laid out by `sharer_prompt.py`'s rule (receiver filler where the sharer's prompt is longer).
 
         Returns:
             `C2CInputs` on the receiver's device. For a shared tokenizer, every prompt token is in
@@ -253,6 +257,11 @@ class C2CModel(nn.Module):
             sharers, each is aligned on its own to the same receiver tokens (`more_sharers`).
         """
         tok = self.chat_tokenizer()
+        if sharer_conversations is not None:
+            return encode_with_sharer_messages(
+                self, conversations, sharer_conversations,
+                add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking,
+            )  # fmt: skip
         aligned = [
             (
                 i,
@@ -279,12 +288,7 @@ class C2CModel(nn.Module):
                 render_chat(tok, c, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking)
                 for c in conversations
             ]
-            previous_side, tok.padding_side = tok.padding_side, "left"
-            try:
-                enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
-            finally:
-                tok.padding_side = previous_side
-            ids, mask = enc["input_ids"], enc["attention_mask"]
+            ids, mask = encode_left_padded(tok, texts)
         by_sharer = dict(aligned)
         sides = [
             SharerInputs(b.sharer_input_ids, b.sharer_attention_mask, b.fusion_mask)
@@ -494,6 +498,7 @@ class C2CModel(nn.Module):
         fuse_proportion: float = 1.0,
         include_response: bool = False,
         enable_thinking: bool = False,
+        sharer_messages: Messages | list[Messages] | str | None = None,
         **generate_kwargs: Any,
     ) -> Any:
         """Generate with the receiver reading the fused cache.
@@ -518,6 +523,9 @@ class C2CModel(nn.Module):
             include_response: Keep the sharer reading the generated tokens and fuse each one as the
                 receiver reads it (`response_fusion.py`); `fuse_proportion` then counts prompt tokens only.
             enable_thinking: Passed to chat templates that use it (Qwen3).
+            sharer_messages: A separate prompt for the sharer, shaped like `messages` (one per
+                conversation); the receiver's prompt gets filler positions for the sharer's extra
+                tokens (`sharer_prompt.py`, docs/method.md §1.6). None: the sharer reads `messages`.
 
         Returns:
             For messages: the generated text (a string for one conversation, a list for a batch).
@@ -528,9 +536,14 @@ class C2CModel(nn.Module):
         control = FusionControl.from_kwargs(fusion_strength, fuse_layers, fuse_proportion, include_response)
         check_generation_kwargs(generate_kwargs)
         single = False
+        sharer_conversations = (
+            None if sharer_messages is None else self._sharer_conversations(messages, sharer_messages)
+        )
         if input_ids is None:
             conversations, single = as_conversations(messages)
-            inputs = self.encode(conversations, enable_thinking=enable_thinking)
+            inputs = self.encode(
+                conversations, enable_thinking=enable_thinking, sharer_conversations=sharer_conversations
+            )
         else:
             inputs = self.inputs_from_ids(
                 input_ids,
@@ -546,6 +559,25 @@ class C2CModel(nn.Module):
         sequences = out.sequences if hasattr(out, "sequences") else out
         texts = self.chat_tokenizer().batch_decode(sequences[:, inputs.input_ids.shape[1] :], skip_special_tokens=True)
         return texts[0] if single else texts
+
+    @staticmethod
+    def _sharer_conversations(
+        messages: Messages | list[Messages] | str | None,
+        sharer_messages: Messages | list[Messages] | str,
+    ) -> list[Messages]:
+        """`sharer_messages` as a batch of conversations, checked against `messages`."""
+        if messages is None:
+            raise ValueError(
+                "sharer_messages needs chat messages for the receiver too; with token ids, pass sharer_input_ids instead"
+            )
+        conversations, single = as_conversations(messages)
+        sharer_conversations, sharer_single = as_conversations(sharer_messages)
+        if single != sharer_single or len(conversations) != len(sharer_conversations):
+            raise ValueError(
+                f"sharer_messages must have the shape of messages: got {len(sharer_conversations)} sharer "
+                f"conversation(s) for {len(conversations)} receiver conversation(s); give one per conversation"
+            )
+        return sharer_conversations
 
     def _check_prompt_length(self, length: int, max_new_tokens: Any) -> None:
         """Refuse a prompt longer than either model's positions; warn when the answer would run past them."""

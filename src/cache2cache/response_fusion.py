@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache
 
 from . import kv
@@ -68,6 +68,10 @@ class FusingPair(Protocol):
     def fusers(self) -> nn.Module: ...
     @property
     def aligner(self) -> TokenAligner | None: ...
+    @property
+    def receiver_tokenizer(self) -> PreTrainedTokenizerBase | None: ...
+    @property
+    def sharer_tokenizer(self) -> PreTrainedTokenizerBase | None: ...
 
 
 class ResponseFusion:
@@ -101,7 +105,14 @@ class ResponseFusion:
                 f"{1 + len(model.config.more_sharers)} sharers: use include_response=False, or a single-sharer model"
             )
         real = prompt.attention_mask.bool() & prompt.sharer_attention_mask.bool()
-        if model.aligner is None and not torch.equal(prompt.input_ids[real], prompt.sharer_input_ids[real]):
+        # Both tokenizers known and no aligner: they share a vocabulary, so the sharer may read its own
+        # prompt (`sharer_messages`) and response tokens still map as themselves.
+        shared_vocab = model.receiver_tokenizer is not None and model.sharer_tokenizer is not None
+        if (
+            model.aligner is None
+            and not shared_vocab
+            and not torch.equal(prompt.input_ids[real], prompt.sharer_input_ids[real])
+        ):
             raise ValueError(
                 "include_response maps each response token to a sharer token, but the sharer ids given differ from the "
                 "receiver's and the model has no token aligner: build the C2CModel with receiver_tokenizer= and "

@@ -35,6 +35,10 @@ EXAMPLE = """examples:
   # fusion during the response: the sharer keeps reading, every generated token is fused
   c2c generate "Which planet is the largest?" --fuser nics-efc/C2C_Fuser --subfolder qwen3_0.6b+qwen2.5_0.5b_Fuser \
       --include_response
+
+  # a separate prompt for the sharer: it reads the context, the receiver only the question
+  c2c generate "where does sazera live ?" --fuser c2c_demo/fuser/final \\
+      --sharer_system "sazera lives in paris ." --max_new_tokens 4
 """
 
 
@@ -43,8 +47,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="the user message")
     add_model_arguments(parser)
     add_generation_arguments(parser)
+    group = parser.add_argument_group("a separate sharer prompt (docs/method.md §1.6)")
+    group.add_argument(
+        "--sharer_prompt", help="the sharer's user message instead of PROMPT (the receiver reads PROMPT)"
+    )
+    group.add_argument(
+        "--sharer_system", help="a system message for the sharer only (e.g. a context the receiver never sees)"
+    )
     add_fresh_fuser_arguments(parser)
     add_runtime_arguments(parser)
+
+
+def sharer_messages(args: argparse.Namespace) -> list[dict[str, str]] | None:
+    """The sharer's own conversation from `--sharer_system` / `--sharer_prompt`, or None (it reads the receiver's)."""
+    if args.sharer_system is None and args.sharer_prompt is None:
+        return None
+    messages = [{"role": "system", "content": args.sharer_system}] if args.sharer_system else []
+    return [*messages, {"role": "user", "content": args.sharer_prompt or args.prompt}]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +76,13 @@ def run(args: argparse.Namespace) -> int:
         messages = [{"role": "system", "content": args.system}] if args.system else []
         messages.append({"role": "user", "content": args.prompt})
         streamer = TextStreamer(model.receiver_tokenizer, skip_prompt=True, skip_special_tokens=True)
-        model.generate(messages, fuse=not args.no_fuse, streamer=streamer, **generation_kwargs(args))
+        model.generate(
+            messages,
+            fuse=not args.no_fuse,
+            streamer=streamer,
+            sharer_messages=sharer_messages(args),
+            **generation_kwargs(args),
+        )
     except USER_ERRORS as err:
         return report_error("generate", err)
     except KeyboardInterrupt:

@@ -46,7 +46,7 @@ from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
 from ..control import FusionControl
-from ..inputs import C2CInputs
+from ..inputs import C2CInputs, left_pad, pad_id
 from ..model import C2CModel
 from .scoring import append_continuations, continuation_logprobs, greedy_flags
 
@@ -204,19 +204,11 @@ class C2CLM(TemplateLM):
 
     def _inputs(self, prompts: list[list[int]]) -> C2CInputs:
         """Left-padded `C2CInputs` for receiver token lists; the sharer's tokens mapped 1:1 when its tokenizer differs."""
-        width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for b, prompt in enumerate(prompts):
-            ids[b, width - len(prompt) :] = torch.tensor(prompt)
-            mask[b, width - len(prompt) :] = 1
+        ids, mask = left_pad(prompts, pad_id(self.tokenizer))
         aligner = self.c2c.aligner
         if aligner is None:
             return self.c2c.inputs_from_ids(ids, mask)
-        sharer_ids = torch.full_like(ids, aligner.sharer_pad_id)
-        for b, prompt in enumerate(prompts):
-            sharer_ids[b, width - len(prompt) :] = torch.tensor(aligner.align_tokens(prompt))
+        sharer_ids, _ = left_pad([aligner.align_tokens(p) for p in prompts], aligner.sharer_pad_id)
         return self.c2c.inputs_from_ids(ids, mask, sharer_input_ids=sharer_ids, sharer_attention_mask=mask)
 
     @torch.inference_mode()
@@ -230,7 +222,7 @@ class C2CLM(TemplateLM):
         order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][1]) + len(requests[i][2])))
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         step = override_bs or self.batch_size
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
+        pad = pad_id(self.tokenizer)
         for start in tqdm(range(0, len(order), step), disable=disable_tqdm, desc="c2c loglikelihood"):
             chunk = order[start : start + step]
             prompts, continuations = [], []

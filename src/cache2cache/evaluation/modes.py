@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..chat import render_chat
 from ..control import FusionControl
+from ..inputs import encode_left_padded, pad_id
 from ..model import C2CModel
 from ..tasks.prompts import T2T_BACKGROUND_PROMPT, background_prompt, t2t_messages
 from .timing import StageClock, timed_generate
@@ -100,11 +101,6 @@ def mode_eos_ids(model: C2CModel, mode: str) -> set[int]:
     return ids
 
 
-def pad_id(tok: PreTrainedTokenizerBase) -> int:
-    """The id `tok` pads with: its pad token, else its EOS token, else 0."""
-    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-
-
 def sharer_texts(model: C2CModel, conversations: Sequence[Messages], *, enable_thinking: bool = False) -> list[str]:
     """The conversations rendered with the sharer's own chat template (or the plain fallback)."""
     return [
@@ -117,13 +113,8 @@ def sharer_encode(model: C2CModel, texts: Sequence[str]) -> tuple[torch.Tensor, 
     """Left-padded sharer ids and mask, (B, N) each, on the sharer's device; a template-less (base)
     tokenizer gets its special tokens (BOS)."""
     tok = mode_tokenizer(model, "sharer")
-    previous, tok.padding_side = tok.padding_side, "left"
-    try:
-        enc = tok(list(texts), add_special_tokens=not tok.chat_template, padding=True, return_tensors="pt")
-    finally:
-        tok.padding_side = previous
-    device = model.sharer.device
-    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    ids, mask = encode_left_padded(tok, texts, add_special_tokens=not tok.chat_template)
+    return ids.to(model.sharer.device), mask.to(model.sharer.device)
 
 
 def generated_lengths(new: torch.Tensor, generation_config: Any, tok: PreTrainedTokenizerBase) -> list[int]:
@@ -150,13 +141,16 @@ def cut_at_stops(text: str, stops: Sequence[str]) -> str:
     return text.strip()
 
 
-def prompt_length(model: C2CModel, mode: str, conversation: Messages) -> int:
+def prompt_length(
+    model: C2CModel, mode: str, conversation: Messages, *, sharer_conversation: Messages | None = None
+) -> int:
     """Tokens of `conversation`'s prompt as `mode` first reads it (for t2t: the receiver's question,
-    before any background is added)."""
+    before any background is added; for c2c with `sharer_conversation`: the receiver's filler included)."""
     check_mode(mode)
     if mode == "sharer":
         return int(sharer_encode(model, sharer_texts(model, [conversation]))[1].sum())
-    return int(model.encode([conversation]).attention_mask.sum())
+    sharers = None if sharer_conversation is None else [sharer_conversation]
+    return int(model.encode([conversation], sharer_conversations=sharers).attention_mask.sum())
 
 
 def write_backgrounds(model: C2CModel, conversations: Sequence[Messages], style: T2TStyle) -> list[str]:
@@ -208,6 +202,7 @@ def generate_mode(
     clock: StageClock | None = None,
     enable_thinking: bool = False,
     control: FusionControl | None = None,
+    sharer_conversations: Sequence[Messages] | None = None,
     **generate_kwargs: Any,
 ) -> ModeOutput:
     """Answer a batch of conversations in one mode.
@@ -221,6 +216,8 @@ def generate_mode(
             and `decode`; a fresh one when None.
         enable_thinking: Passed to chat templates that use it (Qwen3).
         control: c2c only: fusion strength, layer subset and proportion (default plain C2C).
+        sharer_conversations: c2c only: B conversations for the sharer to read instead (`sharer_messages`,
+            docs/method.md §1.6); a row whose sharer conversation is its own is plain C2C.
         **generate_kwargs: Hugging Face `generate` arguments for the final decoding call
             (`max_new_tokens`, `do_sample`, `streamer`, `stopping_criteria`, ...).
 
@@ -228,6 +225,8 @@ def generate_mode(
         The generated ids and prompt lengths (`ModeOutput`).
     """
     check_mode(mode)
+    if sharer_conversations is not None and mode != "c2c":
+        raise ValueError(f"sharer_messages only apply to mode 'c2c', not {mode!r}")
     mode_tokenizer(model, mode)
     clock = clock or StageClock(model.device)
     conversations = list(conversations)
@@ -242,7 +241,8 @@ def generate_mode(
         with clock.stage("sharer"):
             backgrounds = write_backgrounds(model, conversations, t2t)
         conversations = [t2t_conversation(c, bg, t2t) for c, bg in zip(conversations, backgrounds)]
-    inputs = model.encode(conversations, enable_thinking=enable_thinking)
+    sharers = None if sharer_conversations is None else list(sharer_conversations)
+    inputs = model.encode(conversations, enable_thinking=enable_thinking, sharer_conversations=sharers)
     out = timed_generate(
         model, inputs, fuse=mode == "c2c", clock=clock, control=control if mode == "c2c" else None, **generate_kwargs
     )

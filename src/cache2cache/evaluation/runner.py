@@ -35,13 +35,14 @@ from transformers import PreTrainedTokenizerBase
 from .. import kv
 from ..chat import render_chat
 from ..control import FusionControl
+from ..inputs import pad_id
 from ..model import C2CModel
 from ..sharers import sharer_names
 from ..tasks import MultipleChoiceItem, TaskError, load_task
 from ..tasks.answers import extract_choice, letter
 from ..tasks.prompts import background_messages, background_prompt, mc_messages, t2t_messages
 from .config import EvalConfig
-from .modes import PLAIN_STOPS, cut_at_stops, generated_lengths, pad_id, sharer_encode
+from .modes import PLAIN_STOPS, cut_at_stops, generated_lengths, sharer_encode
 from .rundir import RunFolder
 from .scoring import ChoiceScorer, append_continuations, append_tokens
 from .timing import StageClock, timed_forward, timed_generate

@@ -155,7 +155,9 @@ class Batcher:
         admitted = []
         for job in batch:
             try:
-                job.prompt_tokens = prompt_length(self.model, job.request.mode, job.request.messages)
+                job.prompt_tokens = prompt_length(
+                    self.model, job.request.mode, job.request.messages, sharer_conversation=job.request.sharer_messages
+                )
             except ValueError as err:
                 job.emit("error", APIError(400, str(err), param="messages", code="invalid_value"))
                 continue
@@ -235,6 +237,7 @@ class Batcher:
                 t2t=self.t2t,
                 clock=clock,
                 control=request.control,
+                sharer_conversations=_sharer_conversations(batch),
                 **kwargs,
             )
         except Exception as err:  # a failed batch answers its requests with an error; the server stays up
@@ -245,3 +248,11 @@ class Batcher:
             for job in open_rows:
                 job.emit("error", failed)
             self.metrics.active_rows.dec(len(open_rows))
+
+
+def _sharer_conversations(batch: list[Job]) -> list[list[dict[str, str]]] | None:
+    """The sharer's conversation per row when any request gives `sharer_messages` (a row without reads
+    its own messages, which is plain C2C exactly), else None."""
+    if all(job.request.sharer_messages is None for job in batch):
+        return None
+    return [job.request.sharer_messages or job.request.messages for job in batch]

@@ -4,7 +4,8 @@ Supported fields: `model` (the mode: c2c, receiver, sharer, t2t), `messages` (st
 list of `{"type": "text"}` parts), `max_tokens` / `max_completion_tokens`, `temperature`, `top_p`,
 `stop`, `seed`, `stream`, `stream_options.include_usage` and `n` (1 only); and, beyond OpenAI's
 schema, C2C's fusion controls `fusion_strength`, `fuse_layers`, `fuse_proportion` and
-`include_response` (model `c2c` only; see `cache2cache.control`). Other OpenAI fields are accepted and ignored. As in OpenAI's API,
+`include_response` (model `c2c` only; see `cache2cache.control`), and `sharer_messages`, a separate
+conversation for the sharer (model `c2c` only; docs/method.md §1.6). Other OpenAI fields are accepted and ignored. As in OpenAI's API,
 `temperature` defaults to 1 (sampling); 0 means greedy.
 """
 
@@ -66,6 +67,7 @@ class _ChatRequest(BaseModel):
     fuse_layers: list[int] | None = None
     fuse_proportion: float | None = None
     include_response: bool | None = None
+    sharer_messages: list[_Message] | None = Field(default=None, min_length=1)
 
     @field_validator("stop")
     @classmethod
@@ -93,6 +95,7 @@ class ChatRequest:
         stream: Answer with server-sent events.
         include_usage: Streaming: send a last chunk with `usage`.
         control: Fusion strength, layer subset, proportion and `include_response` (plain C2C by default).
+        sharer_messages: The sharer's own conversation (model c2c), or None: it reads `messages`.
     """
 
     mode: str
@@ -106,6 +109,7 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     control: FusionControl = FusionControl()
+    sharer_messages: list[dict[str, str]] | None = None
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one batch (same mode, same decoding settings)."""
@@ -160,9 +164,16 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
             param=next(iter(controls)),
             code="invalid_value",
         )
+    if req.sharer_messages is not None and req.model != "c2c":
+        raise APIError(
+            400,
+            f"sharer_messages only apply to model 'c2c', not {req.model!r}; drop it or use model 'c2c'",
+            param="sharer_messages",
+            code="invalid_value",
+        )
     temperature = 1.0 if req.temperature is None else req.temperature
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+    messages = _plain_messages(req.messages)
     return ChatRequest(
         mode=req.model,
         messages=messages,
@@ -175,4 +186,10 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         stream=req.stream,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
         control=control,
+        sharer_messages=None if req.sharer_messages is None else _plain_messages(req.sharer_messages),
     )
+
+
+def _plain_messages(messages: list[_Message]) -> list[dict[str, str]]:
+    """`{"role", "content"}` dicts, "developer" read as "system"."""
+    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]

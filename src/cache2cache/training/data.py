@@ -17,6 +17,11 @@ falls only on that turn (its content and end-of-turn tokens).
   aligned position before the last message, the response the receiver's tokens from there on. Only
   message tokens of the prompt are fused.
 
+A record may also carry `sharer_messages`, a separate prompt for the sharer (no final answer): it
+becomes a `TwoPromptConversation`, and the sharer's side of the prompt is encoded from it and laid out
+against the receiver's by `sharer_prompt.side_by_side` (receiver filler where the sharer's prompt is
+longer; docs/method.md §1.6). The response and its labels are the receiver conversation's.
+
 Filtering (`ChatDataset`): conversations that cannot be trained on are dropped and counted by reason
 (longer than `max_length`, no final assistant turn, nothing to fuse, ...); the counts are logged.
 
@@ -42,7 +47,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from ..chat import render_chat
-from ..inputs import C2CInputs
+from ..inputs import C2CInputs, pad_id
+from ..sharer_prompt import sharer_side, side_by_side
 
 if TYPE_CHECKING:
     from ..alignment import TokenAligner
@@ -65,6 +71,19 @@ ROLES = {
     "model": "assistant",
 }
 """Role names found in chat corpora -> the chat-template role (ShareGPT/OpenHermes use human/gpt)."""
+
+
+@dataclass(frozen=True)
+class TwoPromptConversation:
+    """A training conversation whose sharer reads its own prompt.
+
+    Attributes:
+        messages: The receiver's conversation, ending in the assistant's answer (supervised).
+        sharer_messages: The sharer's prompt (no answer turn), e.g. a context and the question.
+    """
+
+    messages: Conversation
+    sharer_messages: Conversation
 
 
 class SampleError(ValueError):
@@ -228,15 +247,16 @@ def _read_hub(name: str, split: str | None) -> Iterator[dict[str, Any]]:
 
 def chat_conversations(
     records: Iterable[Mapping[str, Any]], *, limit: int | None = None, where: str = ""
-) -> list[Conversation]:
+) -> list[Conversation | TwoPromptConversation]:
     """Conversations from chat records holding `messages`, `conversations` or `conversation`.
 
-    Records that are malformed are skipped and counted (logged once).
+    A record that also holds `sharer_messages` gives a `TwoPromptConversation`. Records that are
+    malformed are skipped and counted (logged once).
 
     Raises:
         ValueError: every record was malformed (the file holds no chat data).
     """
-    out: list[Conversation] = []
+    out: list[Conversation | TwoPromptConversation] = []
     skipped: Counter[str] = Counter()
     for record in records:
         if limit is not None and len(out) >= limit:
@@ -246,7 +266,10 @@ def chat_conversations(
             skipped["no messages field"] += 1
             continue
         try:
-            out.append(normalize_conversation(messages))
+            conversation = normalize_conversation(messages)
+            if "sharer_messages" in record:
+                conversation = TwoPromptConversation(conversation, normalize_conversation(record["sharer_messages"]))
+            out.append(conversation)
         except SampleError as err:
             skipped[err.reason] += 1
     if skipped and not out:
@@ -404,13 +427,16 @@ class ExampleEncoder:
         self.enable_thinking = enable_thinking
         self.prefix_mismatches = 0
 
-    def encode(self, conversation: Conversation) -> TrainingExample:
+    def encode(self, conversation: Conversation | TwoPromptConversation) -> TrainingExample:
         """Tokenize one conversation.
 
         Raises:
             SampleError: it does not end in a non-empty assistant turn after at least one other
-                message, or leaves nothing to fuse or to supervise.
+                message, or leaves nothing to fuse or to supervise; a sharer prompt that is empty
+                or ends in an assistant turn.
         """
+        if isinstance(conversation, TwoPromptConversation):
+            return self._encode_two_prompts(conversation)
         if len(conversation) < 2 or conversation[-1]["role"] != "assistant":
             raise SampleError(
                 "no_final_assistant_turn", "the last message must be the assistant's answer, after the instruction"
@@ -424,6 +450,35 @@ class ExampleEncoder:
             # the last prompt token is never fused (the receiver runs it over the fused cache)
             raise SampleError("nothing_to_fuse", "no prompt token before the last one is in the fusion mask")
         return example
+
+    def _encode_two_prompts(self, conversation: TwoPromptConversation) -> TrainingExample:
+        """The receiver's example for `messages`, with the sharer's side of the prompt from `sharer_messages`."""
+        sharer_messages = conversation.sharer_messages
+        if not sharer_messages or sharer_messages[-1]["role"] == "assistant":
+            raise SampleError(
+                "sharer_messages_ends_in_answer",
+                "sharer_messages is the sharer's prompt: drop its final assistant turn (the answer is the receiver's)",
+            )
+        example = self.encode(conversation.messages)
+        sharer = sharer_side(
+            self.tokenizer,
+            self.aligner,
+            sharer_messages,
+            add_generation_prompt=True,
+            enable_thinking=self.enable_thinking,
+        )
+        sharer_tok = self.aligner.sharer_tokenizer if self.aligner is not None else self.tokenizer
+        row = side_by_side(
+            (example.prompt_ids, example.prompt_mask),
+            sharer,
+            filler_id=pad_id(self.tokenizer),
+            sharer_pad_id=pad_id(sharer_tok),
+        )
+        if not any(row.fusion_mask[:-1]):
+            raise SampleError("nothing_to_fuse", "no prompt token before the last one is in the fusion mask")
+        return TrainingExample(
+            row.receiver_ids, row.receiver_mask, row.sharer_ids, row.sharer_mask, row.fusion_mask, example.response_ids
+        )
 
     def _encode_shared(self, conversation: Conversation) -> TrainingExample:
         instruction = render_chat(
@@ -487,10 +542,15 @@ class ChatDataset(Sequence[TrainingExample]):
     """
 
     def __init__(
-        self, conversations: Sequence[Conversation], encoder: ExampleEncoder, max_length: int, *, name: str = "data"
+        self,
+        conversations: Sequence[Conversation | TwoPromptConversation],
+        encoder: ExampleEncoder,
+        max_length: int,
+        *,
+        name: str = "data",
     ) -> None:
         self.encoder = encoder
-        self.conversations: list[Conversation] = []
+        self.conversations: list[Conversation | TwoPromptConversation] = []
         self.lengths: list[int] = []
         self.dropped: Counter[str] = Counter()
         for conversation in conversations:

@@ -41,6 +41,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..config import C2CConfig
 from ..control import FusionControl
+from ..inputs import pad_id
 from ..loading import has_fast_bf16
 from ..model import C2CModel
 from ..sharers import fuser_modules
@@ -477,11 +478,10 @@ def _micro_batches(
 
 def _pad_ids(model: C2CModel) -> tuple[int, int]:
     """(receiver, sharer) padding ids: the aligner's when the tokenizers differ, else the receiver
-    tokenizer's pad (or eos, or 0: padding is masked anyway)."""
+    tokenizer's `inputs.pad_id` (padding is masked anyway)."""
     if model.aligner is not None:
         return model.aligner.receiver_pad_id, model.aligner.sharer_pad_id
-    tok = model.receiver_tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    pad = pad_id(model.chat_tokenizer())
     return pad, pad
 
 
