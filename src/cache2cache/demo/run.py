@@ -31,9 +31,9 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
-from ..chat import render_chat
 from ..config import FuserConfig
-from ..evaluation.modes import T2TStyle
+from ..evaluation.config import MODES
+from ..evaluation.modes import T2TStyle, reply_texts
 from ..model import C2CModel
 from ..output_dir import output_dir_problem
 from ..training.config import OutputOptions, TrainConfig, TrainingOptions
@@ -45,7 +45,6 @@ from .world import ATTRIBUTES, BACKGROUND_REQUEST, World, make_world
 
 logger = logging.getLogger(__name__)
 
-MODES = ("receiver", "sharer", "t2t", "c2c")
 DEMO_FORMAT = 1
 
 DEMO_T2T = T2TStyle(BACKGROUND_REQUEST, "system", 16)
@@ -343,21 +342,19 @@ def evaluate_modes(
 
     conversations = [q for q, _ in questions]
     gold = [g for _, g in questions]
-    answer = {
-        "receiver": lambda convs: _first_words(model.generate(convs, fuse=False, max_new_tokens=2, do_sample=False)),
-        "sharer": lambda convs: _first_words(_sharer_generate(model, convs, 2)),
-        "t2t": lambda convs: _first_words(_t2t(model, convs)),
-        "c2c": lambda convs: _first_words(model.generate(convs, max_new_tokens=2, do_sample=False)),
-    }
+
+    def answer(mode: str, convs: list[list[dict[str, str]]]) -> list[str]:
+        return _first_words(reply_texts(model, mode, convs, t2t=DEMO_T2T, max_new_tokens=2, do_sample=False))
+
     results: dict[str, ModeResult] = {}
     for mode in tqdm(MODES, desc="evaluate", disable=not progress, leave=False):
         answers = [
-            a for start in range(0, len(conversations), 64) for a in answer[mode](conversations[start : start + 64])
+            a for start in range(0, len(conversations), 64) for a in answer(mode, conversations[start : start + 64])
         ]
         latencies = []
         for conv in conversations[:latency_items]:
             start = time.perf_counter()
-            answer[mode]([conv])
+            answer(mode, [conv])
             latencies.append((time.perf_counter() - start) * 1000)
         results[mode] = ModeResult(mode, answers, sum(a == g for a, g in zip(answers, gold)), latencies)
     return results
@@ -365,23 +362,3 @@ def evaluate_modes(
 
 def _first_words(texts: list[str]) -> list[str]:
     return [(t.split() or [""])[0] for t in texts]
-
-
-def _sharer_generate(model: C2CModel, conversations: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
-    """The sharer alone, prompted with its own chat template."""
-    tok = model.sharer_tokenizer
-    texts = [render_chat(tok, c) for c in conversations]
-    tok.padding_side = "left"
-    enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
-    out = model.sharer.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-    return tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-
-
-def _t2t(model: C2CModel, conversations: list[list[dict[str, str]]]) -> list[str]:
-    """Text-to-text: the sharer writes background for each question, the receiver reads it, then answers."""
-    requests = [
-        [{"role": "user", "content": BACKGROUND_REQUEST.format(question=c[-1]["content"])}] for c in conversations
-    ]
-    backgrounds = _sharer_generate(model, requests, 16)
-    reading = [[{"role": "system", "content": bg.strip()}, c[-1]] for bg, c in zip(backgrounds, conversations)]
-    return model.generate(reading, fuse=False, max_new_tokens=2, do_sample=False)

@@ -153,22 +153,48 @@ def prompt_length(
     return int(model.encode([conversation], sharer_conversations=sharers).attention_mask.sum())
 
 
+@dataclass
+class SharerReplies:
+    """Greedy sharer replies to a batch of conversations.
+
+    Attributes:
+        prompts: Each conversation as the sharer read it (its chat template, or the plain fallback).
+        prompt_tokens: Tokens of each prompt.
+        replies: Each reply, cut where a template-less sharer's plain chat starts a new turn.
+        reply_tokens: Tokens generated per row, end-of-sequence included.
+    """
+
+    prompts: list[str]
+    prompt_tokens: list[int]
+    replies: list[str]
+    reply_tokens: list[int]
+
+
+def sharer_replies(
+    model: C2CModel, conversations: Sequence[Messages], *, max_new_tokens: int, enable_thinking: bool = False
+) -> SharerReplies:
+    """The sharer alone answers each conversation, greedily (the sharer mode's and T2T stage 1's decoding)."""
+    tok = mode_tokenizer(model, "sharer")
+    prompts = sharer_texts(model, conversations, enable_thinking=enable_thinking)
+    ids, mask = sharer_encode(model, prompts)
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": pad_id(tok)}
+    if not tok.chat_template:
+        kwargs.update(stop_strings=list(PLAIN_STOPS), tokenizer=tok)
+    new = model.sharer.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1] :]
+    counts = generated_lengths(new, model.sharer.generation_config, tok)
+    replies = [
+        cut_at_stops(typing.cast(str, tok.decode(row[:n], skip_special_tokens=True)), PLAIN_STOPS)
+        for row, n in zip(new.tolist(), counts)
+    ]
+    return SharerReplies(prompts, mask.sum(dim=1).tolist(), replies, counts)
+
+
 def write_backgrounds(model: C2CModel, conversations: Sequence[Messages], style: T2TStyle) -> list[str]:
     """T2T stage 1: the sharer's background for each conversation's last user message (greedy)."""
     requests = [
         [{"role": "user", "content": style.request.replace("{question}", last_user_message(c))}] for c in conversations
     ]
-    tok = mode_tokenizer(model, "sharer")
-    ids, mask = sharer_encode(model, sharer_texts(model, requests))
-    kwargs: dict[str, Any] = {"max_new_tokens": style.max_new_tokens, "do_sample": False, "pad_token_id": pad_id(tok)}
-    if not tok.chat_template:
-        kwargs.update(stop_strings=list(PLAIN_STOPS), tokenizer=tok)
-    new = model.sharer.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1] :]
-    counts = generated_lengths(new, model.sharer.generation_config, tok)
-    return [
-        cut_at_stops(typing.cast(str, tok.decode(row[:n], skip_special_tokens=True)), PLAIN_STOPS)
-        for row, n in zip(new.tolist(), counts)
-    ]
+    return sharer_replies(model, requests, max_new_tokens=style.max_new_tokens).replies
 
 
 def t2t_conversation(conversation: Messages, background: str, style: T2TStyle) -> Messages:
@@ -247,3 +273,19 @@ def generate_mode(
         model, inputs, fuse=mode == "c2c", clock=clock, control=control if mode == "c2c" else None, **generate_kwargs
     )
     return ModeOutput(out[:, inputs.input_ids.shape[1] :], inputs.attention_mask.sum(dim=1).tolist(), backgrounds)
+
+
+def reply_texts(
+    model: C2CModel, mode: str, conversations: Sequence[Messages], *, t2t: T2TStyle = PAPER_T2T, **generate_kwargs: Any
+) -> list[str]:
+    """`generate_mode`'s replies as text: each row decoded up to its end of sequence, cut at the mode's
+    stop strings and stripped."""
+    out = generate_mode(model, mode, conversations, t2t=t2t, **generate_kwargs)
+    tok = mode_tokenizer(model, mode)
+    generator = model.sharer if mode == "sharer" else model.receiver
+    counts = generated_lengths(out.new_tokens, generator.generation_config, tok)
+    stops = mode_stop_strings(model, mode)
+    return [
+        cut_at_stops(typing.cast(str, tok.decode(row[:n], skip_special_tokens=True)), stops)
+        for row, n in zip(out.new_tokens.tolist(), counts)
+    ]

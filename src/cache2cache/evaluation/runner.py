@@ -42,7 +42,7 @@ from ..tasks import MultipleChoiceItem, TaskError, load_task
 from ..tasks.answers import extract_choice, letter
 from ..tasks.prompts import background_messages, background_prompt, mc_messages, t2t_messages
 from .config import EvalConfig
-from .modes import PLAIN_STOPS, cut_at_stops, generated_lengths, sharer_encode
+from .modes import SharerReplies, generated_lengths, sharer_encode, sharer_replies, sharer_texts
 from .rundir import RunFolder
 from .scoring import ChoiceScorer, append_continuations, append_tokens
 from .timing import StageClock, timed_forward, timed_generate
@@ -185,9 +185,8 @@ class Evaluator:
     ) -> tuple[list[Answer], list[dict[str, Any]], StageClock | None]:
         stage1 = StageClock(self.model.device) if timed else None
         convs = [background_messages(it, self.config.background_prompt) for it in items]
-        backgrounds, counts, prompts, _ = self._sharer_generate(
-            convs, self.config.communication_max_new_tokens, stage1, "stage1"
-        )
+        stage1_replies = self._sharer_generate(convs, self.config.communication_max_new_tokens, stage1, "stage1")
+        backgrounds, counts, prompts = stage1_replies.replies, stage1_replies.reply_tokens, stage1_replies.prompts
         stage2 = StageClock(self.model.device) if timed else None
         convs2 = [t2t_stage2_messages(it, bg, self.config) for it, bg in zip(items, backgrounds)]
         answers = self._receiver_answers(convs2, items, fuse=False, clock=stage2)
@@ -232,50 +231,26 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------ sharer side
 
-    def _sharer_encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded sharer ids; a template-less (base) tokenizer gets its special tokens (BOS)."""
-        return sharer_encode(self.model, texts)
-
-    def _sharer_texts(self, convs: list[Messages]) -> list[str]:
-        return [
-            render_chat(
-                self.sharer_tokenizer, c, add_generation_prompt=True, enable_thinking=self.config.enable_thinking
-            )
-            for c in convs
-        ]
-
     def _sharer_generate(
         self, convs: list[Messages], max_new_tokens: int, clock: StageClock | None, stage: str
-    ) -> tuple[list[str], list[int], list[str], list[int]]:
-        """Greedy sharer replies: (replies, generated token counts, rendered prompts, prompt token counts)."""
-        tok, sharer = self.sharer_tokenizer, self.model.sharer
-        texts = self._sharer_texts(convs)
-        ids, mask = self._sharer_encode(texts)
-        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": pad_id(tok)}
-        if not tok.chat_template:
-            kwargs.update(stop_strings=list(PLAIN_STOPS), tokenizer=tok)
+    ) -> SharerReplies:
         with clock.stage(stage) if clock is not None else nullcontext():
-            out = sharer.generate(input_ids=ids, attention_mask=mask, **kwargs)
-        new = out[:, ids.shape[1] :]
-        counts = generated_lengths(new, sharer.generation_config, tok)
-        replies = [
-            cut_at_stops(tok.decode(row[:n], skip_special_tokens=True), PLAIN_STOPS)
-            for row, n in zip(new.tolist(), counts)
-        ]
-        return replies, counts, texts, mask.sum(dim=1).tolist()
+            return sharer_replies(
+                self.model, convs, max_new_tokens=max_new_tokens, enable_thinking=self.config.enable_thinking
+            )
 
     def _sharer_answers(
         self, convs: list[Messages], items: Sequence[MultipleChoiceItem], clock: StageClock | None
     ) -> list[Answer]:
         cfg, tok, sharer = self.config, self.sharer_tokenizer, self.model.sharer
         if cfg.answer_method == "generate":
-            replies, counts, texts, prompt_counts = self._sharer_generate(convs, cfg.max_new_tokens, clock, "generate")
+            r = self._sharer_generate(convs, cfg.max_new_tokens, clock, "generate")
             return [
-                Answer(extract_choice(r, len(it.choices), it.choices), t, p, r, n)
-                for r, n, t, p, it in zip(replies, counts, texts, prompt_counts, items)
+                Answer(extract_choice(reply, len(it.choices), it.choices), text, p, reply, n)
+                for reply, n, text, p, it in zip(r.replies, r.reply_tokens, r.prompts, r.prompt_tokens, items)
             ]
-        texts = self._sharer_texts(convs)
-        ids, mask = self._sharer_encode(texts)
+        texts = sharer_texts(self.model, convs, enable_thinking=cfg.enable_thinking)
+        ids, mask = sharer_encode(self.model, texts)
         prompt_len = ids.shape[1]
         plan = self.scorer.plan(tok, texts, [it.choices for it in items])
 
