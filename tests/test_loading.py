@@ -363,3 +363,15 @@ def test_auto_dtype_follows_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert load_model(tmp_path / "m", dtype="auto").dtype == expected
         assert load_model(tmp_path / "m").dtype == expected
     assert load_model(tmp_path / "m", dtype="float16").dtype == torch.float16
+
+
+def test_parse_device_auto_and_bad_names() -> None:
+    from cache2cache.loading import parse_device
+
+    assert parse_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert parse_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="not a torch device"):
+        parse_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="use cpu"):
+            parse_device("cuda")

@@ -157,11 +157,14 @@ def _parse_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch
 
 
 def parse_device(device: str | torch.device) -> torch.device:
-    """`device` as a `torch.device`, refused up front when it is not one or is not on this machine.
+    """`device` as a `torch.device`, refused up front when it is not one or is not on this machine;
+    "auto" is cuda when available, else cpu.
 
     Raises:
         ValueError: an unknown device string, or a CUDA (or MPS) device this torch build or machine lacks.
     """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError) as err:
@@ -207,7 +210,7 @@ def usable_device(device: str | torch.device | None) -> torch.device:
     this, so their examples also run on CPU machines.
     """
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return parse_device("auto")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         logger.warning("device %s was asked for but CUDA is not available here; using the CPU instead", device)

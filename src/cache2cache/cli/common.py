@@ -169,24 +169,13 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """The device called `name`, or cuda when available else cpu when `name` is None."""
-    import torch
-
+    """The device called `name` (`loading.parse_device`; None is "auto"), its error naming the flag."""
     from cache2cache.loading import parse_device
 
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return parse_device(name)
+        return parse_device(name or "auto")
     except ValueError as err:
         raise ValueError(f"--{err}") from err
-
-
-def resolve_dtype(name: str) -> torch.dtype | None:
-    """The torch dtype called `name` (one of `DTYPES`); None for "auto"."""
-    import torch
-
-    return None if name == "auto" else getattr(torch, name)
 
 
 def fresh_fuser_config(args: argparse.Namespace) -> FuserConfig:
@@ -219,7 +208,7 @@ def build_model(args: argparse.Namespace) -> C2CModel:
     from cache2cache import C2CModel
     from cache2cache.sharers import sharer_names
 
-    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    device, dtype = resolve_device(args.device), args.dtype
     if args.seed is not None:
         transformers.set_seed(args.seed)
     if args.fuser:

@@ -93,11 +93,7 @@ def build_model(config: EvalConfig) -> C2CModel:
     from ..config import FuserConfig
     from ..loading import load_model, load_tokenizer, parse_device
 
-    device = config.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = parse_device(device)
-    dtype = None if config.dtype == "auto" else getattr(torch, config.dtype)
+    device, dtype = parse_device(config.device), config.dtype
     if config.fuser:
         return C2CModel.from_pretrained(
             config.fuser,
