@@ -65,3 +65,31 @@ def dirs(tmp_path_factory) -> dict[str, Path]:
                                 receiver_tokenizer=rt, sharer_tokenizer=st)  # fmt: skip
     out["fuser"] = pair.save_pretrained(root / "fuser")
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and a busy 2-core machine makes two threads ~30x slower.
+    A module turns it on with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def generate_cli_kwargs(monkeypatch) -> dict:
+    """`c2c generate` with a stand-in model: the dict fills with the kwargs the command passes to `generate`."""
+    import cache2cache.cli.generate as generate_cli
+
+    seen: dict = {}
+
+    class FakeModel:
+        receiver_tokenizer = None
+
+        def generate(self, messages, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setattr(generate_cli, "build_model", lambda args: FakeModel())
+    monkeypatch.setattr("transformers.TextStreamer", lambda *a, **k: None)
+    return seen

@@ -13,7 +13,9 @@ import torch
 from cache2cache import C2CModel
 from cache2cache.compat import ReferenceStyleModel, fusion_mask_from_kv_cache_index
 from cache2cache.published import export_published
-from test_eval_runner import one_thread, tiny_eval_pair  # noqa: F401  (one_thread: an autouse fixture)
+from test_eval_runner import tiny_eval_pair
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 RECEIVER_ID, SHARER_ID, PAIR = "Qwen/Qwen3-0.6B", "Qwen/Qwen2.5-0.5B-Instruct", "qwen3_0.6b+qwen2.5_0.5b_Fuser"
 

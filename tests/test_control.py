@@ -11,7 +11,9 @@ from cache2cache.cli.main import main
 from cache2cache.evaluation.config import load_eval_config
 from cache2cache.evaluation.runner import run_eval
 from conftest import prompt_ids
-from test_eval_runner import config, one_thread, tiny_eval_pair  # noqa: F401  (one_thread: an autouse fixture)
+from test_eval_runner import config, tiny_eval_pair
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 IDS = prompt_ids(2, 10, seed=4)
 
@@ -96,19 +98,8 @@ def test_bad_control_values_are_refused_with_the_fix(pair):
         pair.generate(input_ids=IDS, fuse_layers="0,1")
 
 
-def test_cli_flags_reach_generate(monkeypatch, capsys):
-    import cache2cache.cli.generate as generate_cli
-
-    seen = {}
-
-    class FakeModel:
-        receiver_tokenizer = None
-
-        def generate(self, messages, **kwargs):
-            seen.update(kwargs)
-
-    monkeypatch.setattr(generate_cli, "build_model", lambda args: FakeModel())
-    monkeypatch.setattr("transformers.TextStreamer", lambda *a, **k: None)
+def test_cli_flags_reach_generate(generate_cli_kwargs, capsys):
+    seen = generate_cli_kwargs
     assert (
         main(["generate", "hi", "--fusion_strength", "0.25", "--fuse_layers", "1,2", "--fuse_proportion", "0.5"]) == 0
     )

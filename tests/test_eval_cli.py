@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cache2cache.cli.main import main
-from test_eval_runner import TASK, one_thread  # noqa: F401  (one_thread: an autouse fixture)
+from test_eval_runner import TASK
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _eval(dirs, tmp_path, *extra: str) -> int:

@@ -13,7 +13,9 @@ from lm_eval.api.instance import Instance
 
 from cache2cache import kv
 from cache2cache.evaluation.lm_eval import C2CLM
-from test_eval_runner import one_thread, tiny_eval_pair  # noqa: F401  (one_thread: an autouse fixture)
+from test_eval_runner import tiny_eval_pair
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ROOT / "tests" / "fixtures" / "eval" / "lm_eval_tasks"

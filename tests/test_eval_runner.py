@@ -29,13 +29,7 @@ STAGES = {  # generate / loglik
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and a busy 2-core machine makes two threads ~30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_eval_pair(kind: str = "aligned") -> C2CModel:

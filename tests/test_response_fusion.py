@@ -33,12 +33,7 @@ OPEN = FuserConfig(**{**SMALL_FUSER.__dict__, "gate_init": 3.0})
 QUESTIONS = ["where is the fox ?", "the quick brown fox jumps over the lazy dog", "what colour is the dog ?"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -279,24 +274,13 @@ def test_proportion_zero_fuses_the_response_alone(pair):
     assert not torch.allclose(first_step_same.logits[2], receiver.logits[2], atol=1e-3)
 
 
-def test_the_switch_reaches_generate_the_cli_and_the_server(pair, monkeypatch):
-    import cache2cache.cli.generate as generate_cli
-
+def test_the_switch_reaches_generate_the_cli_and_the_server(pair, generate_cli_kwargs):
     ids = prompt_ids(1, 8, seed=9)
     by_kwarg = pair.generate(input_ids=ids, include_response=True, max_new_tokens=3, do_sample=False)
     by_control = pair.generate_from_inputs(pair.inputs_from_ids(ids), control=RESPONSE, max_new_tokens=3,
                                            do_sample=False)  # fmt: skip
     assert torch.equal(by_kwarg, by_control)
-    seen: dict = {}
-
-    class FakeModel:
-        receiver_tokenizer = None
-
-        def generate(self, messages, **kwargs):
-            seen.update(kwargs)
-
-    monkeypatch.setattr(generate_cli, "build_model", lambda args: FakeModel())
-    monkeypatch.setattr("transformers.TextStreamer", lambda *a, **k: None)
+    seen = generate_cli_kwargs
     assert main(["generate", "hi"]) == 0 and seen["include_response"] is False
     assert main(["generate", "hi", "--include_response"]) == 0 and seen["include_response"] is True
     body = b'{"model": "c2c", "messages": [{"role": "user", "content": "hi"}], "include_response": true}'
