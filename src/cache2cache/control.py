@@ -107,12 +107,12 @@ class FusionControl:
         """True when the response tokens get fused too (`include_response`, and anything to fuse)."""
         return self.include_response and not self.fuses_nothing
 
-    def check_layers(self, layer_map: Collection[int]) -> None:
-        """Raise `ValueError` if `layers` names a receiver layer the layer map does not fuse."""
-        unknown = sorted(set(self.layers or ()) - set(layer_map))
+    def check_layers(self, fused_layers: Collection[int]) -> None:
+        """Raise `ValueError` if `layers` names a receiver layer no fuser writes (`C2CConfig.fused_layers`)."""
+        unknown = sorted(set(self.layers or ()) - set(fused_layers))
         if unknown:
             raise ValueError(
-                f"fuse_layers {unknown} have no fuser: this checkpoint fuses receiver layers {sorted(layer_map)}. "
+                f"fuse_layers {unknown} have no fuser: this checkpoint fuses receiver layers {sorted(fused_layers)}. "
                 "Pick fuse_layers among those, or leave it unset for all of them."
             )
 

@@ -143,7 +143,7 @@ class C2CLM(TemplateLM):
                                            device=str(usable_device(None if device == "auto" else device)), modes=["c2c" if fuser else "receiver"]))  # fmt: skip
         if model.receiver_tokenizer is None:
             raise ValueError("C2CLM needs a C2CModel with a receiver_tokenizer")
-        self.control.check_layers(model.config.layer_map)
+        self.control.check_layers(model.config.fused_layers)
         self.c2c = model.eval()
         self.tokenizer = model.receiver_tokenizer
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8

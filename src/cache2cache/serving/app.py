@@ -199,7 +199,7 @@ def create_app(load: Callable[[], C2CModel], settings: ServeSettings | None = No
             )
         if req.control.layers and state.model is not None:
             try:
-                req.control.check_layers(state.model.config.layer_map)
+                req.control.check_layers(state.model.config.fused_layers)
             except ValueError as err:
                 raise APIError(400, str(err), param="fuse_layers", code="invalid_value") from None
         if req.mode == "t2t" and not any(m["role"] == "user" for m in req.messages):
