@@ -149,3 +149,23 @@ def test_batched_stack_equals_each_fuser_in_turn(dtype):
             for a, b in zip(each[t], batched[t], strict=True):
                 torch.testing.assert_close(b, a, atol=tolerance, rtol=tolerance)
         assert torch.equal(batched[1][1], receiver[1][1])  # the closed gate adds nothing
+
+
+def test_ffn_block_runs_the_fused_rms_norm_under_autocast():
+    """The norm's float32 weight meets autocast's bf16 input without torch's 'Mismatch dtype' fallback
+    warning, and in float32 the block is exactly pre-norm with nn.RMSNorm."""
+    import warnings
+
+    from cache2cache.fuser import FFNBlock
+
+    torch.manual_seed(0)
+    block = FFNBlock(16, 24, 0.0).eval()
+    block.norm.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(3, 16)
+    expected = x + block.w2(torch.nn.functional.gelu(block.w1(block.norm(x))))
+    assert torch.equal(block(x), expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = block(torch.nn.Linear(16, 16)(x))
+    assert out.dtype == torch.bfloat16 and out.shape == (3, 16)

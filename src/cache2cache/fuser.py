@@ -51,8 +51,15 @@ class FFNBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`x`: (..., h) -> (..., h)."""
-        return x + self.dropout(self.w2(F.gelu(self.w1(self.norm(x)))))
+        """`x`: (..., h) -> (..., h).
+
+        Under autocast `x` arrives in the autocast dtype while the norm's weight stays float32; the
+        weight is cast to `x`'s dtype so torch runs its fused RMSNorm instead of warning and falling back.
+        """
+        norm = self.norm
+        weight = None if norm.weight is None else norm.weight.to(x.dtype)
+        normed = F.rms_norm(x, norm.normalized_shape, weight, norm.eps)
+        return x + self.dropout(self.w2(F.gelu(self.w1(normed))))
 
 
 class FFNStack(nn.Module):
