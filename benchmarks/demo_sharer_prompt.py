@@ -39,12 +39,13 @@ from pathlib import Path
 import torch
 
 from cache2cache import C2CModel
-from cache2cache.demo.run import SIZES, _load, _sharer_generate, fuser_recipe, run_demo
+from cache2cache.demo.run import SIZES, _load, fuser_recipe, run_demo
 from cache2cache.demo.world import ATTRIBUTES, CITIES, COLOURS, JOBS, Person, make_world
+from cache2cache.evaluation.modes import reply_texts
 from cache2cache.training import train_fusers
 from cache2cache.training.data import TwoPromptConversation
+from docblock import write_block
 
-BEGIN, END = "<!-- sharer-prompt:begin -->", "<!-- sharer-prompt:end -->"
 ROWS = (
     ("receiver", "receiver alone (question)"),
     ("c2c", "C2C, both read the question"),
@@ -92,7 +93,7 @@ def measure(model: C2CModel, questions: list[Item], batch: int = 64) -> dict[str
         "c2c": lambda q, f: model.generate(q, **greedy),
         "c2c_fact_for_sharer": lambda q, f: model.generate(q, sharer_messages=f, **greedy),
         "receiver_filler": lambda q, f: model.generate(q, sharer_messages=f, fuse=False, **greedy),
-        "sharer_fact": lambda q, f: _sharer_generate(model, f, 2),
+        "sharer_fact": lambda q, f: reply_texts(model, "sharer", f, **greedy),
         "receiver_fact": lambda q, f: model.generate(f, fuse=False, **greedy),
     }
     accuracy = {}
@@ -149,17 +150,6 @@ def table(result: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_block(path: Path, block: str) -> None:
-    """Replace the text between the sharer-prompt markers of `path` (append them if absent)."""
-    text = path.read_text()
-    wrapped = f"{BEGIN}\n{block}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + wrapped + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + wrapped + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo_dir", default="runs/demo-ci", help="a ci demo folder (trained here if absent)")
@@ -199,7 +189,7 @@ def report(result: dict, command: str, write: Path | None) -> None:
     block = table(result, command)
     print(block)
     if write:
-        write_block(write, block)
+        write_block(write, "sharer-prompt", block)
 
 
 if __name__ == "__main__":

@@ -44,10 +44,12 @@ from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
+from transformers import StoppingCriteriaList
 
 from ..control import FusionControl
 from ..inputs import C2CInputs, left_pad, pad_id
 from ..model import C2CModel
+from .modes import stop_criteria
 from .scoring import append_continuations, continuation_logprobs, greedy_flags
 
 logger = logging.getLogger(__name__)
@@ -274,7 +276,7 @@ class C2CLM(TemplateLM):
                 kwargs = {k: v for k, v in kwargs.items() if k not in ("temperature", "top_p", "top_k")}
                 kwargs["do_sample"] = False
             if until:
-                kwargs.update(stop_strings=until, tokenizer=self.tokenizer)
+                kwargs["stopping_criteria"] = StoppingCriteriaList([stop_criteria(self.tokenizer, until)])
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 prompts = [

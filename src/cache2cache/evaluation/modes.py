@@ -16,12 +16,13 @@
 from __future__ import annotations
 
 import typing
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, StoppingCriteriaList, StopStringCriteria
 
 from ..chat import render_chat
 from ..control import FusionControl
@@ -117,6 +118,25 @@ def sharer_encode(model: C2CModel, texts: Sequence[str]) -> tuple[torch.Tensor, 
     return ids.to(model.sharer.device), mask.to(model.sharer.device)
 
 
+_STOP_CRITERIA: weakref.WeakKeyDictionary[PreTrainedTokenizerBase, dict[tuple[str, ...], StopStringCriteria]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def stop_criteria(tok: PreTrainedTokenizerBase, stops: Sequence[str]) -> StopStringCriteria:
+    """Hugging Face's criterion that ends a row at any of `stops`, built once per tokenizer and stops.
+
+    `generate(stop_strings=...)` rebuilds it on every call, which walks the whole vocabulary: about a
+    second per call for Gemma-3's 262k tokens (benchmarks/stop_strings.py), more than decoding a short
+    answer takes. The criterion holds no per-call state, so one instance serves every call.
+    """
+    by_stops = _STOP_CRITERIA.setdefault(tok, {})
+    key = tuple(stops)
+    if key not in by_stops:
+        by_stops[key] = StopStringCriteria(tok, list(key))
+    return by_stops[key]
+
+
 def generated_lengths(new: torch.Tensor, generation_config: Any, tok: PreTrainedTokenizerBase) -> list[int]:
     """Tokens generated per row of `new` (B, T): up to and including the first end-of-sequence token
     (finished rows are filled with the pad token, which therefore also ends a row)."""
@@ -179,7 +199,7 @@ def sharer_replies(
     ids, mask = sharer_encode(model, prompts)
     kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": pad_id(tok)}
     if not tok.chat_template:
-        kwargs.update(stop_strings=list(PLAIN_STOPS), tokenizer=tok)
+        kwargs["stopping_criteria"] = StoppingCriteriaList([stop_criteria(tok, PLAIN_STOPS)])
     new = model.sharer.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1] :]
     counts = generated_lengths(new, model.sharer.generation_config, tok)
     replies = [
