@@ -42,7 +42,7 @@ from cache2cache import C2CModel
 from cache2cache.demo.run import SIZES, _load, _sharer_generate, fuser_recipe, run_demo
 from cache2cache.demo.world import ATTRIBUTES, CITIES, COLOURS, JOBS, Person, make_world
 from cache2cache.training import train_fusers
-from cache2cache.training.data import TwoPromptConversation
+from cache2cache.training.records import TwoPromptConversation
 
 BEGIN, END = "<!-- sharer-prompt:begin -->", "<!-- sharer-prompt:end -->"
 ROWS = (

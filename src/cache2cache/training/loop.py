@@ -45,6 +45,7 @@ from ..inputs import pad_id
 from ..loading import has_fast_bf16
 from ..model import C2CModel
 from ..sharers import fuser_modules
+from .batching import IGNORE_INDEX, TrainingBatch, collate
 from .config import (
     RECIPE_NAME,
     ConfigError,
@@ -54,18 +55,10 @@ from .config import (
     TrainingOptions,
     check_train_config,
 )
-from .data import (
-    IGNORE_INDEX,
-    ChatDataset,
-    Conversation,
-    ExampleEncoder,
-    TrainingBatch,
-    collate,
-    load_source,
-    split_holdout,
-)
 from .distributed import World, init_world, resolve_precision
+from .examples import ChatDataset, ExampleEncoder
 from .interrupt import StopOnInterrupt, TrainingInterrupted
+from .records import Conversation, load_source, split_holdout
 from .state import FINAL, checkpoint_dirs, find_latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 
 logger = logging.getLogger(__name__)
