@@ -53,7 +53,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .alignment_sections import AlignmentError, Messages, encode_side, section_bounds
 from .config import AlignmentStrategy as Strategy
-from .inputs import pad_id
+from .inputs import left_pad, pad_id
 
 __all__ = ["AlignedBatch", "AlignedSequence", "AlignmentError", "Section", "TokenAligner"]
 
@@ -354,21 +354,14 @@ class TokenAligner:
             self.align_messages(c, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking)
             for c in conversations
         ]
-        width = max(len(s) for s in seqs)
-        shape = (len(seqs), width)
-        r_ids = torch.full(shape, self.receiver_pad_id, dtype=torch.long)
-        s_ids = torch.full(shape, self.sharer_pad_id, dtype=torch.long)
-        r_mask = torch.zeros(shape, dtype=torch.long)
-        s_mask = torch.zeros(shape, dtype=torch.long)
-        fusion = torch.zeros(shape, dtype=torch.bool)
-        pads = [width - len(s) for s in seqs]
-        for b, (seq, pad) in enumerate(zip(seqs, pads)):
-            r_ids[b, pad:] = torch.tensor(seq.receiver_ids, dtype=torch.long)
-            s_ids[b, pad:] = torch.tensor(seq.sharer_ids, dtype=torch.long)
-            r_mask[b, pad:] = torch.tensor(seq.receiver_mask, dtype=torch.long)
-            s_mask[b, pad:] = torch.tensor(seq.sharer_mask, dtype=torch.long)
-            fusion[b, pad:] = torch.tensor(seq.fusion_mask, dtype=torch.bool)
-        return AlignedBatch(r_ids, r_mask, s_ids, s_mask, fusion, seqs, pads)
+        # every list of a sequence has its length, so padding each list alone keeps the columns aligned
+        r_ids, _ = left_pad([s.receiver_ids for s in seqs], self.receiver_pad_id)
+        s_ids, _ = left_pad([s.sharer_ids for s in seqs], self.sharer_pad_id)
+        r_mask, _ = left_pad([s.receiver_mask for s in seqs], 0)
+        s_mask, _ = left_pad([s.sharer_mask for s in seqs], 0)
+        fusion, _ = left_pad([[int(f) for f in s.fusion_mask] for s in seqs], 0)
+        pads = [r_ids.shape[1] - len(s) for s in seqs]
+        return AlignedBatch(r_ids, r_mask, s_ids, s_mask, fusion.bool(), seqs, pads)
 
     def preview(
         self,
