@@ -43,7 +43,7 @@ from cache2cache.demo.run import SIZES, _load, fuser_recipe, run_demo
 from cache2cache.demo.world import ATTRIBUTES, CITIES, COLOURS, JOBS, Person, make_world
 from cache2cache.evaluation.modes import reply_texts
 from cache2cache.training import train_fusers
-from cache2cache.training.data import TwoPromptConversation
+from cache2cache.training.records import TwoPromptConversation
 from docblock import write_block
 
 ROWS = (

@@ -76,8 +76,8 @@ def run_case(pair: str, precision: str, steps: int, warmup: int, batch: int) -> 
     """Time `steps` optimizer steps of one pair and precision; returns one table row."""
     from cache2cache import C2CConfig, C2CModel
     from cache2cache.training import load_train_config, train_fusers
-    from cache2cache.training.data import chat_conversations, read_records
-    from cache2cache.training.loop import load_pair
+    from cache2cache.training.pair import load_pair
+    from cache2cache.training.records import chat_conversations, read_records
 
     recipe = ROOT / "recipes" / ("tiny.yaml" if pair == "tiny" else "smollm2-135m_gemma3-270m.yaml")
     with tempfile.TemporaryDirectory() as out:

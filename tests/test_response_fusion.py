@@ -20,7 +20,8 @@ from cache2cache.evaluation.runner import run_eval
 from cache2cache.serving.errors import APIError
 from cache2cache.serving.schema import parse_chat_request
 from cache2cache.training import OutputOptions, TrainConfig, TrainingOptions, train_fusers
-from cache2cache.training.data import ExampleEncoder, collate
+from cache2cache.training.batching import collate
+from cache2cache.training.examples import ExampleEncoder
 from cache2cache.training.loop import response_loss_sum
 from conftest import SMALL_FUSER, prompt_ids
 from test_eval_runner import config as eval_config

@@ -13,7 +13,9 @@ import torch
 
 from cache2cache import C2CModel, FuserConfig, FusionControl
 from cache2cache.sharer_prompt import side_by_side
-from cache2cache.training.data import ExampleEncoder, SampleError, TwoPromptConversation, chat_conversations, collate
+from cache2cache.training.batching import collate
+from cache2cache.training.examples import ExampleEncoder
+from cache2cache.training.records import SampleError, TwoPromptConversation, chat_conversations
 from test_cli import dirs  # noqa: F401  (a module fixture)
 from tiny import tiny_receiver, tiny_sharer, tokenized_pair
 from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer

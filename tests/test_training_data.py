@@ -13,21 +13,19 @@ import torch
 from cache2cache import C2CModel, FuserConfig
 from cache2cache.alignment import TokenAligner
 from cache2cache.chat import render_chat
+from cache2cache.training.batching import IGNORE_INDEX, collate
 from cache2cache.training.config import DataSource
-from cache2cache.training.data import (
-    IGNORE_INDEX,
-    ChatDataset,
-    ExampleEncoder,
+from cache2cache.training.examples import ChatDataset, ExampleEncoder
+from cache2cache.training.loop import response_loss_sum
+from cache2cache.training.records import (
     SampleError,
     chat_conversations,
-    collate,
     load_source,
     normalize_conversation,
     read_records,
     sharegpt_conversations,
     split_holdout,
 )
-from cache2cache.training.loop import response_loss_sum
 from tiny import tiny_receiver, tiny_sharer
 from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
@@ -159,7 +157,7 @@ def test_unusable_and_too_long_conversations_are_dropped_and_counted(caplog) -> 
             {"role": "assistant", "content": "No."},
         ],
     ]
-    with caplog.at_level(logging.INFO, logger="cache2cache.training.data"):
+    with caplog.at_level(logging.INFO, logger="cache2cache.training.examples"):
         data = ChatDataset(CONVERSATIONS + bad, ExampleEncoder(tok), max_length=120, name="train")
     assert len(data) == 3
     assert data.dropped == {"no_final_assistant_turn": 1, "empty_answer": 1, "longer_than_120": 1}

@@ -30,7 +30,7 @@ _EXPORTS = {
     "terminal_map": "layer_map",
     "C2CInputs": "inputs",
     "C2CModel": "model",
-    "build_fusers": "model",
+    "build_fusers": "sharers",
     "TokenAligner": "alignment",
 }
 

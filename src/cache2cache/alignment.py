@@ -6,7 +6,7 @@ points. `TokenAligner` builds them from chat messages:
 
 1. Each side renders the SAME messages with ITS OWN chat template (`render_chat`; the plain-text
    fallback `render_plain` when a tokenizer has no template) and tokenises the text with offsets.
-2. Each message's content is located in each rendered text (`_locate_contents`) and the character
+2. Each message's content is located in each rendered text (`alignment_sections.locate_contents`) and the character
    spans become token ranges, which cut each side into alternating sections:
    template 0, message 0, template 1, ..., message k-1, template k (always 2k+1 sections, some may
    be empty, so `sections[2 * i + 1]` is message i).
@@ -44,27 +44,22 @@ import json
 import logging
 import typing
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .chat import render_chat
+from .alignment_sections import AlignmentError, Messages, encode_side, section_bounds
 from .config import AlignmentStrategy as Strategy
-from .inputs import pad_id
+from .inputs import left_pad, pad_id
+
+__all__ = ["AlignedBatch", "AlignedSequence", "AlignmentError", "Section", "TokenAligner"]
 
 logger = logging.getLogger(__name__)
 
-Messages = list[dict[str, Any]]
-
-_ANCHOR_CHARS = 16  # template characters on each side of a message used to disambiguate matches
 _SPECIAL_ROLES = ("eos", "bos", "unk", "pad")  # eos first: a pad that doubles as eos is mapped as eos
-
-
-class AlignmentError(ValueError):
-    """The receiver's and sharer's renderings of a conversation cannot be cut into matching sections."""
 
 
 @dataclass(frozen=True)
@@ -146,21 +141,6 @@ class AlignedBatch:
     fusion_mask: torch.Tensor
     sequences: list[AlignedSequence]
     left_padding: list[int]
-
-
-@dataclass(frozen=True)
-class _Side:
-    """One side's tokenised rendering: ids and the token range `[a, b)` of each message."""
-
-    text: str
-    ids: list[int]
-    ranges: list[tuple[int, int]]
-    offsets: list[tuple[int, int]]
-
-    def token_text(self, i: int) -> str:
-        """The rendered text that token i covers."""
-        start, end = self.offsets[i]
-        return self.text[start:end]
 
 
 class TokenAligner:
@@ -312,11 +292,11 @@ class TokenAligner:
 
     def _align(self, messages: Messages, add_generation_prompt: bool, enable_thinking: bool | None) -> AlignedSequence:
         sides = [
-            _encode_side(side, tok, messages, add_generation_prompt, enable_thinking)
+            encode_side(side, tok, messages, add_generation_prompt, enable_thinking)
             for side, tok in (("receiver", self.receiver_tokenizer), ("sharer", self.sharer_tokenizer))
         ]
         receiver, sharer = sides
-        bounds = [_section_bounds(s) for s in sides]
+        bounds = [section_bounds(s) for s in sides]
         assert len(bounds[0]) == len(bounds[1]) == 2 * len(messages) + 1, "both sides cut into 2k+1 sections"
         r_ids: list[int] = []
         r_mask: list[int] = []
@@ -374,21 +354,14 @@ class TokenAligner:
             self.align_messages(c, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking)
             for c in conversations
         ]
-        width = max(len(s) for s in seqs)
-        shape = (len(seqs), width)
-        r_ids = torch.full(shape, self.receiver_pad_id, dtype=torch.long)
-        s_ids = torch.full(shape, self.sharer_pad_id, dtype=torch.long)
-        r_mask = torch.zeros(shape, dtype=torch.long)
-        s_mask = torch.zeros(shape, dtype=torch.long)
-        fusion = torch.zeros(shape, dtype=torch.bool)
-        pads = [width - len(s) for s in seqs]
-        for b, (seq, pad) in enumerate(zip(seqs, pads)):
-            r_ids[b, pad:] = torch.tensor(seq.receiver_ids, dtype=torch.long)
-            s_ids[b, pad:] = torch.tensor(seq.sharer_ids, dtype=torch.long)
-            r_mask[b, pad:] = torch.tensor(seq.receiver_mask, dtype=torch.long)
-            s_mask[b, pad:] = torch.tensor(seq.sharer_mask, dtype=torch.long)
-            fusion[b, pad:] = torch.tensor(seq.fusion_mask, dtype=torch.bool)
-        return AlignedBatch(r_ids, r_mask, s_ids, s_mask, fusion, seqs, pads)
+        # every list of a sequence has its length, so padding each list alone keeps the columns aligned
+        r_ids, _ = left_pad([s.receiver_ids for s in seqs], self.receiver_pad_id)
+        s_ids, _ = left_pad([s.sharer_ids for s in seqs], self.sharer_pad_id)
+        r_mask, _ = left_pad([s.receiver_mask for s in seqs], 0)
+        s_mask, _ = left_pad([s.sharer_mask for s in seqs], 0)
+        fusion, _ = left_pad([[int(f) for f in s.fusion_mask] for s in seqs], 0)
+        pads = [r_ids.shape[1] - len(s) for s in seqs]
+        return AlignedBatch(r_ids, r_mask, s_ids, s_mask, fusion.bool(), seqs, pads)
 
     def preview(
         self,
@@ -449,118 +422,3 @@ def _conversation_key(messages: Sequence[Mapping[str, Any]]) -> str:
                 "token alignment needs plain-text content"
             )
     return json.dumps([dict(m) for m in messages], sort_keys=True, ensure_ascii=False, default=repr)
-
-
-def _encode_side(
-    side: str,
-    tokenizer: PreTrainedTokenizerBase,
-    messages: Messages,
-    add_generation_prompt: bool,
-    enable_thinking: bool | None,
-) -> _Side:
-    """Render and tokenise one side, and turn each message's character span into a token range."""
-
-    def render(msgs: Messages) -> str:
-        try:
-            return render_chat(
-                tokenizer, msgs, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
-            )
-        except Exception as e:  # a template's own error (raise_exception, bad roles) gets the side named
-            raise AlignmentError(f"the {side}'s chat template failed to render the conversation: {e}") from e
-
-    text, spans = _locate_contents(render, messages, side)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = enc["offset_mapping"]
-    ranges = []
-    lo = 0
-    for start, end in spans:
-        a = lo
-        if start == end:  # empty content: an empty range before the first token at or after it
-            while a < len(offsets) and offsets[a][0] < start:
-                a += 1
-            b = a
-        else:  # every token overlapping the span; one straddling the boundary goes with the message
-            while a < len(offsets) and offsets[a][1] <= start:
-                a += 1
-            b = a
-            while b < len(offsets) and offsets[b][0] < end:
-                b += 1
-        ranges.append((a, b))
-        lo = b
-    return _Side(text, list(enc["input_ids"]), ranges, [tuple(o) for o in offsets])
-
-
-def _section_bounds(side: _Side) -> list[tuple[int, int]]:
-    """Token ranges of the 2k+1 alternating template/message sections of one side."""
-    cuts = [0] + [i for r in side.ranges for i in r] + [len(side.ids)]
-    return list(zip(cuts[:-1], cuts[1:]))
-
-
-def _locate_contents(
-    render: Callable[[Messages], str], messages: Messages, side: str
-) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered text and each message content's character span `[start, end)` in it, in order.
-
-    The conversation is rendered a second time with every content replaced by a unique
-    placeholder; the text between placeholders is the template's own text. If the real rendering
-    is exactly that text with the contents put back (the template inserts content verbatim), the
-    spans are exact. Otherwise each content, or its stripped form (templates that trim), is
-    searched after the previous match, preferring a match whose neighbours agree with the template
-    text around its placeholder (a content equal to a role name is not confused with the role
-    header), then the earliest.
-    """
-    text = render(messages)
-    marks = [f"\u27e6c2c-message-{i}\u27e7" for i in range(len(messages))]
-    skeleton = render([{**m, "content": mark} for m, mark in zip(messages, marks)])
-    pieces = []
-    cursor = 0
-    for i, mark in enumerate(marks):
-        at = skeleton.find(mark, cursor)
-        if at < 0:
-            raise AlignmentError(_missing(messages, i, side, "its chat template drops or reorders it"))
-        pieces.append(skeleton[cursor:at])
-        cursor = at + len(mark)
-    pieces.append(skeleton[cursor:])
-
-    contents = [m["content"] for m in messages]
-    spans = []
-    pos = 0
-    for piece, content in zip(pieces, contents):
-        pos += len(piece)
-        spans.append((pos, pos + len(content)))
-        pos += len(content)
-    if "".join(p + c for p, c in zip(pieces, contents + [""])) == text:
-        return text, spans
-
-    logger.debug("the %s's template does not insert content verbatim; locating messages by anchored search", side)
-    spans = []
-    cursor = 0
-    for i, content in enumerate(contents):
-        before, after = pieces[i][-_ANCHOR_CHARS:], pieces[i + 1][:_ANCHOR_CHARS]
-        best: tuple[int, int, int] | None = None  # (-score, start, end): higher score, then earliest
-        for variant in dict.fromkeys((content, content.strip())):
-            at = text.find(variant, cursor)
-            while at >= 0:
-                end = at + len(variant)
-                score = int(text.endswith(before, 0, at)) + int(text.startswith(after, end))
-                if best is None or (-score, at) < best[:2]:
-                    best = (-score, at, end)
-                if score == 2:
-                    break
-                at = text.find(variant, at + 1)
-        if best is None:
-            raise AlignmentError(_missing(messages, i, side, "its chat template rewrites the content"))
-        spans.append(best[1:])
-        cursor = best[2]
-    return text, spans
-
-
-def _missing(messages: Messages, i: int, side: str, why: str) -> str:
-    content = messages[i]["content"]
-    return (
-        f"message {i} (role {messages[i]['role']!r}, content {content[:40]!r}{'...' if len(content) > 40 else ''}) "
-        f"is not in the {side}'s rendered prompt ({why}), so the receiver and sharer sequences cannot be cut "
-        "into the same template/message sections. Fix: merge or drop that message before aligning (e.g. fold "
-        "a system prompt into the first user message), or give that tokenizer a chat template that renders "
-        "every message's content verbatim."
-    )

@@ -15,6 +15,9 @@ pass over [last instruction token + response] with labels; gradients reach only 
 
 With `include_response` (`FusionControl`), the sharer also reads the response and each response token
 is fused as the receiver reads it, generated or teacher-forced (`response_fusion.py`).
+
+Around the model: `encoding.py` tokenizes prompts into `C2CInputs`, `generation.py` checks a
+generation call's arguments, `pairing.py` checks that the models and tokenizers fit the config.
 """
 
 from __future__ import annotations
@@ -31,17 +34,18 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from . import kv
-from .chat import render_chat
+from . import encoding, kv
 from .checkpoint import load_pair, save_c2c
 from .config import C2CConfig, FuserConfig
 from .control import FusionControl
 from .fuser import FuserStack
-from .inputs import C2CInputs, Messages, SharerInputs, Stage, as_conversations, encode_left_padded, untimed
+from .generation import check_generation_kwargs, check_prompt_length, sharer_message_batch
+from .inputs import C2CInputs, Messages, SharerInputs, Stage, as_conversations, untimed
 from .layer_map import LayerMapName
+from .pairing import aligner_for, check_models, sharer_lists, unshared_sharer_ids
 from .response_fusion import ResponseFusion
 from .sharer_prompt import encode_with_sharer_messages
-from .sharers import MultiFuserStack, fusers_for
+from .sharers import MultiFuserStack, build_fusers
 
 logger = logging.getLogger(__name__)
 
@@ -77,17 +81,7 @@ class C2CModel(nn.Module):
         sharer_tokenizer: PreTrainedTokenizerBase | Sequence[PreTrainedTokenizerBase | None] | None = None,
     ) -> None:
         super().__init__()
-        sharers = list(sharer) if isinstance(sharer, Sequence) else [sharer]
-        tokenizers = list(sharer_tokenizer) if isinstance(sharer_tokenizer, Sequence) else [sharer_tokenizer]
-        if len(tokenizers) == 1 < len(sharers):
-            tokenizers *= len(sharers)
-        counts = {"sharers given": len(sharers), "sharer tokenizers": len(tokenizers), "sharers in the config": len(config.sharers)}  # fmt: skip
-        if len(set(counts.values())) != 1 or isinstance(fusers, MultiFuserStack) != (len(sharers) > 1):
-            raise ValueError(
-                f"mismatched sharer count: {', '.join(f'{n} {what}' for what, n in counts.items())}, "
-                f"fusers for {len(fusers.stacks) if isinstance(fusers, MultiFuserStack) else 1}. "
-                "Fix: pass one sharer (and one tokenizer, or one for all) per sharer the checkpoint records, in its order"
-            )
+        sharers, tokenizers = sharer_lists(sharer, sharer_tokenizer, config, fusers)
         self.receiver = receiver.eval().requires_grad_(False)
         self.sharer = sharers[0].eval().requires_grad_(False)
         self.more_sharers = nn.ModuleList(m.eval().requires_grad_(False) for m in sharers[1:])
@@ -96,17 +90,8 @@ class C2CModel(nn.Module):
         self.receiver_tokenizer = receiver_tokenizer
         self.sharer_tokenizers = tokenizers
         self.sharer_tokenizer = tokenizers[0]
-        self.aligners = [self._aligner_for(tok) for tok in tokenizers]
+        self.aligners = [aligner_for(receiver_tokenizer, tok, config.alignment_strategy) for tok in tokenizers]
         self.aligner = self.aligners[0]
-
-    def _aligner_for(self, sharer_tokenizer: PreTrainedTokenizerBase | None) -> Any:
-        """A `TokenAligner` when `sharer_tokenizer` differs from the receiver's, else None."""
-        receiver_tokenizer = self.receiver_tokenizer
-        if receiver_tokenizer is None or sharer_tokenizer is None or _same_vocab(receiver_tokenizer, sharer_tokenizer):
-            return None
-        from .alignment import TokenAligner
-
-        return TokenAligner(receiver_tokenizer, sharer_tokenizer, strategy=self.config.alignment_strategy)
 
     @property
     def sharers(self) -> list[PreTrainedModel]:
@@ -168,37 +153,7 @@ class C2CModel(nn.Module):
 
     def check_pair(self) -> None:
         """Raise `ValueError` if the loaded models do not match the config's fingerprints."""
-        from .config import ModelFingerprint
-
-        problems = []
-        several = len(self.sharers) > 1
-        for role, model, expected in (
-            ("receiver", self.receiver, self.config.receiver),
-            *(
-                (f"sharer {i + 1}" if several else "sharer", model, link.sharer)
-                for i, (model, link) in enumerate(zip(self.sharers, self.config.sharers, strict=True))
-            ),
-        ):
-            actual = ModelFingerprint.from_model(model)
-            mismatch = expected.shape_mismatches(actual)
-            if mismatch:
-                problems.append(
-                    f"{role}: the fusers were built for {expected.describe()} but got {actual.describe()}; "
-                    f"differing fields (saved != loaded): {'; '.join(mismatch)}"
-                )
-            elif expected.name_or_path and actual.name_or_path and expected.name_or_path != actual.name_or_path:
-                logger.info(
-                    "%s loaded from %r; fusers were trained with %r (same shapes)",
-                    role,
-                    actual.name_or_path,
-                    expected.name_or_path,
-                )
-        if problems:
-            raise ValueError(
-                "this C2C checkpoint does not fit the models given: "
-                + "; and ".join(problems)
-                + ". Fix: pass the receiver and sharer the checkpoint was trained for, or train fusers for this pair."
-            )
+        check_models(self.config, self.receiver, self.sharers)
 
     def to_fuser_device(self) -> C2CModel:
         """Move the fusers to the receiver's device (keeping their dtype); returns self."""
@@ -262,43 +217,13 @@ class C2CModel(nn.Module):
                 self, conversations, sharer_conversations,
                 add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking,
             )  # fmt: skip
-        aligned = [
-            (
-                i,
-                a.align_batch(
-                    conversations, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
-                ),
-            )
-            for i, a in enumerate(self.aligners)
-            if a is not None
-        ]
-        if aligned:
-            ids, mask = aligned[0][1].receiver_input_ids, aligned[0][1].receiver_attention_mask
-            for i, batch in aligned[1:]:
-                if not (
-                    torch.equal(batch.receiver_input_ids, ids) and torch.equal(batch.receiver_attention_mask, mask)
-                ):
-                    raise ValueError(
-                        f"sharers {aligned[0][0] + 1} and {i + 1} align the receiver's prompt differently (their chat "
-                        "templates differ in length, so the receiver's template is padded differently for each); "
-                        "several sharers need one receiver sequence. Fix: use sharers with the same chat template"
-                    )
-        else:
-            texts = [
-                render_chat(tok, c, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking)
-                for c in conversations
-            ]
-            ids, mask = encode_left_padded(tok, texts)
-        by_sharer = dict(aligned)
-        sides = [
-            SharerInputs(b.sharer_input_ids, b.sharer_attention_mask, b.fusion_mask)
-            if (b := by_sharer.get(i)) is not None
-            else SharerInputs(ids, mask, mask.bool())  # a sharer with the receiver's tokenizer reads its ids
-            for i in range(len(self.sharers))
-        ]
-        first = sides[0]
-        inputs = C2CInputs(ids, mask, first.input_ids, first.attention_mask, first.fusion_mask, tuple(sides[1:]))
-        return inputs.to(self.device)
+        return encoding.encode_conversations(
+            tok,
+            self.aligners,
+            conversations,
+            add_generation_prompt=add_generation_prompt,
+            enable_thinking=enable_thinking,
+        ).to(self.device)
 
     def inputs_from_ids(
         self,
@@ -314,47 +239,15 @@ class C2CModel(nn.Module):
 
         With several sharers, each sharer argument may be a list with one (B, N) tensor per sharer;
         a single tensor (or None) applies to every sharer."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        n = len(self.sharers)
-        per_sharer = []
-        for name, value in (
-            ("sharer_input_ids", sharer_input_ids),
-            ("sharer_attention_mask", sharer_attention_mask),
-            ("fusion_mask", fusion_mask),
-        ):
-            values = list(value) if isinstance(value, Sequence) else [value] * n
-            if len(values) != n:
-                raise ValueError(f"{name}: got {len(values)} tensors for {n} sharers; give one per sharer, in order")
-            per_sharer.append(values)
-        sides = []
-        for i, (ids, mask, fused, aligner, link) in enumerate(
-            zip(*per_sharer, self.aligners, self.config.sharers, strict=True)
-        ):
-            which = f"sharer {i + 1}" if n > 1 else "sharer"
-            if ids is None:
-                if aligner is not None:
-                    raise ValueError(
-                        f"receiver and {which} tokenizers differ, so token ids alone are ambiguous: pass sharer_input_ids "
-                        "(aligned 1:1 with input_ids), or pass chat messages and let the token aligner build both"
-                    )
-                ids, mask = input_ids, attention_mask
-            if mask is None:
-                mask = torch.ones_like(ids)
-            if fused is None:
-                fused = attention_mask.bool() & mask.bool()
-            vocab = link.sharer.vocab_size
-            if int(ids.max()) >= vocab:
-                raise ValueError(
-                    f"{which} token id {int(ids.max())} is outside the {which}'s vocabulary ({vocab}); "
-                    "the tokenizers probably differ: pass sharer_tokenizer= so prompts get aligned"
-                )
-            sides.append(SharerInputs(ids, mask, fused.bool()))
-        first = sides[0]
-        inputs = C2CInputs(
-            input_ids, attention_mask, first.input_ids, first.attention_mask, first.fusion_mask, tuple(sides[1:])
-        )
-        return inputs.to(self.device)
+        return encoding.inputs_from_ids(
+            input_ids,
+            attention_mask,
+            sharer_input_ids=sharer_input_ids,
+            sharer_attention_mask=sharer_attention_mask,
+            fusion_mask=fusion_mask,
+            aligners=self.aligners,
+            sharer_vocab_sizes=[link.sharer.vocab_size for link in self.config.sharers],
+        ).to(self.device)
 
     # ----------------------------------------------------------------------------------- the method
 
@@ -424,12 +317,7 @@ class C2CModel(nn.Module):
 
     def unshared_sharer_ids(self) -> str | None:
         """Why sharers past the first cannot read the first sharer's token ids (a different tokenizer), or None."""
-        first = self.sharer_tokenizers[0] or self.receiver_tokenizer
-        for i, tok in enumerate(self.sharer_tokenizers[1:], start=2):
-            tok = tok or self.receiver_tokenizer
-            if first is not None and tok is not None and not _same_vocab(first, tok):
-                return f"sharer {i}'s tokenizer differs from sharer 1's, so it cannot read sharer 1's token ids"
-        return None
+        return unshared_sharer_ids(self.receiver_tokenizer, self.sharer_tokenizers)
 
     def forward(
         self,
@@ -560,42 +448,12 @@ class C2CModel(nn.Module):
         texts = self.chat_tokenizer().batch_decode(sequences[:, inputs.input_ids.shape[1] :], skip_special_tokens=True)
         return texts[0] if single else texts
 
-    @staticmethod
-    def _sharer_conversations(
-        messages: Messages | list[Messages] | str | None,
-        sharer_messages: Messages | list[Messages] | str,
-    ) -> list[Messages]:
-        """`sharer_messages` as a batch of conversations, checked against `messages`."""
-        if messages is None:
-            raise ValueError(
-                "sharer_messages needs chat messages for the receiver too; with token ids, pass sharer_input_ids instead"
-            )
-        conversations, single = as_conversations(messages)
-        sharer_conversations, sharer_single = as_conversations(sharer_messages)
-        if single != sharer_single or len(conversations) != len(sharer_conversations):
-            raise ValueError(
-                f"sharer_messages must have the shape of messages: got {len(sharer_conversations)} sharer "
-                f"conversation(s) for {len(conversations)} receiver conversation(s); give one per conversation"
-            )
-        return sharer_conversations
+    # generate's argument checks, written in generation.py
+    _sharer_conversations = staticmethod(sharer_message_batch)
 
     def _check_prompt_length(self, length: int, max_new_tokens: Any) -> None:
-        """Refuse a prompt longer than either model's positions; warn when the answer would run past them."""
-        for role, model in (("receiver", self.receiver), *(("sharer", sharer) for sharer in self.sharers)):
-            limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
-            if limit is None:
-                continue
-            name = getattr(model, "name_or_path", None) or model.config.model_type
-            if length > limit:
-                raise ValueError(
-                    f"the prompt is {length} tokens but the {role} {name!r} reads at most {limit} positions "
-                    "(max_position_embeddings); shorten the prompt"
-                )
-            if role == "receiver" and isinstance(max_new_tokens, int) and length + max_new_tokens > limit:
-                logger.warning(
-                    "prompt (%d tokens) + max_new_tokens (%d) exceed the receiver's %d positions; tokens past them are unreliable",
-                    length, max_new_tokens, limit,
-                )  # fmt: skip
+        """`generation.check_prompt_length` on the receiver and every sharer."""
+        check_prompt_length(self.receiver, self.sharers, length, max_new_tokens)
 
     @torch.no_grad()
     def generate_from_inputs(
@@ -627,45 +485,3 @@ class C2CModel(nn.Module):
             return self.receiver.generate(
                 input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **generate_kwargs
             )
-
-
-def build_fusers(config: C2CConfig, *, seed: int | None = None) -> FuserStack | MultiFuserStack:
-    """Fresh fp32 fusers for every receiver layer in `config.layer_map` (for every sharer's, with several)."""
-    if seed is None:
-        return fusers_for(config)
-    with torch.random.fork_rng(devices=[]):  # the caller's CPU generator is left as it was
-        torch.manual_seed(seed)
-        return fusers_for(config)
-
-
-def check_generation_kwargs(kwargs: dict[str, Any]) -> None:
-    """Refuse generation settings Hugging Face would accept silently or report without the fix.
-
-    Raises:
-        ValueError: `max_new_tokens` not a positive integer, `temperature` not > 0, `top_p` outside
-            (0, 1] or `top_k` not a non-negative integer.
-    """
-    problems = []
-    max_new = kwargs.get("max_new_tokens")
-    if max_new is not None and (not isinstance(max_new, int) or isinstance(max_new, bool) or max_new < 1):
-        problems.append(
-            f"max_new_tokens={max_new!r}: expected a positive integer (the most tokens to generate), e.g. 64"
-        )
-    temperature = kwargs.get("temperature")
-    if temperature is not None and (not isinstance(temperature, int | float) or not temperature > 0):
-        problems.append(
-            f"temperature={temperature!r}: expected a number > 0 (1.0 samples as trained; for greedy decoding, drop do_sample)"
-        )
-    top_p = kwargs.get("top_p")
-    if top_p is not None and (not isinstance(top_p, int | float) or not 0 < top_p <= 1):
-        problems.append(f"top_p={top_p!r}: expected a probability mass in (0, 1], e.g. 0.9 (1.0 keeps every token)")
-    top_k = kwargs.get("top_k")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0):
-        problems.append(f"top_k={top_k!r}: expected an integer >= 0 (0 keeps every token)")
-    if problems:
-        raise ValueError("bad generation settings: " + "; ".join(problems))
-
-
-def _same_vocab(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
-    """True when two tokenizers map every token string to the same id."""
-    return a is b or (len(a) == len(b) and a.get_vocab() == b.get_vocab())

@@ -35,7 +35,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .chat import render_chat
-from .inputs import C2CInputs, Messages, pad_id
+from .inputs import C2CInputs, Messages, left_pad, pad_id
 
 if TYPE_CHECKING:
     from .alignment import TokenAligner
@@ -163,8 +163,13 @@ def encode_with_sharer_messages(
         )
         for r, s in zip(conversations, sharer_conversations, strict=True)
     ]
-    tensors = left_pad(rows, receiver_pad_id=pad_id(tok), sharer_pad_id=pad_id(sharer_tok))
-    return C2CInputs(*tensors).to(model.device)
+    # every list of a row has the row's length, so padding each list alone keeps the columns aligned
+    ids, _ = left_pad([row.receiver_ids for row in rows], pad_id(tok))
+    mask, _ = left_pad([row.receiver_mask for row in rows], 0)
+    sharer_ids, _ = left_pad([row.sharer_ids for row in rows], pad_id(sharer_tok))
+    sharer_mask, _ = left_pad([row.sharer_mask for row in rows], 0)
+    fusion, _ = left_pad([[int(f) for f in row.fusion_mask] for row in rows], 0)
+    return C2CInputs(ids, mask, sharer_ids, sharer_mask, fusion.bool()).to(model.device)
 
 
 def receiver_side(
@@ -212,23 +217,3 @@ def _tokens(
         tokenizer, conversation, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
     )
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def left_pad(
-    rows: Sequence[SideBySide], *, receiver_pad_id: int, sharer_pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows left-padded to the longest: receiver ids, receiver mask, sharer ids, sharer mask, fusion mask, each (B, N)."""
-    width = max(len(r.receiver_ids) for r in rows)
-    shape = (len(rows), width)
-    r_ids = torch.full(shape, receiver_pad_id, dtype=torch.long)
-    s_ids = torch.full(shape, sharer_pad_id, dtype=torch.long)
-    r_mask, s_mask = torch.zeros(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long)
-    fusion = torch.zeros(shape, dtype=torch.bool)
-    for b, row in enumerate(rows):
-        start = width - len(row.receiver_ids)
-        r_ids[b, start:] = torch.tensor(row.receiver_ids, dtype=torch.long)
-        r_mask[b, start:] = torch.tensor(row.receiver_mask, dtype=torch.long)
-        s_ids[b, start:] = torch.tensor(row.sharer_ids, dtype=torch.long)
-        s_mask[b, start:] = torch.tensor(row.sharer_mask, dtype=torch.long)
-        fusion[b, start:] = torch.tensor(row.fusion_mask, dtype=torch.bool)
-    return r_ids, r_mask, s_ids, s_mask, fusion

@@ -10,7 +10,8 @@ modes (docs/method.md §7), per mapped receiver layer t with clean receiver cach
 
 A sharer whose gate is closed adds exactly nothing in parallel mode, so parallel C2C with sharers A
 and B, B closed, is single-sharer C2C with A. `fusers_for` builds the fuser module a `C2CConfig`
-describes: a `FuserStack` for a pair (its state-dict keys unchanged), a `MultiFuserStack` otherwise.
+describes: a `FuserStack` for a pair (its state-dict keys unchanged), a `MultiFuserStack` otherwise;
+`build_fusers` builds them freshly initialised from a seed.
 """
 
 from __future__ import annotations
@@ -101,6 +102,15 @@ def fusers_for(config: C2CConfig) -> FuserStack | MultiFuserStack:
         for i, link in enumerate(config.sharers)
     ]
     return stacks[0] if len(stacks) == 1 else MultiFuserStack(stacks, config.sharer_mode)
+
+
+def build_fusers(config: C2CConfig, *, seed: int | None = None) -> FuserStack | MultiFuserStack:
+    """Fresh fp32 fusers for every receiver layer in `config.layer_map` (for every sharer's, with several)."""
+    if seed is None:
+        return fusers_for(config)
+    with torch.random.fork_rng(devices=[]):  # the caller's CPU generator is left as it was
+        torch.manual_seed(seed)
+        return fusers_for(config)
 
 
 def fuser_modules(fusers: nn.Module) -> list[C2CFuser]:

@@ -9,8 +9,9 @@
                                      output=OutputOptions(output_dir="runs/demo")))
 
 Modules: `config` (loading a recipe), `schema` (its dataclasses), `checks` (its value and file
-checks), `data` (conversations -> batches), `loop`
-(`train_fusers`, `run_training`), `state` (checkpoints and resume), `distributed` (torchrun).
+checks), `records` (reading chat data), `examples` (conversations -> token ids), `batching`
+(examples -> padded batches), `loop` (`train_fusers`, `run_training`), `state` (checkpoints and
+resume), `distributed` (torchrun).
 The names below are imported lazily (PEP 562): `c2c train --help` reads the recipe schema without
 loading the training loop.
 """
@@ -29,12 +30,12 @@ _EXPORTS = {
     "TrainingOptions": "config",
     "load_train_config": "config",
     "validate_recipe": "config",
-    "ChatDataset": "data",
-    "ExampleEncoder": "data",
-    "TrainingBatch": "data",
-    "TrainingExample": "data",
-    "collate": "data",
-    "load_source": "data",
+    "ChatDataset": "examples",
+    "ExampleEncoder": "examples",
+    "TrainingBatch": "batching",
+    "TrainingExample": "examples",
+    "collate": "batching",
+    "load_source": "records",
     "run_training": "loop",
     "train_fusers": "loop",
     "find_latest_checkpoint": "state",

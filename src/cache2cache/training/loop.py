@@ -18,16 +18,17 @@ batch 2 take the same step.
 
 `train_fusers(model, train, eval, config)` trains a `C2CModel` you built (the offline demo does);
 `run_training(config)` loads the models and data a recipe names and calls it (`c2c train`).
+
+Around the loop: `optimization.py` (AdamW groups, LR schedule, gate anneal), `metrics.py` (metrics
+rows), `state.py` (checkpoints, resume), `pair.py` (the recipe's receiver and sharer).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..config import C2CConfig
 from ..control import FusionControl
@@ -45,32 +45,25 @@ from ..inputs import pad_id
 from ..loading import has_fast_bf16
 from ..model import C2CModel
 from ..sharers import fuser_modules
+from .batching import IGNORE_INDEX, TrainingBatch, collate
 from .config import (
     RECIPE_NAME,
     ConfigError,
-    ModelOptions,
-    OutputOptions,
     TrainConfig,
     TrainingOptions,
     check_train_config,
 )
-from .data import (
-    IGNORE_INDEX,
-    ChatDataset,
-    Conversation,
-    ExampleEncoder,
-    TrainingBatch,
-    collate,
-    load_source,
-    split_holdout,
-)
 from .distributed import World, init_world, resolve_precision
+from .examples import ChatDataset, ExampleEncoder
 from .interrupt import StopOnInterrupt, TrainingInterrupted
-from .state import FINAL, checkpoint_dirs, find_latest_checkpoint, load_checkpoint, save_checkpoint, save_final
+from .metrics import MetricsReporter, gate_open_fraction
+from .optimization import build_optimizer, build_scheduler, set_anneal_steps
+from .pair import load_pair
+from .records import Conversation, load_source, split_holdout
+from .state import FINAL, resume_or_start, save_checkpoint, save_final
 
 logger = logging.getLogger(__name__)
 
-METRICS_NAME = "metrics.jsonl"
 StepCallback = Callable[[int, dict[str, float]], None]
 
 
@@ -80,43 +73,6 @@ StepCallback = Callable[[int, dict[str, float]], None]
 def step_seed(seed: int, step: int, rank: int) -> int:
     """The global RNG seed of optimizer step `step` on `rank` (fixes its Gumbel noise and dropout)."""
     return ((seed * 1_000_003 + step) * 1_009 + rank) % (2**63)
-
-
-def build_optimizer(model: C2CModel, opts: TrainingOptions) -> torch.optim.AdamW:
-    """AdamW over the fuser parameters only, in three groups.
-
-    - weight matrices: `learning_rate`, `weight_decay`;
-    - biases and norm weights: `learning_rate`, no decay;
-    - `*_gate_logit`: `learning_rate x gate_lr_multiplier`, no decay (decay would pull the gates
-      towards 0, which is closed at eval time).
-    """
-    groups: dict[str, list[torch.nn.Parameter]] = {"decay": [], "no_decay": [], "gate": []}
-    for name, param in model.fusers.named_parameters():
-        kind = "gate" if name.endswith("_gate_logit") else ("decay" if param.ndim >= 2 else "no_decay")
-        groups[kind].append(param)
-    lr = opts.learning_rate
-    return torch.optim.AdamW(
-        [
-            {"params": groups["decay"], "lr": lr, "weight_decay": opts.weight_decay},
-            {"params": groups["no_decay"], "lr": lr, "weight_decay": 0.0},
-            {"params": groups["gate"], "lr": lr * opts.gate_lr_multiplier, "weight_decay": 0.0},
-        ],
-        lr=lr,
-    )
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over `warmup_ratio` of the steps, then linear decay to 0 at `total_steps`."""
-    warmup = int(warmup_ratio * total_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return step / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def response_loss_sum(logits: torch.Tensor, labels: torch.Tensor, prompt_length: int) -> torch.Tensor:
@@ -137,19 +93,6 @@ def response_loss_sum(logits: torch.Tensor, labels: torch.Tensor, prompt_length:
         ignore_index=IGNORE_INDEX,
         reduction="sum",
     )
-
-
-def set_anneal_steps(model: C2CModel, steps: int) -> None:
-    """Anneal every fuser's gate temperature over `steps` optimizer steps (and record it in the config)."""
-    model.config.fuser.anneal_steps = steps
-    for fuser in fuser_modules(model.fusers):
-        fuser.anneal_steps = steps
-
-
-def _gate_open_fraction(model: C2CModel) -> float:
-    """Share of gate logits > 0, i.e. gates open at eval time."""
-    logits = [p.item() for n, p in model.fusers.named_parameters() if n.endswith("_gate_logit")]
-    return sum(v > 0 for v in logits) / max(1, len(logits))
 
 
 @torch.no_grad()
@@ -183,60 +126,6 @@ def _control(opts: TrainingOptions) -> FusionControl:
 
 def _autocast(world: World, opts: TrainingOptions) -> contextlib.AbstractContextManager[Any]:
     return torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=opts.precision == "bf16")
-
-
-def _row_step(row: str) -> float:
-    """The step of a `metrics.jsonl` row; infinite for a blank or torn one (a kill mid-write), so it is dropped."""
-    try:
-        return float(json.loads(row).get("step", 0))
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-        return math.inf
-
-
-class _Reporter:
-    """Metrics rows to `metrics.jsonl`, and to TensorBoard / wandb when asked (rank 0 only)."""
-
-    def __init__(
-        self, output_dir: Path, opts: OutputOptions, config: dict[str, Any], start_step: int, enabled: bool
-    ) -> None:
-        self.enabled = enabled
-        self.path = output_dir / METRICS_NAME
-        self.writers: list[Any] = []
-        if not enabled:
-            return
-        if self.path.exists():  # a resumed run: forget rows past the checkpoint
-            rows = [r for r in self.path.read_text().splitlines() if _row_step(r) <= start_step]
-            self.path.write_text("".join(r + "\n" for r in rows))
-        if "tensorboard" in opts.report_to:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writers.append(SummaryWriter(log_dir=str(output_dir / "tensorboard")))
-        if "wandb" in opts.report_to:
-            import wandb
-
-            self.writers.append(
-                wandb.init(
-                    project="cache2cache", name=opts.run_name or output_dir.name, dir=str(output_dir), config=config
-                )
-            )
-
-    def log(self, row: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
-        step = int(row["step"])
-        for writer in self.writers:
-            metrics = {k: v for k, v in row.items() if k != "step"}
-            if hasattr(writer, "add_scalar"):
-                for key, value in metrics.items():
-                    writer.add_scalar(key, value, step)
-            else:
-                writer.log(metrics, step=step)
-
-    def close(self) -> None:
-        for writer in self.writers:
-            (writer.close if hasattr(writer, "close") else writer.finish)()
 
 
 # ----------------------------------------------------------------------------------------- the loop
@@ -324,7 +213,7 @@ def train_fusers(
     model.train()
     optimizer = build_optimizer(model, opts)
     scheduler = build_scheduler(optimizer, total_steps, opts.warmup_ratio)
-    start_step = _resume_or_start(model, optimizer, scheduler, config, world, global_batch)
+    start_step = resume_or_start(model, optimizer, scheduler, config, world, global_batch)
     model.fusers.update_temperature(start_step)
     fusers = world.wrap(model.fusers, find_unused_parameters=model.config.receiver.sliding_window is not None)
     params = model.fuser_parameters()
@@ -333,7 +222,7 @@ def train_fusers(
     if world.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / RECIPE_NAME).write_text(_recipe_copy(config, model).to_yaml())
-    reporter = _Reporter(output_dir, out_opts, config.to_dict(), start_step, world.is_main)
+    reporter = MetricsReporter(output_dir, out_opts, config.to_dict(), start_step, world.is_main)
     logger.info(
         "training %d examples (%d tokens): %d steps of global batch %d (%d per device x %d accumulation x %d processes), "
         "%d steps per epoch, %d warmup, gate anneal over %d steps (%s); %.2fM fuser parameters; %s on %s",
@@ -412,7 +301,7 @@ def train_fusers(
                 "grad_norm": float(grad_norm),
                 "tokens_per_s": tokens / seconds,
                 "temperature": float(fuser_modules(model.fusers)[0].gate_temperature),
-                "gate_open": _gate_open_fraction(model),
+                "gate_open": gate_open_fraction(model),
             }
             for key, value in (("loss", metrics["loss"]), ("steps", 1), ("tokens", tokens), ("seconds", seconds)):
                 window[key] += value
@@ -485,49 +374,6 @@ def _pad_ids(model: C2CModel) -> tuple[int, int]:
     return pad, pad
 
 
-def _resume_or_start(
-    model: C2CModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    config: TrainConfig,
-    world: World,
-    global_batch: int,
-) -> int:
-    """Restore the checkpoint named by `training.resume_from` and return its step; or prepare a
-    fresh run (refusing to mix with an earlier run's checkpoints unless `output.overwrite`)."""
-    output_dir, resume = config.output_path, config.training.resume_from
-    checkpoint = (
-        find_latest_checkpoint(output_dir) if resume == "latest" else (Path(resume).expanduser() if resume else None)
-    )
-    if checkpoint is None:
-        if resume == "latest":
-            logger.info("resume_from 'latest': no checkpoint in %s yet, starting fresh", output_dir)
-        earlier = checkpoint_dirs(output_dir)
-        if earlier and not config.output.overwrite:
-            raise ValueError(
-                f"{output_dir} already holds checkpoints ({earlier[-1].name}); continue with --resume "
-                "(training.resume_from: latest), set output.overwrite: true, or choose another output_dir"
-            )
-        world.barrier()  # every rank has looked before rank 0 deletes
-        if earlier and world.is_main:
-            for folder in [*earlier, output_dir / FINAL]:
-                shutil.rmtree(folder, ignore_errors=True)
-            (output_dir / "metrics.jsonl").unlink(missing_ok=True)
-        return 0
-    if not checkpoint.is_dir():
-        raise ValueError(
-            f"training.resume_from: {str(checkpoint)!r} does not exist; give a checkpoint-<step> folder or 'latest'"
-        )
-    state = load_checkpoint(checkpoint, model, optimizer, scheduler)
-    if state["global_batch_size"] != global_batch:
-        raise ValueError(
-            f"cannot resume from {checkpoint}: it was trained with a global batch of {state['global_batch_size']}, "
-            f"this run has {global_batch}; keep per_device_batch_size x gradient_accumulation_steps x processes the same"
-        )
-    logger.info("resumed from %s at step %d of %d", checkpoint, state["step"], state["total_steps"])
-    return int(state["step"])
-
-
 def _recipe_copy(config: TrainConfig, model: C2CModel) -> TrainConfig:
     """The recipe to copy into output_dir, naming the models trained when the config does not."""
     models = dataclasses.replace(
@@ -588,59 +434,3 @@ def run_training(config: TrainConfig, *, on_step: StepCallback | None = None) ->
         seed=config.training.seed,
     )
     return train_fusers(model, train, eval_conversations, config, on_step=on_step)
-
-
-def load_pair(
-    options: ModelOptions, device: torch.device, seed: int, output_dir: Path, *, write: bool
-) -> tuple[PreTrainedModel, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerBase | None]:
-    """The receiver, sharer and their tokenizers a recipe names, frozen on `device`.
-
-    With `init: pretrained` the models load through `cache2cache.loading` (hub id, folder, GGUF or
-    fetched alias) in `options.dtype` ("auto": chosen by the device, see `loading.auto_dtype`; `run_training` resolves
-    the recipe's "auto" from the precision first). With `init: random` each is built from the
-    `config.json` in its folder with random weights seeded by `seed` (receiver) and `seed + 1`
-    (sharer), then saved with its tokenizer under `<output_dir>/models/<role>/` (when `write`) and
-    named by that folder, so the fusers' config records where to reload the exact models from.
-
-    Returns:
-        `(receiver, sharer, receiver_tokenizer, sharer_tokenizer)`; the sharer tokenizer is None when
-        the sharer comes with none (it then reads the receiver's ids).
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from ..loading import load_model, load_tokenizer
-
-    receiver_tokenizer = load_tokenizer(options.receiver_tokenizer or options.receiver)
-    if options.init == "pretrained":
-        receiver = load_model(options.receiver, dtype=options.dtype, device=device)
-        sharer = load_model(options.sharer, dtype=options.dtype, device=device)
-        return receiver, sharer, receiver_tokenizer, load_tokenizer(options.sharer_tokenizer or options.sharer)
-
-    sharer_folder = Path(options.sharer).expanduser()
-    has_tokenizer = any((sharer_folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
-    sharer_tokenizer = (
-        load_tokenizer(options.sharer_tokenizer)
-        if options.sharer_tokenizer
-        else (load_tokenizer(options.sharer) if has_tokenizer else None)
-    )
-    dtype = torch.float32 if options.dtype == "auto" else getattr(torch, options.dtype)
-    models = []
-    for offset, (role, tokenizer) in enumerate(
-        (("receiver", receiver_tokenizer), ("sharer", sharer_tokenizer or receiver_tokenizer))
-    ):
-        torch.manual_seed(seed + offset)
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(getattr(options, role)), dtype=dtype)
-        target = (output_dir / "models" / role).resolve()
-        if write:
-            target.mkdir(parents=True, exist_ok=True)
-            model.save_pretrained(target)
-            tokenizer.save_pretrained(target)
-        model.name_or_path = model.config._name_or_path = str(target)
-        models.append(model.to(device).eval().requires_grad_(False))
-    logger.info(
-        "built random-weight receiver and sharer from %s and %s (saved under %s)",
-        options.receiver,
-        options.sharer,
-        output_dir / "models",
-    )
-    return models[0], models[1], receiver_tokenizer, sharer_tokenizer

@@ -31,6 +31,9 @@ import torch
 from ..checkpoint import save_c2c
 from ..config import CONFIG_NAME
 from ..model import C2CModel
+from .distributed import World
+from .metrics import METRICS_NAME
+from .schema import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -167,3 +170,46 @@ def load_checkpoint(
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return json.loads((checkpoint / TRAINER_STATE).read_text())
+
+
+def resume_or_start(
+    model: C2CModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: TrainConfig,
+    world: World,
+    global_batch: int,
+) -> int:
+    """Restore the checkpoint named by `training.resume_from` and return its step; or prepare a
+    fresh run (refusing to mix with an earlier run's checkpoints unless `output.overwrite`)."""
+    output_dir, resume = config.output_path, config.training.resume_from
+    checkpoint = (
+        find_latest_checkpoint(output_dir) if resume == "latest" else (Path(resume).expanduser() if resume else None)
+    )
+    if checkpoint is None:
+        if resume == "latest":
+            logger.info("resume_from 'latest': no checkpoint in %s yet, starting fresh", output_dir)
+        earlier = checkpoint_dirs(output_dir)
+        if earlier and not config.output.overwrite:
+            raise ValueError(
+                f"{output_dir} already holds checkpoints ({earlier[-1].name}); continue with --resume "
+                "(training.resume_from: latest), set output.overwrite: true, or choose another output_dir"
+            )
+        world.barrier()  # every rank has looked before rank 0 deletes
+        if earlier and world.is_main:
+            for folder in [*earlier, output_dir / FINAL]:
+                shutil.rmtree(folder, ignore_errors=True)
+            (output_dir / METRICS_NAME).unlink(missing_ok=True)
+        return 0
+    if not checkpoint.is_dir():
+        raise ValueError(
+            f"training.resume_from: {str(checkpoint)!r} does not exist; give a checkpoint-<step> folder or 'latest'"
+        )
+    state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+    if state["global_batch_size"] != global_batch:
+        raise ValueError(
+            f"cannot resume from {checkpoint}: it was trained with a global batch of {state['global_batch_size']}, "
+            f"this run has {global_batch}; keep per_device_batch_size x gradient_accumulation_steps x processes the same"
+        )
+    logger.info("resumed from %s at step %d of %d", checkpoint, state["step"], state["total_steps"])
+    return int(state["step"])

@@ -1,0 +1,69 @@
+"""The receiver and sharer a training recipe names: loaded pretrained, or built with random weights."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .schema import ModelOptions
+
+logger = logging.getLogger(__name__)
+
+
+def load_pair(
+    options: ModelOptions, device: torch.device, seed: int, output_dir: Path, *, write: bool
+) -> tuple[PreTrainedModel, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerBase | None]:
+    """The receiver, sharer and their tokenizers a recipe names, frozen on `device`.
+
+    With `init: pretrained` the models load through `cache2cache.loading` (hub id, folder, GGUF or
+    fetched alias) in `options.dtype` ("auto": chosen by the device, see `loading.auto_dtype`; `run_training` resolves
+    the recipe's "auto" from the precision first). With `init: random` each is built from the
+    `config.json` in its folder with random weights seeded by `seed` (receiver) and `seed + 1`
+    (sharer), then saved with its tokenizer under `<output_dir>/models/<role>/` (when `write`) and
+    named by that folder, so the fusers' config records where to reload the exact models from.
+
+    Returns:
+        `(receiver, sharer, receiver_tokenizer, sharer_tokenizer)`; the sharer tokenizer is None when
+        the sharer comes with none (it then reads the receiver's ids).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ..loading import load_model, load_tokenizer
+
+    receiver_tokenizer = load_tokenizer(options.receiver_tokenizer or options.receiver)
+    if options.init == "pretrained":
+        receiver = load_model(options.receiver, dtype=options.dtype, device=device)
+        sharer = load_model(options.sharer, dtype=options.dtype, device=device)
+        return receiver, sharer, receiver_tokenizer, load_tokenizer(options.sharer_tokenizer or options.sharer)
+
+    sharer_folder = Path(options.sharer).expanduser()
+    has_tokenizer = any((sharer_folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    sharer_tokenizer = (
+        load_tokenizer(options.sharer_tokenizer)
+        if options.sharer_tokenizer
+        else (load_tokenizer(options.sharer) if has_tokenizer else None)
+    )
+    dtype = torch.float32 if options.dtype == "auto" else getattr(torch, options.dtype)
+    models = []
+    for offset, (role, tokenizer) in enumerate(
+        (("receiver", receiver_tokenizer), ("sharer", sharer_tokenizer or receiver_tokenizer))
+    ):
+        torch.manual_seed(seed + offset)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(getattr(options, role)), dtype=dtype)
+        target = (output_dir / "models" / role).resolve()
+        if write:
+            target.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(target)
+            tokenizer.save_pretrained(target)
+        model.name_or_path = model.config._name_or_path = str(target)
+        models.append(model.to(device).eval().requires_grad_(False))
+    logger.info(
+        "built random-weight receiver and sharer from %s and %s (saved under %s)",
+        options.receiver,
+        options.sharer,
+        output_dir / "models",
+    )
+    return models[0], models[1], receiver_tokenizer, sharer_tokenizer
