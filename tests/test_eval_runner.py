@@ -277,3 +277,39 @@ def test_resume_skips_finished_items_and_refuses_a_changed_setup(aligned, tmp_pa
         progress=False,
     )
     assert len(read_items(fresh.output_dir)) == 2
+
+
+# ------------------------------------------------------------------------------------------ self mode
+
+
+def _self_fuser(pair: C2CModel, folder: Path, gate_init: float) -> str:
+    """A checkpoint of fusers that read the receiver's own cache (the receiver as its own sharer)."""
+    from cache2cache import FuserConfig
+
+    tok = pair.receiver_tokenizer
+    fuser = FuserConfig(hidden_dim=16, intermediate_dim=16, num_layers=3, dropout=0.0, gate_init=gate_init)
+    itself = C2CModel.from_models(pair.receiver, pair.receiver, fuser=fuser, receiver_tokenizer=tok,
+                                  sharer_tokenizer=tok, seed=5)  # fmt: skip
+    return str(itself.save_pretrained(folder))
+
+
+def test_self_mode_fuses_the_receivers_own_cache(aligned, tmp_path):
+    """Scored by loglik, whose per-choice scores show any change (the tiny receiver's greedy replies are empty)."""
+    closed, opened = _self_fuser(aligned, tmp_path / "closed", -3.0), _self_fuser(aligned, tmp_path / "open", 3.0)
+    runs = {}
+    for name, fuser in (("closed", closed), ("open", opened)):
+        cfg = config(tmp_path / name, modes=["receiver", "self"], self_fuser=fuser, answer_method="loglik")
+        run_eval(cfg, model=aligned, progress=False)
+        runs[name] = read_items(tmp_path / name / "run")
+    by_mode = {name: {m: [r["scores"] for r in records if r["mode"] == m] for m in ("receiver", "self")}
+               for name, records in runs.items()}  # fmt: skip
+    assert by_mode["closed"]["self"] == by_mode["closed"]["receiver"]  # closed gates: the receiver alone
+    assert by_mode["open"]["self"] != by_mode["open"]["receiver"]  # open gates: its own cache, enriched
+    assert len(by_mode["open"]["self"]) == len(load_task(TASK))
+
+
+def test_self_mode_needs_its_own_fuser(tmp_path):
+    from cache2cache.evaluation.config import check_eval_config
+
+    problems = check_eval_config(config(tmp_path, modes=["receiver", "self"]), check_files=False)
+    assert any("'self' needs a fuser trained on the receiver's own cache" in p for p in problems)

@@ -178,3 +178,23 @@ def test_validate_dispatches_on_kind(tmp_path) -> None:
     assert validate_file(str(odd)) == (None, ["kind: got 'serve', expected one of: train, eval"])
     odd.write_text("model: {receiver: a}\n")
     assert validate_file(str(odd)) == (None, ["kind: missing; add `kind: <train|eval>` at the top"])
+
+
+def test_a_recipe_with_the_receiver_as_sharer_reads_one_model_twice(tmp_path):
+    """The `self` control's training: the sharer is the receiver itself, not a second, differently seeded copy."""
+    import torch
+
+    from cache2cache.training.pair import load_pair
+    from cache2cache.training.schema import ModelOptions
+
+    tiny = Path(__file__).resolve().parents[1] / "recipes" / "data" / "tiny"
+    itself = ModelOptions(receiver=str(tiny / "receiver"), sharer=str(tiny / "receiver"), init="random")
+    receiver, sharer, receiver_tok, sharer_tok = load_pair(itself, torch.device("cpu"), 0, tmp_path, write=True)
+    assert sharer is receiver and sharer_tok is receiver_tok
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["receiver"]
+    other = ModelOptions(receiver=str(tiny / "receiver"), sharer=str(tiny / "sharer"), init="random")
+    receiver, sharer, _, _ = load_pair(other, torch.device("cpu"), 0, tmp_path / "pair", write=True)
+    assert sharer is not receiver and sorted(p.name for p in (tmp_path / "pair" / "models").iterdir()) == [
+        "receiver",
+        "sharer",
+    ]

@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
 from ..config import FuserConfig
-from ..evaluation.config import MODES
+from ..evaluation.config import DEFAULT_MODES as MODES
 from ..evaluation.modes import T2TStyle, reply_texts
 from ..model import C2CModel
 from ..output_dir import output_dir_problem

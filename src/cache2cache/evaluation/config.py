@@ -8,7 +8,7 @@ A recipe is one flat mapping (every key optional except the task and the models)
     fuser: null                            # a checkpoint; required by the c2c mode
     task: arc_easy                         # items: see `cache2cache.tasks.load_task`
     split: validation
-    modes: [receiver, sharer, t2t]         # receiver | sharer | t2t | c2c, side by side
+    modes: [receiver, sharer, t2t]         # receiver | sharer | t2t | self | c2c, side by side
     answer_method: loglik                  # generate (the paper's) | loglik
     output_dir: runs/eval/arc_easy
 
@@ -37,9 +37,12 @@ from .. import recipe
 from ..output_dir import output_dir_problem
 from ..tasks.prompts import T2T_BACKGROUND_PROMPT
 
-Mode = Literal["receiver", "sharer", "t2t", "c2c"]
+Mode = Literal["receiver", "sharer", "t2t", "self", "c2c"]
 MODES: tuple[Mode, ...] = get_args(Mode)
-"""Evaluation modes, in report order."""
+"""Evaluation modes, in report order. `self` is the paper's cache-enrichment control: C2C's fuser
+architecture trained the same way on the receiver's own cache (`self_fuser`)."""
+DEFAULT_MODES: tuple[Mode, ...] = ("receiver", "sharer", "t2t", "c2c")
+"""The modes a run compares unless told otherwise (`self` needs its own trained fuser)."""
 PAPER_RESPONSE_PREFIX = "The correct answer is"
 """The loglik mode's default response prefix with the paper's prompt (docs/method.md §6.4 `response_text`)."""
 CONFIG_FILE = "config.yaml"
@@ -73,6 +76,11 @@ class EvalConfig:
         None, "trained fuser checkpoint (folder, published layout or hub id); required by the c2c mode"
     )
     subfolder: str | None = _opt(None, "folder inside --fuser (e.g. qwen3_0.6b+qwen2.5_0.5b_Fuser)")
+    self_fuser: str | None = _opt(
+        None,
+        "fuser checkpoint trained with the receiver as its own sharer (c2c train --sharer <the receiver>); "
+        "required by the self mode, the cache-enrichment control",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _opt(
         "auto",
         "dtype of the models (auto: bfloat16 on a GPU or a CPU with AMX/AVX-512 BF16, float32 on other CPUs (where bf16 is emulated and ~6x slower))",
@@ -86,8 +94,8 @@ class EvalConfig:
     seed: int = _opt(0, "seed of --sample")
     data_dir: str | None = _opt(None, "where local benchmark data lives (default: the c2c fetch cache)")
     modes: list[Mode] = field(
-        default_factory=lambda: list(MODES),
-        metadata={"help": "comma-separated modes run side by side: receiver, sharer, t2t, c2c"},
+        default_factory=lambda: list(DEFAULT_MODES),
+        metadata={"help": "comma-separated modes run side by side: receiver, sharer, t2t, self, c2c"},
     )
     answer_method: Literal["generate", "loglik"] = _opt(
         "generate", "generate: greedy reply + answer extraction (the paper's); loglik: rank choices by log-probability"
@@ -187,6 +195,11 @@ def check_eval_config(config: EvalConfig, *, check_files: bool = True) -> list[s
             "modes: 'c2c' needs a trained fuser: pass --fuser <checkpoint> (c2c eval never runs untrained fusers), "
             "or drop c2c, e.g. --modes receiver,sharer,t2t"
         )
+    if "self" in c.modes and not c.self_fuser:
+        problems.append(
+            "modes: 'self' needs a fuser trained on the receiver's own cache: pass --self_fuser <checkpoint> "
+            "(train it with the same recipe and --sharer set to the receiver), or drop self"
+        )
     for role in ("receiver", "sharer"):
         if not getattr(c, role) and not c.fuser:
             problems.append(
@@ -265,8 +278,10 @@ def _file_problems(c: EvalConfig) -> list[str]:
             problems.append(f"{role}: {name!r} is not fetched; run `c2c fetch {name}`")
         elif name and _path_like(name) and not Path(name).expanduser().exists():
             problems.append(f"{role}: {name!r} does not exist (relative paths resolve against {Path.cwd()})")
-    if c.fuser and _path_like(c.fuser) and not Path(c.fuser).expanduser().exists():
-        problems.append(f"fuser: {c.fuser!r} does not exist (relative paths resolve against {Path.cwd()})")
+    for name in ("fuser", "self_fuser"):
+        path = getattr(c, name)
+        if path and _path_like(path) and not Path(path).expanduser().exists():
+            problems.append(f"{name}: {path!r} does not exist (relative paths resolve against {Path.cwd()})")
     unusable = output_dir_problem(c.output_dir) if c.output_dir else None
     if unusable:
         problems.append(f"output_dir: {unusable}; choose another --output_dir")

@@ -41,7 +41,7 @@ from ..sharers import sharer_names
 from ..tasks import MultipleChoiceItem, TaskError, load_task
 from ..tasks.answers import extract_choice, letter
 from ..tasks.prompts import background_messages, background_prompt, mc_messages, t2t_messages
-from .config import EvalConfig
+from .config import MODES, EvalConfig
 from .modes import SharerReplies, generated_lengths, sharer_encode, sharer_replies, sharer_texts
 from .rundir import RunFolder
 from .scoring import ChoiceScorer, append_continuations, append_tokens
@@ -112,6 +112,20 @@ def build_model(config: EvalConfig) -> C2CModel:
     ).eval()  # fmt: skip
 
 
+def build_self_model(config: EvalConfig, model: C2CModel) -> C2CModel:
+    """The `self` mode's pair: `model`'s receiver reading its own cache through `config.self_fuser`.
+
+    The receiver is shared, not loaded twice; the checkpoint must have been trained with the receiver
+    as its sharer (its recorded sharer shapes are checked against the receiver's).
+    """
+    if config.self_fuser is None:
+        raise ValueError("mode 'self' needs --self_fuser, a fuser trained with the receiver as its own sharer")
+    tok = model.chat_tokenizer()
+    return C2CModel.from_pretrained(
+        config.self_fuser, receiver=model.receiver, sharer=model.receiver, receiver_tokenizer=tok, sharer_tokenizer=tok
+    )
+
+
 def question_text(item: MultipleChoiceItem, style: str) -> str:
     """The receiver's question turn: the paper's multiple-choice prompt, or the bare question (plain)."""
     return mc_messages(item)[0]["content"] if style == "paper" else item.question
@@ -137,12 +151,13 @@ class Evaluator:
         config: The run's settings (answer method, prompts, token budgets).
     """
 
-    def __init__(self, model: C2CModel, config: EvalConfig) -> None:
+    def __init__(self, model: C2CModel, config: EvalConfig, *, self_model: C2CModel | None = None) -> None:
         if model.receiver_tokenizer is None or model.sharer_tokenizer is None:
             raise ValueError(
                 "evaluation renders chat prompts, so the C2CModel needs receiver_tokenizer and sharer_tokenizer"
             )
         self.model = model
+        self.self_model = self_model
         self.config = config
         self.receiver_tokenizer: PreTrainedTokenizerBase = model.receiver_tokenizer
         self.sharer_tokenizer: PreTrainedTokenizerBase = model.sharer_tokenizer
@@ -163,6 +178,13 @@ class Evaluator:
         if mode in ("receiver", "c2c"):
             convs = [answer_messages(it, self.config.prompt_style) for it in items]
             answers = self._receiver_answers(convs, items, fuse=mode == "c2c", clock=clock)
+        elif mode == "self":
+            if self.self_model is None:
+                raise ValueError(
+                    "mode 'self' needs the receiver paired with itself: pass self_model (see build_self_model)"
+                )
+            convs = [answer_messages(it, self.config.prompt_style) for it in items]
+            answers = self._receiver_answers(convs, items, fuse=True, clock=clock, model=self.self_model)
         elif mode == "sharer":
             answers = self._sharer_answers(
                 [answer_messages(it, self.config.prompt_style) for it in items], items, clock
@@ -170,7 +192,7 @@ class Evaluator:
         elif mode == "t2t":
             answers, extra, clock = self._t2t(items, timed)
         else:
-            raise ValueError(f"unknown mode {mode!r}; choose from receiver, sharer, t2t, c2c")
+            raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         return [
             _record(mode, item, answer, clock.breakdown() if clock else None, len(items), more)
             for item, answer, more in zip(items, answers, extra, strict=True)
@@ -199,9 +221,16 @@ class Evaluator:
     # ------------------------------------------------------------------------------ receiver side
 
     def _receiver_answers(
-        self, convs: list[Messages], items: Sequence[MultipleChoiceItem], *, fuse: bool, clock: StageClock | None
+        self,
+        convs: list[Messages],
+        items: Sequence[MultipleChoiceItem],
+        *,
+        fuse: bool,
+        clock: StageClock | None,
+        model: C2CModel | None = None,
     ) -> list[Answer]:
-        model, cfg, tok = self.model, self.config, self.receiver_tokenizer
+        """The receiver's answers, alone or from its fused cache (`model`: the pair; default the run's)."""
+        model, cfg, tok = model or self.model, self.config, self.receiver_tokenizer
         control = self.control if fuse else None
         texts = [render_chat(tok, c, add_generation_prompt=True, enable_thinking=cfg.enable_thinking) for c in convs]
         inputs = model.encode(convs, enable_thinking=cfg.enable_thinking)
@@ -334,7 +363,8 @@ def run_eval(
     model = model if model is not None else build_model(config)
     folder = RunFolder(config.output_dir)
     done = folder.open(config)
-    evaluator = Evaluator(model, config)
+    self_model = build_self_model(config, model) if "self" in config.modes else None
+    evaluator = Evaluator(model, config, self_model=self_model)
     timed_count = len(items) if config.latency_items is None else min(config.latency_items, len(items))
     with torch.inference_mode():
         for mode in config.modes:

@@ -29,11 +29,15 @@ def load_pair(
         `(receiver, sharer, receiver_tokenizer, sharer_tokenizer)`; the sharer tokenizer is None when
         the sharer comes with none (it then reads the receiver's ids).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     from ..loading import load_model, load_tokenizer
 
     receiver_tokenizer = load_tokenizer(options.receiver_tokenizer or options.receiver)
+    if options.sharer == options.receiver and (options.sharer_tokenizer or options.sharer) == (
+        options.receiver_tokenizer or options.receiver
+    ):
+        # The receiver as its own sharer (the `self` control of c2c eval): one model, read twice.
+        receiver = _receiver_only(options, receiver_tokenizer, device, output_dir, seed, write)
+        return receiver, receiver, receiver_tokenizer, receiver_tokenizer
     if options.init == "pretrained":
         receiver = load_model(options.receiver, dtype=options.dtype, device=device)
         sharer = load_model(options.sharer, dtype=options.dtype, device=device)
@@ -46,24 +50,55 @@ def load_pair(
         if options.sharer_tokenizer
         else (load_tokenizer(options.sharer) if has_tokenizer else None)
     )
-    dtype = torch.float32 if options.dtype == "auto" else getattr(torch, options.dtype)
-    models = []
-    for offset, (role, tokenizer) in enumerate(
-        (("receiver", receiver_tokenizer), ("sharer", sharer_tokenizer or receiver_tokenizer))
-    ):
-        torch.manual_seed(seed + offset)
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(getattr(options, role)), dtype=dtype)
-        target = (output_dir / "models" / role).resolve()
-        if write:
-            target.mkdir(parents=True, exist_ok=True)
-            model.save_pretrained(target)
-            tokenizer.save_pretrained(target)
-        model.name_or_path = model.config._name_or_path = str(target)
-        models.append(model.to(device).eval().requires_grad_(False))
+    receiver = _random_model(options, "receiver", receiver_tokenizer, device, output_dir, seed, write)
+    sharer = _random_model(
+        options, "sharer", sharer_tokenizer or receiver_tokenizer, device, output_dir, seed + 1, write
+    )
     logger.info(
         "built random-weight receiver and sharer from %s and %s (saved under %s)",
         options.receiver,
         options.sharer,
         output_dir / "models",
     )
-    return models[0], models[1], receiver_tokenizer, sharer_tokenizer
+    return receiver, sharer, receiver_tokenizer, sharer_tokenizer
+
+
+def _receiver_only(
+    options: ModelOptions,
+    tokenizer: PreTrainedTokenizerBase,
+    device: torch.device,
+    output_dir: Path,
+    seed: int,
+    write: bool,
+) -> PreTrainedModel:
+    """The receiver alone, loaded or built as `options.init` says."""
+    from ..loading import load_model
+
+    if options.init == "pretrained":
+        return load_model(options.receiver, dtype=options.dtype, device=device)
+    return _random_model(options, "receiver", tokenizer, device, output_dir, seed, write)
+
+
+def _random_model(
+    options: ModelOptions,
+    role: str,
+    tokenizer: PreTrainedTokenizerBase,
+    device: torch.device,
+    output_dir: Path,
+    seed: int,
+    write: bool,
+) -> PreTrainedModel:
+    """`role`'s model built from the `config.json` its option names, with random weights seeded by `seed`,
+    saved with `tokenizer` under `<output_dir>/models/<role>/` when `write`, and named by that folder."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dtype = torch.float32 if options.dtype == "auto" else getattr(torch, options.dtype)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(getattr(options, role)), dtype=dtype)
+    target = (output_dir / "models" / role).resolve()
+    if write:
+        target.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(target)
+        tokenizer.save_pretrained(target)
+    model.name_or_path = model.config._name_or_path = str(target)
+    return model.to(device).eval().requires_grad_(False)
