@@ -12,8 +12,11 @@ Pairs:
               its own 72 training conversations (~23 tokens each), batch 8, 1 thread (as the recipe)
     smollm2   recipes/smollm2-135m_gemma3-270m.yaml: SmolLM2-135M-Instruct <- Gemma-3-270M (fetched
               with `c2c fetch`), token-aligned, fusers h=i=256 over 30 layers (34 M parameters),
-              synthetic multiple-choice chats in the paper's training form (~150 receiver tokens),
-              batch 8, all cores (or --threads)
+              batch 8, all cores (or --threads); data (--data): "recipe" (default) samples the
+              recipe's own BIG-bench training mix (`c2c fetch bigbench`; conversations of varied
+              length), "synthetic" uses uniform ~150-token multiple-choice chats
+
+Each case runs in a fresh process, so its peak resident memory (peak RSS) is its own.
 
 Precisions:
     bf16      LLMs loaded in bfloat16, bf16 autocast, fp32 fuser master weights
@@ -27,6 +30,7 @@ Run from the repository root (minutes: on an AVX2-only CPU most of it is the two
     python benchmarks/train_throughput.py
     python benchmarks/train_throughput.py --pairs tiny --steps 20
     python benchmarks/train_throughput.py --pairs smollm2 --precisions fp32 --threads 1
+    python benchmarks/train_throughput.py --pairs smollm2 --data synthetic
 
 It prints a Markdown table for docs/perf.md ("Training throughput").
 """
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import multiprocessing
 import os
 import random
 import statistics
@@ -72,8 +77,24 @@ def synthetic_mc(count: int, seed: int = 0) -> list[list[dict[str, str]]]:
     return [mc_training_messages(item) for item in items]
 
 
-def run_case(pair: str, precision: str, steps: int, warmup: int, batch: int) -> dict[str, object]:
-    """Time `steps` optimizer steps of one pair and precision; returns one table row."""
+def recipe_sample(sources: list, count: int, seed: int = 0) -> list[list[dict[str, str]]]:
+    """`count` conversations drawn from a recipe's training sources, in proportion to their limits."""
+    from cache2cache.training.records import load_source
+
+    weights = [source.limit or 1 for source in sources]
+    shares = [max(1, round(count * w / sum(weights))) for w in weights]
+    data = [c for source, n in zip(sources, shares) for c in load_source(dataclasses.replace(source, limit=n))]
+    random.Random(seed).shuffle(data)
+    return data[:count]
+
+
+def run_case(
+    pair: str, precision: str, steps: int, warmup: int, batch: int, data_kind: str, threads: int
+) -> dict[str, object]:
+    """Time `steps` optimizer steps of one pair and precision; returns one table row (with the peak RSS)."""
+    import resource
+
+    torch.set_num_threads(threads)
     from cache2cache import C2CConfig, C2CModel
     from cache2cache.training import load_train_config, train_fusers
     from cache2cache.training.pair import load_pair
@@ -94,8 +115,10 @@ def run_case(pair: str, precision: str, steps: int, warmup: int, batch: int) -> 
         )
         if pair == "tiny":
             data = chat_conversations(read_records(str(ROOT / config.data.train[0].path)))
-        else:
+        elif data_kind == "synthetic":
             data = synthetic_mc(batch * (steps + warmup))
+        else:
+            data = recipe_sample(config.data.train, batch * (steps + warmup), config.training.seed)
         rates: list[float] = []
         times: list[float] = []
         last = [time.perf_counter()]
@@ -118,6 +141,8 @@ def run_case(pair: str, precision: str, steps: int, warmup: int, batch: int) -> 
         "tokens_per_s": statistics.median(rates),
         "s_per_step": statistics.median(times),
         "steps": len(rates),
+        "data": "recipe" if pair == "tiny" else data_kind,
+        "peak_rss_GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # KiB on Linux
     }
 
 
@@ -144,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: tiny 2, smollm2 1)")
     parser.add_argument("--batch", type=int, default=8, help="conversations per step")
+    parser.add_argument("--data", choices=("recipe", "synthetic"), default="recipe",
+                        help="smollm2's data: a sample of the recipe's training mix, or uniform synthetic chats")  # fmt: skip
     parser.add_argument(
         "--threads",
         type=int,
@@ -159,22 +186,24 @@ def main(argv: list[str] | None = None) -> int:
     native_bf16 = has_fast_bf16(torch.device("cpu"))
     rows = []
     for pair in args.pairs.split(","):
-        if pair == "smollm2" and not all(assets.is_fetched(a) for a in ("smollm2-135m-instruct", "gemma-3-270m")):
-            print("smollm2: not fetched; run `c2c fetch smollm2-135m-instruct gemma-3-270m` first", file=sys.stderr)
+        needed = ("smollm2-135m-instruct", "gemma-3-270m", *(("bigbench",) if args.data == "recipe" else ()))
+        if pair == "smollm2" and not all(assets.is_fetched(a) for a in needed):
+            print(f"smollm2: not fetched; run `c2c fetch {' '.join(needed)}` first", file=sys.stderr)
             continue
         for precision in args.precisions.split(","):
             steps = args.steps or (30 if pair == "tiny" else (2 if precision == "bf16" and not native_bf16 else 6))
             warmup = args.warmup if args.warmup is not None else (2 if pair == "tiny" else 1)
-            torch.set_num_threads(args.threads or os.cpu_count() or 1)  # tiny.yaml sets 1 thread inside the loop
+            threads = args.threads or os.cpu_count() or 1  # tiny.yaml sets 1 thread inside the loop
             print(f"{pair} {precision}: {steps} timed steps ...", file=sys.stderr)
-            rows.append(run_case(pair, precision, steps, warmup, args.batch))
+            with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh process: its own peak RSS
+                rows.append(pool.apply(run_case, (pair, precision, steps, warmup, args.batch, args.data, threads)))
     print(f"CPU: {_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.backends.cpu.get_cpu_capability()}), native bf16: {'yes' if native_bf16 else 'no'}\n")  # fmt: skip
-    print("| pair | precision | threads | batch | fuser params | tokens/s | s/step | timed steps |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| pair | data | precision | threads | batch | fuser params | tokens/s | s/step | peak RSS | timed steps |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['pair']} | {r['precision']} | {r['threads']} | {r['batch']} | {r['fuser_params_M']:.2f} M "
-              f"| {r['tokens_per_s']:.0f} | {r['s_per_step']:.2f} | {r['steps']} |")  # fmt: skip
+        print(f"| {r['pair']} | {r['data']} | {r['precision']} | {r['threads']} | {r['batch']} | {r['fuser_params_M']:.2f} M "
+              f"| {r['tokens_per_s']:.0f} | {r['s_per_step']:.2f} | {r['peak_rss_GB']:.1f} GB | {r['steps']} |")  # fmt: skip
     return 0
 
 

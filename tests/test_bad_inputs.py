@@ -545,7 +545,7 @@ CASES: list[Case] = [
     Case(
         "eval-unknown-mode",
         lambda f: _eval(f, "--modes", "receiver,bogus"),
-        ("modes: 'bogus' not allowed", "'receiver', 'sharer', 't2t', 'c2c'"),
+        ("modes: 'bogus' not allowed", "'receiver', 'sharer', 't2t', 'self', 'c2c'"),
         _eval_run,
     ),
     Case("eval-limit-0", lambda f: _eval(f, "--limit", "0"), ("limit: got 0, expected a positive integer",), _eval_run),

@@ -20,7 +20,9 @@ A fourth switch widens C2C instead of narrowing it:
 
 `C2CModel.generate` takes them as plain keyword arguments (`fusion_strength=`, `fuse_layers=`,
 `fuse_proportion=`, `include_response=`) and builds the control with `FusionControl.from_kwargs`, so
-a server or a CLI passes request fields straight through.
+a server or a CLI passes request fields straight through. The ranges are checked here once
+(`valid_strength`, `valid_proportion`, `valid_layers`) for the Python API, `c2c eval` recipes and the
+command-line flags alike. This module imports no torch (it only handles tensors it is given).
 """
 
 from __future__ import annotations
@@ -28,8 +30,33 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+STRENGTH_RANGE = "a finite number >= 0 (0: receiver alone, 1: C2C)"
+PROPORTION_RANGE = "a number in [0, 1] (0: receiver alone, 1: C2C)"
+LAYERS_RANGE = "receiver layer indices (integers >= 0)"
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def valid_strength(value: object) -> bool:
+    """Whether `value` is a fusion strength alpha: `STRENGTH_RANGE`."""
+    return _number(value) and math.isfinite(value) and value >= 0  # type: ignore[arg-type, operator]
+
+
+def valid_proportion(value: object) -> bool:
+    """Whether `value` is a fusion proportion p: `PROPORTION_RANGE`."""
+    return _number(value) and 0 <= value <= 1  # type: ignore[operator]
+
+
+def valid_layers(values: Iterable[object]) -> bool:
+    """Whether every entry is a receiver layer index: `LAYERS_RANGE`."""
+    return all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in values)
 
 
 @dataclass(frozen=True)
@@ -54,29 +81,13 @@ class FusionControl:
     include_response: bool = False
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.strength, bool)
-            or not isinstance(self.strength, (int, float))
-            or not math.isfinite(self.strength)
-            or self.strength < 0
-        ):
-            raise ValueError(
-                f"fusion_strength must be a finite number >= 0 (0: receiver alone, 1: C2C), got {self.strength!r}"
-            )
-        if (
-            isinstance(self.proportion, bool)
-            or not isinstance(self.proportion, (int, float))
-            or not 0 <= self.proportion <= 1
-        ):
-            raise ValueError(
-                f"fuse_proportion must be a number in [0, 1] (0: receiver alone, 1: C2C), got {self.proportion!r}"
-            )
+        if not valid_strength(self.strength):
+            raise ValueError(f"fusion_strength must be {STRENGTH_RANGE}, got {self.strength!r}")
+        if not valid_proportion(self.proportion):
+            raise ValueError(f"fuse_proportion must be {PROPORTION_RANGE}, got {self.proportion!r}")
         if self.layers is not None:
-            bad = [x for x in self.layers if isinstance(x, bool) or not isinstance(x, int) or x < 0]
-            if bad:
-                raise ValueError(
-                    f"fuse_layers must be receiver layer indices (integers >= 0), got {list(self.layers)!r}"
-                )
+            if not valid_layers(self.layers):
+                raise ValueError(f"fuse_layers must be {LAYERS_RANGE}, got {list(self.layers)!r}")
             object.__setattr__(self, "layers", tuple(sorted(set(self.layers))))
         if type(self.include_response) is not bool:
             raise ValueError(f"include_response must be True or False, got {self.include_response!r}")
@@ -128,7 +139,7 @@ class FusionControl:
         if self.proportion == 1:
             return fusion_mask
         counts = fusion_mask.sum(dim=1, keepdim=True)  # (B, 1)
-        keep = torch.floor(counts * self.proportion).long()
+        keep = (counts * self.proportion).floor().long()
         # Rank of each mask token counted from the row's end: 1 for the last mask token.
         rank_from_end = fusion_mask.flip(1).long().cumsum(1).flip(1)
         return fusion_mask & (rank_from_end <= keep)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from cache2cache import recipe
 from cache2cache.config import FuserConfig
+from cache2cache.control import PROPORTION_RANGE, STRENGTH_RANGE, valid_proportion, valid_strength
 from cache2cache.evaluation.config import EvalConfig
 from cache2cache.layer_map import LAYER_MAPS
 from cache2cache.training.schema import ModelOptions
@@ -127,23 +128,24 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _strength(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (0 <= value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0 (0: receiver alone, 1: C2C), got {text!r}")
+    value = _float(text)
+    if not valid_strength(value):
+        raise argparse.ArgumentTypeError(f"expected {STRENGTH_RANGE}, got {text!r}")
     return value
 
 
 def _proportion(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] (0: receiver alone, 1: C2C), got {text!r}")
+    value = _float(text)
+    if not valid_proportion(value):
+        raise argparse.ArgumentTypeError(f"expected {PROPORTION_RANGE}, got {text!r}")
     return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")  # not a number: refused by the range check, which names the range
 
 
 def _layers(text: str) -> list[int]:

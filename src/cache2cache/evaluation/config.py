@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any, Literal, get_args
 import yaml
 
 from .. import recipe
+from ..control import LAYERS_RANGE, PROPORTION_RANGE, STRENGTH_RANGE, valid_layers, valid_proportion, valid_strength
 from ..output_dir import output_dir_problem
 from ..tasks.prompts import T2T_BACKGROUND_PROMPT
 
@@ -216,14 +216,12 @@ def check_eval_config(config: EvalConfig, *, check_files: bool = True) -> list[s
         value = getattr(c, name)
         if value is not None and value < 1:
             problems.append(f"{name}: got {value}, expected a positive integer")
-    if not (math.isfinite(c.fusion_strength) and c.fusion_strength >= 0):
-        problems.append(f"fusion_strength: got {c.fusion_strength}, expected a number >= 0 (0: receiver alone, 1: C2C)")
-    if not 0 <= c.fuse_proportion <= 1:
-        problems.append(
-            f"fuse_proportion: got {c.fuse_proportion}, expected a number in [0, 1] (0: receiver alone, 1: C2C)"
-        )
-    if c.fuse_layers is not None and any(layer < 0 for layer in c.fuse_layers):
-        problems.append(f"fuse_layers: got {c.fuse_layers}, expected receiver layer indices >= 0")
+    if not valid_strength(c.fusion_strength):
+        problems.append(f"fusion_strength: got {c.fusion_strength}, expected {STRENGTH_RANGE}")
+    if not valid_proportion(c.fuse_proportion):
+        problems.append(f"fuse_proportion: got {c.fuse_proportion}, expected {PROPORTION_RANGE}")
+    if c.fuse_layers is not None and not valid_layers(c.fuse_layers):
+        problems.append(f"fuse_layers: got {c.fuse_layers}, expected {LAYERS_RANGE}")
     controlled = [
         name
         for name, default in (
