@@ -186,3 +186,39 @@ def replace_layer(kv_cache: Cache, layer_idx: int, keys: torch.Tensor, values: t
             f"{tuple(old_keys.shape)}/{tuple(old_values.shape)}"
         )
     layer.keys, layer.values = keys, values  # type: ignore[union-attr]  # _stored checked it holds K and V
+
+
+def append(kv_cache: Cache, new_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Extend every layer of `kv_cache` by T tokens' `(K, V)`, as a forward pass over them would.
+
+    Args:
+        kv_cache: A cache over the first L tokens; afterwards it covers L + T (a sliding-window layer
+            keeps only its window, as it does in a forward). Layers grow into new tensors, so a
+            `twin` taken before is left as it was.
+        new_kv: Per layer, the new tokens' `(K, V)`, each (B, H_kv, T, D).
+    """
+    for layer_idx, (keys, values) in enumerate(new_kv):
+        kv_cache.update(keys, values, layer_idx)
+
+
+def head(kv_cache: Cache, length: int) -> Cache:
+    """A `twin` of `kv_cache` that holds only its first `length` tokens (the original is unchanged).
+
+    Raises:
+        ValueError: a layer that holds fewer than all its tokens (a sliding-window layer past its
+            window), which cannot be cut back: its earlier tokens are gone.
+    """
+    other = twin(kv_cache)
+    for layer_idx, layer in enumerate(other.layers):
+        keys, values = _stored(layer, layer_idx)
+        # the tokens the layer has read: a sliding layer counts them all but holds only the last ones
+        seen = int(getattr(layer, "cumulative_length", keys.shape[-2]))
+        if seen == length:
+            continue
+        if getattr(layer, "is_sliding", False) or seen < length:
+            raise ValueError(
+                f"cache layer {layer_idx} ({type(layer).__name__}) has read {seen} tokens and cannot be cut to "
+                f"its first {length}: a sliding-window layer keeps only its last tokens"
+            )
+        layer.keys, layer.values = keys[:, :, :length], values[:, :, :length]  # type: ignore[union-attr]
+    return other

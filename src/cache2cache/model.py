@@ -605,14 +605,18 @@ class C2CModel(nn.Module):
         fuse: bool = True,
         control: FusionControl | None = None,
         stage: Stage = untimed,
+        fused_cache: Cache | None = None,
         **generate_kwargs: Any,
     ) -> Any:
         """`generate` on prepared `C2CInputs` (with `control` of fusion; `stage` wraps `prefill`, `sharer`,
         `fuse` and `decode`; with `control.include_response` the fusers run inside `decode`); returns
-        Hugging Face `generate`'s output."""
+        Hugging Face `generate`'s output. `fused_cache`: the cache over the prompt minus its last token,
+        computed elsewhere (`prefix.py` reuses a prefix's); decoding extends it."""
         decoding: AbstractContextManager[Any] = nullcontext()
         cache: Cache | None
-        if fuse and control is not None and control.fuses_response:
+        if fused_cache is not None:
+            cache = fused_cache
+        elif fuse and control is not None and control.fuses_response:
             fusion = ResponseFusion(self, inputs, control, fusers=None, stage=stage)
             cache, decoding = fusion.fused_cache, fusion.decoding()
         else:
