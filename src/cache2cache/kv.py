@@ -201,18 +201,31 @@ def append(kv_cache: Cache, new_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> 
         kv_cache.update(keys, values, layer_idx)
 
 
+def can_cut(kv_cache: Cache, length: int) -> bool:
+    """Whether `head(kv_cache, length)` can cut the cache back: no sliding-window layer holds fewer
+    than all its tokens unless it already ends at `length`."""
+    return all(
+        _seen(layer, i) == length or not getattr(layer, "is_sliding", False) for i, layer in enumerate(kv_cache.layers)
+    )
+
+
+def _seen(layer: object, layer_idx: int) -> int:
+    """The tokens a layer has read: a sliding layer counts them all but holds only the last ones."""
+    keys, _ = _stored(layer, layer_idx)
+    return int(getattr(layer, "cumulative_length", keys.shape[-2]))
+
+
 def head(kv_cache: Cache, length: int) -> Cache:
     """A `twin` of `kv_cache` that holds only its first `length` tokens (the original is unchanged).
 
     Raises:
-        ValueError: a layer that holds fewer than all its tokens (a sliding-window layer past its
-            window), which cannot be cut back: its earlier tokens are gone.
+        ValueError: `can_cut` is False (a sliding-window layer past its window has lost the earlier
+            tokens), or the cache is shorter than `length`.
     """
     other = twin(kv_cache)
     for layer_idx, layer in enumerate(other.layers):
         keys, values = _stored(layer, layer_idx)
-        # the tokens the layer has read: a sliding layer counts them all but holds only the last ones
-        seen = int(getattr(layer, "cumulative_length", keys.shape[-2]))
+        seen = _seen(layer, layer_idx)
         if seen == length:
             continue
         if getattr(layer, "is_sliding", False) or seen < length:

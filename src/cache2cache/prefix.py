@@ -26,6 +26,7 @@ sliding-window layers (their earlier tokens are gone).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +121,7 @@ def extend(
     fuse: bool = True,
     control: FusionControl | None = None,
     stage: Stage = untimed,
+    recompute: bool = False,
 ) -> PrefixCache:
     """The caches of `inputs`' columns, reusing those `prefix` already holds.
 
@@ -131,13 +133,15 @@ def extend(
         fuse: False keeps the receiver alone (no sharer, no fusion).
         control: Strength and layer subset of fusion (`fuse_proportion` must be 1); default plain C2C.
         stage: Wraps the `prefill`, `sharer` and `fuse` stages (for timing them).
+        recompute: When `inputs` share only part of the prefix and the receiver's sliding-window
+            layers cannot be cut back to it, compute every column afresh (logged) instead of raising.
 
     Returns:
         A `PrefixCache` over the P' columns; `prefix` is left as it was.
 
     Raises:
-        ValueError: settings prefix reuse cannot compute exactly, or a prefix that must be cut back on
-            a receiver with sliding-window layers.
+        ValueError: settings prefix reuse cannot compute exactly, or (without `recompute`) a prefix
+            that must be cut back on a receiver with sliding-window layers.
     """
     control = control or FusionControl()
     control.check_layers(model.config.fused_layers)
@@ -146,6 +150,9 @@ def extend(
     k = 0 if prefix is None else min(common_length(prefix.inputs, inputs), prefix.length)
     if prefix is not None and k < prefix.length:
         logger.info("prefix: reusing %d of its %d columns (the prompt differs at column %d)", k, prefix.length, k)
+        if recompute and k > 0 and not kv.can_cut(prefix.receiver, k):
+            logger.info("prefix: the receiver's sliding-window layers cannot be cut back; computing every column")
+            k = 0
     if prefix is None or k == 0:
         receiver = kv.empty_cache(model.receiver)
         sharers = tuple(kv.empty_cache(s, keep_all_tokens=True) for s in model.sharers) if fusing else ()
@@ -203,6 +210,7 @@ def generate_from_inputs(
     fuse: bool = True,
     control: FusionControl | None = None,
     stage: Stage = untimed,
+    recompute: bool = False,
     **generate_kwargs: Any,
 ) -> tuple[Any, PrefixCache]:
     """`C2CModel.generate_from_inputs` reusing `prefix`'s caches; returns Hugging Face `generate`'s
@@ -215,12 +223,15 @@ def generate_from_inputs(
         fuse: False runs the receiver alone.
         control: Strength and layer subset of fusion; default plain C2C.
         stage: Wraps `prefill`, `sharer`, `fuse` and `decode`.
+        recompute: See `extend`.
         **generate_kwargs: Passed to Hugging Face `generate` (`max_new_tokens`, `streamer`, ...).
     """
     n = inputs.input_ids.shape[1]
     if n < 1:
         raise ValueError("the prompt is empty: give at least one token")
-    covered = extend(model, inputs.truncate(n - 1), prefix, fuse=fuse, control=control, stage=stage)
+    covered = extend(
+        model, inputs.truncate(n - 1), prefix, fuse=fuse, control=control, stage=stage, recompute=recompute
+    )
     out = model.generate_from_inputs(
         inputs, fuse=fuse, control=covered.control, stage=stage, fused_cache=kv.twin(covered.fused), **generate_kwargs
     )
@@ -233,6 +244,7 @@ def prefill(
     *,
     fuse: bool = True,
     fusion_strength: float = 1.0,
+    fuse_layers: Iterable[int] | None = None,
     enable_thinking: bool = False,
 ) -> PrefixCache:
     """The prefix caches of a conversation's start (a system prompt, a document as a user turn),
@@ -246,7 +258,8 @@ def prefill(
     if len(conversations) != 1:
         raise ValueError(f"a prefix is one conversation, got {len(conversations)}")
     inputs = model.encode(conversations, add_generation_prompt=False, enable_thinking=enable_thinking)
-    return extend(model, inputs, fuse=fuse, control=FusionControl(strength=fusion_strength))
+    control = FusionControl.from_kwargs(fusion_strength, fuse_layers, 1.0, False)
+    return extend(model, inputs, fuse=fuse, control=control)
 
 
 def generate(
@@ -256,7 +269,9 @@ def generate(
     prefix: PrefixCache | None = None,
     fuse: bool = True,
     fusion_strength: float = 1.0,
+    fuse_layers: Iterable[int] | None = None,
     enable_thinking: bool = False,
+    recompute: bool = False,
     **generate_kwargs: Any,
 ) -> tuple[str, PrefixCache]:
     """`C2CModel.generate` for one conversation, reusing `prefix` over the columns its prompt shares.
@@ -267,7 +282,9 @@ def generate(
         prefix: From `prefill` or an earlier call; None computes everything.
         fuse: False runs the receiver alone.
         fusion_strength: alpha, as in `C2CModel.generate` (the prefix must have been built with it).
+        fuse_layers: Receiver layers to fuse, as in `C2CModel.generate` (likewise).
         enable_thinking: Passed to chat templates that use it.
+        recompute: See `extend`.
         **generate_kwargs: Passed to Hugging Face `generate`.
 
     Returns:
@@ -281,9 +298,12 @@ def generate(
         raise ValueError(f"prefix reuse takes one conversation, got a batch of {len(conversations)}")
     check_generation_kwargs(generate_kwargs)
     inputs = model.encode(conversations, enable_thinking=enable_thinking)
+    model._check_prompt_length(inputs.input_ids.shape[1], generate_kwargs.get("max_new_tokens"))
+    control = FusionControl.from_kwargs(fusion_strength, fuse_layers, 1.0, False)
     out, covered = generate_from_inputs(
-        model, inputs, prefix, fuse=fuse, control=FusionControl(strength=fusion_strength), **generate_kwargs
-    )
+        model, inputs, prefix, fuse=fuse, control=control, recompute=recompute,
+        **generate_kwargs,
+    )  # fmt: skip
     sequences = out.sequences if hasattr(out, "sequences") else out
     texts = model.chat_tokenizer().batch_decode(sequences[:, inputs.input_ids.shape[1] :], skip_special_tokens=True)
     return texts[0], covered
