@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="example:\n  python benchmarks/prefix_reuse.py --pairs tiny --repeats 3")  # fmt: skip
     parser.add_argument("--pairs", default="tiny,qwen", help="comma-separated: tiny, qwen (default: both)")
     parser.add_argument("--dtypes", default="bfloat16", help="comma-separated: float32, bfloat16 (default: bfloat16)")
-    parser.add_argument("--prefix_tokens", type=int, default=512, help="tokens of the reused prefix (default: 512)")
+    parser.add_argument("--prefix_tokens", type=int, default=448, help="tokens of the reused prefix (default: 448)")
     parser.add_argument("--question_tokens", type=int, default=32, help="tokens after the prefix (default: 32)")
     parser.add_argument("--new_tokens", type=int, default=12, help="tokens generated (default: 12)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode (default: 3)")
