@@ -123,5 +123,9 @@ def test_sliding_window_receiver_extends_a_prefix_but_cannot_cut_one_back():
     _assert_same(ours, _fresh(model, inputs))
     other = ids.clone()
     other[0, 3] = 3 if int(ids[0, 3]) != 3 else 4
+    changed = model.inputs_from_ids(other)
     with pytest.raises(ValueError, match="sliding-window layer"):
-        prefix.extend(model, model.inputs_from_ids(other), start)
+        prefix.extend(model, changed, start)
+    again, covered = prefix.generate_from_inputs(model, changed, start, recompute=True, **GREEDY)
+    assert covered.reused == 0
+    _assert_same(again, _fresh(model, changed))

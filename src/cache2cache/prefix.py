@@ -20,7 +20,8 @@ returns the prefix over the new prompt minus its last token, which the next turn
 Refused, with the reason: batches of more than one row (left padding moves every column),
 `fuse_proportion` < 1 (which tokens are fused depends on the whole prompt), `include_response`,
 a prefix built with other fusion settings, and cutting a prefix back (k < P) on a receiver with
-sliding-window layers (their earlier tokens are gone).
+sliding-window layers (their earlier tokens are gone; with `recompute=True`, as `c2c chat` passes,
+the prompt is computed afresh instead, and the log says so).
 """
 
 from __future__ import annotations
