@@ -48,9 +48,9 @@ from cache2cache.inputs import C2CInputs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from docblock import write_block  # noqa: E402  (benchmarks/, the script's own folder)
 from tiny import tiny_receiver, tiny_sharer  # noqa: E402  (the tiny pair the tests use, from tests/)
 
-BEGIN, END = "<!-- latency:begin -->", "<!-- latency:end -->"
 STAGES = ("receiver_prefill", "sharer_prefill", "fuse", "decode")
 EXTRA = ("fuse_per_layer", "fuse_fp32")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -352,17 +352,6 @@ def machine() -> str:
             f"transformers {transformers.__version__}, Python {platform.python_version()}")  # fmt: skip
 
 
-def write_block(path: Path, block: str) -> None:
-    """Replace the text between the latency markers of `path` with `block` (append the markers if absent)."""
-    text = path.read_text() if path.exists() else ""
-    wrapped = f"{BEGIN}\n{block}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + wrapped + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + wrapped + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table and optionally write it into a markdown file."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -429,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     ])  # fmt: skip
     print(block)
     if args.write:
-        write_block(args.write, block)
+        write_block(args.write, "latency", block)
         log(f"wrote the latency block of {args.write}")
     return 0
 

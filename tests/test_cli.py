@@ -10,7 +10,7 @@ import sys
 import pytest
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen3Config
 
-from cache2cache import C2CModel, FuserConfig, count_parameters
+from cache2cache import C2CModel, FuserConfig, count_parameters, prefix
 from cache2cache.alignment import TokenAligner
 from cache2cache.chat import render_chat
 from cache2cache.cli.main import COMMANDS, main
@@ -155,9 +155,10 @@ def test_generate_samples_reproducibly_with_a_seed(dirs, capsys):
 
 @pytest.fixture
 def recorded_turns(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[dict[str, str]], str]]:
-    """Every `C2CModel.generate` call of the test: (the conversation passed, the reply returned)."""
+    """Every answer of the test, through `C2CModel.generate` or `prefix.generate` (prefix reuse):
+    (the conversation passed, the reply returned)."""
     turns: list[tuple[list[dict[str, str]], str]] = []
-    original = C2CModel.generate
+    original, original_reusing = C2CModel.generate, prefix.generate
 
     def recording_generate(self, messages, **kwargs):
         assert kwargs["streamer"] is not None
@@ -165,8 +166,44 @@ def recorded_turns(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[dict[str,
         turns.append(([dict(m) for m in messages], reply))
         return reply
 
+    def recording_reusing(model, messages, **kwargs):
+        assert kwargs["streamer"] is not None
+        reply, cached = original_reusing(model, messages, **kwargs)
+        turns.append(([dict(m) for m in messages], reply))
+        return reply, cached
+
     monkeypatch.setattr(C2CModel, "generate", recording_generate)
+    monkeypatch.setattr(prefix, "generate", recording_reusing)
     return turns
+
+
+@pytest.fixture
+def reused_columns(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """For every answer through `prefix.generate`, how many prompt columns came from the previous prompt's caches."""
+    reused: list[int] = []
+    original = prefix.generate
+
+    def recording(model, messages, **kwargs):
+        reply, cached = original(model, messages, **kwargs)
+        reused.append(cached.reused)
+        return reply, cached
+
+    monkeypatch.setattr(prefix, "generate", recording)
+    return reused
+
+
+def test_chat_reuses_the_previous_turn_and_answers_as_without_reuse(dirs, capsys, monkeypatch, reused_columns):
+    lines = "Hello world\nHow are you?\n/reset\nThe sky is blue.\n"
+    outs = []
+    for flags in ([], ["--no_prefix_reuse"]):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(lines))
+        code, out, err = _run(["chat", "--fuser", dirs["ckpt"], "--receiver", dirs["recv"], "--sharer", dirs["shr"],
+                               "--max_new_tokens", "4", "--system", "Be brief.", *flags], capsys)  # fmt: skip
+        assert code == 0, err
+        outs.append(out)
+    assert outs[0] == outs[1]
+    first, second, after_reset = reused_columns  # only the run with reuse goes through prefix.generate
+    assert first == 0 and second > 0 and after_reset > 0  # the system message is reused after /reset too
 
 
 def test_chat_keeps_history_resets_and_exits(dirs, capsys, monkeypatch, recorded_turns):

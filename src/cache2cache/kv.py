@@ -186,3 +186,52 @@ def replace_layer(kv_cache: Cache, layer_idx: int, keys: torch.Tensor, values: t
             f"{tuple(old_keys.shape)}/{tuple(old_values.shape)}"
         )
     layer.keys, layer.values = keys, values  # type: ignore[union-attr]  # _stored checked it holds K and V
+
+
+def append(kv_cache: Cache, new_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Extend every layer of `kv_cache` by T tokens' `(K, V)`, as a forward pass over them would.
+
+    Args:
+        kv_cache: A cache over the first L tokens; afterwards it covers L + T (a sliding-window layer
+            keeps only its window, as it does in a forward). Layers grow into new tensors, so a
+            `twin` taken before is left as it was.
+        new_kv: Per layer, the new tokens' `(K, V)`, each (B, H_kv, T, D).
+    """
+    for layer_idx, (keys, values) in enumerate(new_kv):
+        kv_cache.update(keys, values, layer_idx)
+
+
+def can_cut(kv_cache: Cache, length: int) -> bool:
+    """Whether `head(kv_cache, length)` can cut the cache back: no sliding-window layer holds fewer
+    than all its tokens unless it already ends at `length`."""
+    return all(
+        _seen(layer, i) == length or not getattr(layer, "is_sliding", False) for i, layer in enumerate(kv_cache.layers)
+    )
+
+
+def _seen(layer: object, layer_idx: int) -> int:
+    """The tokens a layer has read: a sliding layer counts them all but holds only the last ones."""
+    keys, _ = _stored(layer, layer_idx)
+    return int(getattr(layer, "cumulative_length", keys.shape[-2]))
+
+
+def head(kv_cache: Cache, length: int) -> Cache:
+    """A `twin` of `kv_cache` that holds only its first `length` tokens (the original is unchanged).
+
+    Raises:
+        ValueError: `can_cut` is False (a sliding-window layer past its window has lost the earlier
+            tokens), or the cache is shorter than `length`.
+    """
+    other = twin(kv_cache)
+    for layer_idx, layer in enumerate(other.layers):
+        keys, values = _stored(layer, layer_idx)
+        seen = _seen(layer, layer_idx)
+        if seen == length:
+            continue
+        if getattr(layer, "is_sliding", False) or seen < length:
+            raise ValueError(
+                f"cache layer {layer_idx} ({type(layer).__name__}) has read {seen} tokens and cannot be cut to "
+                f"its first {length}: a sliding-window layer keeps only its last tokens"
+            )
+        layer.keys, layer.values = keys[:, :, :length], values[:, :, :length]  # type: ignore[union-attr]
+    return other

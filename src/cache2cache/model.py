@@ -424,9 +424,7 @@ class C2CModel(nn.Module):
         control = FusionControl.from_kwargs(fusion_strength, fuse_layers, fuse_proportion, include_response)
         check_generation_kwargs(generate_kwargs)
         single = False
-        sharer_conversations = (
-            None if sharer_messages is None else self._sharer_conversations(messages, sharer_messages)
-        )
+        sharer_conversations = None if sharer_messages is None else sharer_message_batch(messages, sharer_messages)
         if input_ids is None:
             conversations, single = as_conversations(messages)
             inputs = self.encode(
@@ -440,7 +438,9 @@ class C2CModel(nn.Module):
                 sharer_attention_mask=sharer_attention_mask,
                 fusion_mask=fusion_mask,
             )
-        self._check_prompt_length(inputs.input_ids.shape[1], generate_kwargs.get("max_new_tokens"))
+        check_prompt_length(
+            self.receiver, self.sharers, inputs.input_ids.shape[1], generate_kwargs.get("max_new_tokens")
+        )
         out = self.generate_from_inputs(inputs, fuse=fuse, control=control, **generate_kwargs)
         if messages is None:
             return out
@@ -449,12 +449,6 @@ class C2CModel(nn.Module):
         return texts[0] if single else texts
 
     # generate's argument checks, written in generation.py
-    _sharer_conversations = staticmethod(sharer_message_batch)
-
-    def _check_prompt_length(self, length: int, max_new_tokens: Any) -> None:
-        """`generation.check_prompt_length` on the receiver and every sharer."""
-        check_prompt_length(self.receiver, self.sharers, length, max_new_tokens)
-
     @torch.no_grad()
     def generate_from_inputs(
         self,
@@ -463,14 +457,18 @@ class C2CModel(nn.Module):
         fuse: bool = True,
         control: FusionControl | None = None,
         stage: Stage = untimed,
+        fused_cache: Cache | None = None,
         **generate_kwargs: Any,
     ) -> Any:
         """`generate` on prepared `C2CInputs` (with `control` of fusion; `stage` wraps `prefill`, `sharer`,
         `fuse` and `decode`; with `control.include_response` the fusers run inside `decode`); returns
-        Hugging Face `generate`'s output."""
+        Hugging Face `generate`'s output. `fused_cache`: the cache over the prompt minus its last token,
+        computed elsewhere (`prefix.py` reuses a prefix's); decoding extends it."""
         decoding: AbstractContextManager[Any] = nullcontext()
         cache: Cache | None
-        if fuse and control is not None and control.fuses_response:
+        if fused_cache is not None:
+            cache = fused_cache
+        elif fuse and control is not None and control.fuses_response:
             fusion = ResponseFusion(self, inputs, control, fusers=None, stage=stage)
             cache, decoding = fusion.fused_cache, fusion.decoding()
         else:

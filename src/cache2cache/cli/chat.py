@@ -1,8 +1,11 @@
 """`c2c chat`: an interactive multi-turn conversation through C2C, answers streamed.
 
 Each line read from stdin is a user turn; the answer streams to stdout and joins the history, so
-later turns see the whole conversation (the prompt, history included, is prefilled and fused anew
-each turn). Commands: `/reset` clears the history (the `--system` message stays), `/exit` (or end
+later turns see the whole conversation. Each turn reuses the caches of the previous turn's prompt
+(`cache2cache.prefix`): only the columns a new prompt does not share with the last one (the last
+answer, the new user turn) are prefilled and fused, and the answers are those of fusing the whole
+prompt anew. `--no_prefix_reuse` prefills everything each turn; with `--fuse_proportion` < 1 or
+`--include_response` (which depend on the whole prompt) every turn is prefilled anew. Commands: `/reset` clears the history (the `--system` message stays), `/exit` (or end
 of input) quits. Prompts and notices go to stderr, so piping stdin gives only the answers on stdout:
 
     printf 'Hello!\\nAnd again?\\n' | c2c chat --receiver ... --sharer ...
@@ -45,11 +48,17 @@ RESET, EXIT = "/reset", "/exit"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the shared model, fuser, generation and runtime flags."""
+    """Add the shared model, fuser, generation and runtime flags, and `--no_prefix_reuse`."""
     add_model_arguments(parser)
     add_generation_arguments(parser)
     add_fresh_fuser_arguments(parser)
     add_runtime_arguments(parser)
+    parser.add_argument(
+        "--no_prefix_reuse",
+        action="store_true",
+        help="prefill and fuse the whole conversation anew each turn instead of reusing the previous turn's caches "
+        "(the same answers, slower; for comparison)",
+    )
 
 
 def _notice(text: str) -> None:
@@ -74,13 +83,24 @@ def _read_line(interactive: bool) -> str | None:
 
 
 def converse(model: C2CModel, args: argparse.Namespace) -> None:
-    """Answer user lines until `/exit` or end of input, keeping the conversation history."""
+    """Answer user lines until `/exit` or end of input, keeping the conversation history (and, unless
+    `--no_prefix_reuse`, the caches of the last prompt, which the next turn reuses)."""
     from transformers import TextStreamer
+
+    from cache2cache import prefix
 
     streamer = TextStreamer(model.receiver_tokenizer, skip_prompt=True, skip_special_tokens=True)
     start = [{"role": "system", "content": args.system}] if args.system else []
     history = list(start)
     interactive = sys.stdin.isatty()
+    kwargs = generation_kwargs(args)
+    proportion, include_response = kwargs.pop("fuse_proportion"), kwargs.pop("include_response")
+    reuse = not args.no_prefix_reuse and proportion == 1 and not include_response
+    if not reuse and not args.no_prefix_reuse:
+        _notice(
+            "(--fuse_proportion < 1 and --include_response depend on the whole prompt: each turn is prefilled anew)"
+        )
+    cached: prefix.PrefixCache | None = None
     _notice(f"c2c chat ({'receiver alone' if args.no_fuse else 'C2C'}): {RESET} clears the history, {EXIT} quits")
     while (line := _read_line(interactive)) is not None:
         text = line.strip()
@@ -99,7 +119,12 @@ def converse(model: C2CModel, args: argparse.Namespace) -> None:
         if interactive:
             print("c2c> ", end="", file=sys.stderr, flush=True)
         try:
-            reply = model.generate(history, fuse=not args.no_fuse, streamer=streamer, **generation_kwargs(args))
+            if reuse:
+                reply, cached = prefix.generate(
+                    model, history, prefix=cached, fuse=not args.no_fuse, streamer=streamer, recompute=True, **kwargs
+                )
+            else:
+                reply = model.generate(history, fuse=not args.no_fuse, streamer=streamer, **generation_kwargs(args))
         except USER_ERRORS as err:  # one bad turn (e.g. a prompt the models cannot take) need not end the chat
             history.pop()
             _notice(f"error: {err}")
