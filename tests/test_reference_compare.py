@@ -106,7 +106,11 @@ def test_both_sides_run_interleaved_through_the_driver(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     text = out.read_text()
-    assert text.startswith("# Perf\n\nprose stays\n") and rc.BEGIN in text and rc.END in text
+    assert (
+        text.startswith("# Perf\n\nprose stays\n")
+        and "<!-- reference-compare:begin -->" in text
+        and "<!-- reference-compare:end -->" in text
+    )
     for measure in ("receiver alone, batch 1", "C2C, batch 1", "C2C / receiver alone, batch 1",
                     "fusion stage, batch 1", "C2C generated tokens/s, batch 2 / batch 1"):  # fmt: skip
         assert f"| float32 | {measure} |" in text
