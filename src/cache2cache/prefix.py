@@ -36,7 +36,7 @@ from transformers.cache_utils import Cache
 
 from . import kv
 from .control import FusionControl
-from .generation import check_prompt_length
+from .generation import check_generation_kwargs, check_prompt_length
 from .inputs import C2CInputs, Messages, Stage, as_conversations, untimed
 
 if TYPE_CHECKING:
@@ -293,8 +293,6 @@ def generate(
         The generated text and the prefix over this prompt minus its last token: pass it to the next
         turn's call, whose prompt starts with this one.
     """
-    from .model import check_generation_kwargs
-
     conversations, single = as_conversations(messages)
     if not single:
         raise ValueError(f"prefix reuse takes one conversation, got a batch of {len(conversations)}")

@@ -48,8 +48,11 @@ from transformers import StoppingCriteriaList
 
 from ..control import FusionControl
 from ..inputs import C2CInputs, left_pad, pad_id
+from ..loading import usable_device
 from ..model import C2CModel
+from .config import EvalConfig
 from .modes import stop_criteria
+from .runner import build_model
 from .scoring import append_continuations, continuation_logprobs, greedy_flags
 
 logger = logging.getLogger(__name__)
@@ -137,10 +140,6 @@ class C2CLM(TemplateLM):
                 raise ValueError(
                     "C2CLM needs model= or fuser= (a trained checkpoint); for the receiver alone pass fuse=False with receiver= and sharer="
                 )
-            from ..loading import usable_device
-            from .config import EvalConfig
-            from .runner import build_model
-
             model = build_model(EvalConfig(receiver=receiver, sharer=sharer, fuser=fuser, subfolder=subfolder, dtype=dtype,  # type: ignore[arg-type]
                                            device=str(usable_device(None if device == "auto" else device)), modes=["c2c" if fuser else "receiver"]))  # fmt: skip
         if model.receiver_tokenizer is None:

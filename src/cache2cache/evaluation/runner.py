@@ -34,8 +34,10 @@ from transformers import PreTrainedTokenizerBase
 
 from .. import kv
 from ..chat import render_chat
+from ..config import FuserConfig
 from ..control import FusionControl
 from ..inputs import pad_id
+from ..loading import load_model, load_tokenizer, parse_device
 from ..model import C2CModel
 from ..sharers import sharer_names
 from ..tasks import MultipleChoiceItem, TaskError, load_task
@@ -90,9 +92,6 @@ def build_model(config: EvalConfig) -> C2CModel:
     Raises:
         ValueError: The checkpoint does not fit the models; OSError: a model cannot be found.
     """
-    from ..config import FuserConfig
-    from ..loading import load_model, load_tokenizer, parse_device
-
     device, dtype = parse_device(config.device), config.dtype
     if config.fuser:
         return C2CModel.from_pretrained(

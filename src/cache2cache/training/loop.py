@@ -42,7 +42,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from ..config import C2CConfig
 from ..control import FusionControl
 from ..inputs import pad_id
-from ..loading import has_fast_bf16
+from ..loading import has_fast_bf16, load_model, load_tokenizer
 from ..model import C2CModel
 from ..sharers import fuser_modules
 from .batching import IGNORE_INDEX, TrainingBatch, collate
@@ -413,8 +413,6 @@ def run_training(config: TrainConfig, *, on_step: StepCallback | None = None) ->
     receiver, sharer, receiver_tokenizer, sharer_tokenizer = load_pair(
         dataclasses.replace(m, dtype=dtype), world.device, config.training.seed, config.output_path, write=world.is_main
     )
-    from ..loading import load_model, load_tokenizer
-
     more = [load_model(name, dtype=dtype, device=world.device) for name in m.more_sharers]
     pair = C2CConfig.for_pair(
         receiver,

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..loading import load_model, load_tokenizer
 from .schema import ModelOptions
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,6 @@ def load_pair(
         `(receiver, sharer, receiver_tokenizer, sharer_tokenizer)`; the sharer tokenizer is None when
         the sharer comes with none (it then reads the receiver's ids).
     """
-    from ..loading import load_model, load_tokenizer
-
     receiver_tokenizer = load_tokenizer(options.receiver_tokenizer or options.receiver)
     if options.sharer == options.receiver and (options.sharer_tokenizer or options.sharer) == (
         options.receiver_tokenizer or options.receiver
@@ -72,8 +71,6 @@ def _receiver_only(
     write: bool,
 ) -> PreTrainedModel:
     """The receiver alone, loaded or built as `options.init` says."""
-    from ..loading import load_model
-
     if options.init == "pretrained":
         return load_model(options.receiver, dtype=options.dtype, device=device)
     return _random_model(options, "receiver", tokenizer, device, output_dir, seed, write)

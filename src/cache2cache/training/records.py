@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import assets
+from ..tasks import load_task
+from ..tasks.prompts import mc_training_messages
+
 if TYPE_CHECKING:
     from .config import DataSource
 
@@ -307,9 +311,6 @@ def mc_conversations(
         limit: Keep the first `limit` items.
         data_dir: Where the local data is (default: the asset cache).
     """
-    from ..tasks import load_task
-    from ..tasks.prompts import mc_training_messages
-
     return [mc_training_messages(item) for item in load_task(task, split=split, limit=limit, data_dir=data_dir)]
 
 
@@ -319,8 +320,6 @@ def load_source(source: DataSource) -> list[Conversation]:
         assert source.path is not None  # checked by the config
         conversations = mc_conversations(source.path, split=source.split, limit=source.limit, data_dir=source.data_dir)
     elif source.type == "sharegpt":
-        from .. import assets
-
         conversations = sharegpt_conversations(source.path or assets.data_path("sharegpt"), limit=source.limit)
     else:
         assert source.path is not None  # checked by the config

@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import save_c2c
-from ..config import CONFIG_NAME
+from ..checkpoint import load_fuser_weights, save_c2c
+from ..config import CONFIG_NAME, C2CConfig
 from ..model import C2CModel
 from .distributed import World
 from .metrics import METRICS_NAME
@@ -139,9 +139,6 @@ def load_checkpoint(
         ValueError: the checkpoint was made for another pair or other fuser sizes (the message lists
             the differing fields), or is incomplete.
     """
-    from ..checkpoint import load_fuser_weights
-    from ..config import C2CConfig
-
     missing = [name for name in (CONFIG_NAME, TRAINING_STATE, TRAINER_STATE) if not (checkpoint / name).is_file()]
     if missing:
         raise ValueError(
