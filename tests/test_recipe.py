@@ -77,7 +77,9 @@ def test_lists_of_scalars_take_commas_and_text_fields_keep_text(tmp_path) -> Non
     assert config.output.keep_last is None
     evaluation, problems = parse_eval_config({"fuse_layers": "0, 2", "modes": "receiver,sharer,bogus"})
     assert evaluation.fuse_layers == [0, 2] and evaluation.modes == ["receiver", "sharer"]
-    assert problems == ["modes: 'bogus' not allowed, expected a list of one of 'receiver', 'sharer', 't2t', 'c2c'"]
+    assert problems == [
+        "modes: 'bogus' not allowed, expected a list of one of 'receiver', 'sharer', 't2t', 'self', 'c2c'"
+    ]
 
 
 def test_a_recipe_of_another_kind_is_refused_by_name(tmp_path) -> None:
