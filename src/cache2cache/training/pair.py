@@ -31,52 +31,35 @@ def load_pair(
         the sharer comes with none (it then reads the receiver's ids).
     """
     receiver_tokenizer = load_tokenizer(options.receiver_tokenizer or options.receiver)
+    receiver = _model(options, "receiver", receiver_tokenizer, device, output_dir, seed, write)
     if options.sharer == options.receiver and (options.sharer_tokenizer or options.sharer) == (
         options.receiver_tokenizer or options.receiver
     ):
         # The receiver as its own sharer (the `self` control of c2c eval): one model, read twice.
-        receiver = _receiver_only(options, receiver_tokenizer, device, output_dir, seed, write)
         return receiver, receiver, receiver_tokenizer, receiver_tokenizer
-    if options.init == "pretrained":
-        receiver = load_model(options.receiver, dtype=options.dtype, device=device)
-        sharer = load_model(options.sharer, dtype=options.dtype, device=device)
-        return receiver, sharer, receiver_tokenizer, load_tokenizer(options.sharer_tokenizer or options.sharer)
-
-    sharer_folder = Path(options.sharer).expanduser()
-    has_tokenizer = any((sharer_folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
-    sharer_tokenizer = (
-        load_tokenizer(options.sharer_tokenizer)
-        if options.sharer_tokenizer
-        else (load_tokenizer(options.sharer) if has_tokenizer else None)
-    )
-    receiver = _random_model(options, "receiver", receiver_tokenizer, device, output_dir, seed, write)
-    sharer = _random_model(
-        options, "sharer", sharer_tokenizer or receiver_tokenizer, device, output_dir, seed + 1, write
-    )
-    logger.info(
-        "built random-weight receiver and sharer from %s and %s (saved under %s)",
-        options.receiver,
-        options.sharer,
-        output_dir / "models",
-    )
+    sharer_tokenizer = _sharer_tokenizer(options)
+    sharer = _model(options, "sharer", sharer_tokenizer or receiver_tokenizer, device, output_dir, seed + 1, write)
+    if options.init == "random":
+        logger.info(
+            "built random-weight receiver and sharer from %s and %s (saved under %s)",
+            options.receiver,
+            options.sharer,
+            output_dir / "models",
+        )
     return receiver, sharer, receiver_tokenizer, sharer_tokenizer
 
 
-def _receiver_only(
-    options: ModelOptions,
-    tokenizer: PreTrainedTokenizerBase,
-    device: torch.device,
-    output_dir: Path,
-    seed: int,
-    write: bool,
-) -> PreTrainedModel:
-    """The receiver alone, loaded or built as `options.init` says."""
-    if options.init == "pretrained":
-        return load_model(options.receiver, dtype=options.dtype, device=device)
-    return _random_model(options, "receiver", tokenizer, device, output_dir, seed, write)
+def _sharer_tokenizer(options: ModelOptions) -> PreTrainedTokenizerBase | None:
+    """The sharer's tokenizer: the one named, else the sharer's own; a random-init sharer folder may
+    have none (it then reads the receiver's ids)."""
+    if options.sharer_tokenizer or options.init == "pretrained":
+        return load_tokenizer(options.sharer_tokenizer or options.sharer)
+    folder = Path(options.sharer).expanduser()
+    has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    return load_tokenizer(options.sharer) if has_tokenizer else None
 
 
-def _random_model(
+def _model(
     options: ModelOptions,
     role: str,
     tokenizer: PreTrainedTokenizerBase,
@@ -85,8 +68,11 @@ def _random_model(
     seed: int,
     write: bool,
 ) -> PreTrainedModel:
-    """`role`'s model built from the `config.json` its option names, with random weights seeded by `seed`,
-    saved with `tokenizer` under `<output_dir>/models/<role>/` when `write`, and named by that folder."""
+    """`role`'s model, frozen on `device`: loaded (`init: pretrained`), or built from the `config.json`
+    its option names with random weights seeded by `seed`, saved with `tokenizer` under
+    `<output_dir>/models/<role>/` when `write`, and named by that folder."""
+    if options.init == "pretrained":
+        return load_model(getattr(options, role), dtype=options.dtype, device=device)
     from transformers import AutoConfig, AutoModelForCausalLM
 
     dtype = torch.float32 if options.dtype == "auto" else getattr(torch, options.dtype)
