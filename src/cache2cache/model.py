@@ -45,7 +45,7 @@ from .layer_map import LayerMapName
 from .pairing import aligner_for, check_models, sharer_lists, unshared_sharer_ids
 from .response_fusion import ResponseFusion
 from .sharer_prompt import encode_with_sharer_messages
-from .sharers import MultiFuserStack, build_fusers
+from .sharers import MultiFuserStack, build_fusers, run_fusers
 
 logger = logging.getLogger(__name__)
 
@@ -293,11 +293,11 @@ class C2CModel(nn.Module):
                     for sharer, side in zip(self.sharers, sides, strict=True)
                 ]
         with stage("fuse"):
-            several = len(sharer_kv) > 1
-            fused = (fusers or self.fusers)(
-                sharer_kv if several else sharer_kv[0],
+            fused = run_fusers(
+                fusers or self.fusers,
+                sharer_kv,
                 kv.layers(receiver_cache),
-                masks if several else masks[0],
+                masks,
                 layers=control.layers,
                 strength=control.strength,
             )

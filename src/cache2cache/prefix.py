@@ -38,6 +38,7 @@ from . import kv
 from .control import FusionControl
 from .generation import check_generation_kwargs, check_prompt_length
 from .inputs import C2CInputs, Messages, Stage, as_conversations, untimed
+from .sharers import run_fusers
 
 if TYPE_CHECKING:
     from .model import C2CModel
@@ -192,14 +193,9 @@ def _fused_columns(
     masks = [control.fusion_mask(side.fusion_mask)[:, start:] for side in sides]
     if not any(bool(mask.any()) for mask in masks):
         return receiver_new
-    several = len(sharer_new) > 1
     with stage("fuse"):
-        fused = model.fusers(
-            sharer_new if several else sharer_new[0],
-            receiver_new,
-            masks if several else masks[0],
-            layers=control.layers,
-            strength=control.strength,
+        fused = run_fusers(
+            model.fusers, sharer_new, receiver_new, masks, layers=control.layers, strength=control.strength
         )
     return [fused.get(i, pair) for i, pair in enumerate(receiver_new)]
 

@@ -95,6 +95,31 @@ class MultiFuserStack(nn.Module):
         return fused
 
 
+def run_fusers(
+    fusers: nn.Module,
+    sharer_kv: list[list[KV]],
+    receiver_kv: list[KV],
+    fusion_masks: list[torch.Tensor],
+    *,
+    layers: Collection[int] | None = None,
+    strength: float = 1.0,
+) -> dict[int, KV]:
+    """Call a `FuserStack` (one sharer) or a `MultiFuserStack` (several), or a DDP wrapper of either,
+    with per-sharer lists: sharer i's `(K, V)` per sharer layer and its (B, N) fusion mask.
+
+    Returns:
+        Receiver layer -> fused `(K, V)`, each (B, Ht, N_l, Dt).
+    """
+    several = len(sharer_kv) > 1
+    return fusers(
+        sharer_kv if several else sharer_kv[0],
+        receiver_kv,
+        fusion_masks if several else fusion_masks[0],
+        layers=layers,
+        strength=strength,
+    )
+
+
 def fusers_for(config: C2CConfig) -> FuserStack | MultiFuserStack:
     """The fuser module `config` describes, with freshly initialised weights (on the current device)."""
     stacks = [
