@@ -44,8 +44,7 @@ if TYPE_CHECKING:
 class EncodingPair(Protocol):
     """What encoding with sharer messages reads of a `C2CModel`."""
 
-    @property
-    def receiver_tokenizer(self) -> PreTrainedTokenizerBase | None: ...
+    def chat_tokenizer(self) -> PreTrainedTokenizerBase: ...
     @property
     def sharer_tokenizer(self) -> PreTrainedTokenizerBase | None: ...
     @property
@@ -146,11 +145,7 @@ def encode_with_sharer_messages(
             f"sharer_messages gives one sharer its own conversation, but this model reads {len(model.sharers)} "
             "sharers; use a single-sharer model, or drop sharer_messages"
         )
-    tok = model.receiver_tokenizer
-    if tok is None:
-        raise ValueError(
-            "sharer_messages needs a receiver tokenizer: pass receiver_tokenizer= when building the C2CModel"
-        )
+    tok = model.chat_tokenizer()
     check_sharer_conversations(conversations, sharer_conversations)
     sharer_tok = model.sharer_tokenizer or tok
     flags = {"add_generation_prompt": add_generation_prompt, "enable_thinking": enable_thinking}
@@ -182,7 +177,7 @@ def receiver_side(
             conversation, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
         )
         return seq.receiver_ids, seq.receiver_mask
-    ids = _tokens(model.receiver_tokenizer, conversation, add_generation_prompt, enable_thinking)
+    ids = _tokens(model.chat_tokenizer(), conversation, add_generation_prompt, enable_thinking)
     return ids, [1] * len(ids)
 
 
