@@ -59,6 +59,15 @@ def test_training_messages_follow_spec_5_2() -> None:
     ]  # fmt: skip
 
 
+def test_plain_training_messages_are_the_chat_that_plain_loglik_scores() -> None:
+    # The bare question as the user turn (what `c2c eval --prompt_style plain` sends) and the gold
+    # option's text as the reply (what `--loglik_target texts` scores for the right choice).
+    assert mc_training_messages(ITEM, "plain") == [
+        {"role": "user", "content": "Which gas do plants absorb?"},
+        {"role": "assistant", "content": "Carbon dioxide"},
+    ]
+
+
 def test_t2t_prompts() -> None:
     stage1 = background_prompt(ITEM.question)
     assert stage1 == (

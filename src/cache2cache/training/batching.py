@@ -1,4 +1,8 @@
-"""Training data, batching: `TrainingExample`s become one padded `TrainingBatch` for `C2CModel.forward`.
+"""Training data, batching: the epoch's order of examples, and `TrainingExample`s padded into one
+`TrainingBatch` for `C2CModel.forward`.
+
+`epoch_order` shuffles the examples with a seed per epoch; with `group_by_length` it then sorts pools
+of global batches by length, so micro-batches hold examples of similar lengths.
 
 `collate` LEFT-pads prompts to the batch's longest prompt P and RIGHT-pads responses, so every
 prompt ends at column P-1, padding never sits inside a sequence, and the batch fits
@@ -16,6 +20,41 @@ from ..inputs import C2CInputs
 from .examples import TrainingExample
 
 IGNORE_INDEX = -100
+
+LENGTH_POOL_STEPS = 32
+"""Global batches per pool that `epoch_order(group_by_length=True)` sorts by length."""
+
+
+def epoch_order(
+    lengths: Sequence[int], seed: int, epoch: int, global_batch: int, *, group_by_length: bool = False
+) -> list[int]:
+    """The order in which an epoch reads the examples; global batch s is `order[s*G : (s+1)*G]`.
+
+    Args:
+        lengths: Each example's length in tokens.
+        seed: The run's seed; with `epoch` it fixes the order (a resumed run reads the same order).
+        epoch: The epoch number.
+        global_batch: G, examples per optimizer step.
+        group_by_length: Sort each pool of `LENGTH_POOL_STEPS` x G shuffled examples by length
+            (longest first), cut it into global batches and shuffle those; a trailing partial
+            batch keeps its place at the end, where the epoch drops it.
+
+    Returns:
+        A permutation of `range(len(lengths))`.
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if not group_by_length:
+        return order
+    full = len(order) // global_batch * global_batch
+    pool = LENGTH_POOL_STEPS * global_batch
+    grouped: list[int] = []
+    for start in range(0, full, pool):
+        members = sorted(order[start : min(start + pool, full)], key=lambda i: -lengths[i])
+        batches = [members[b : b + global_batch] for b in range(0, len(members), global_batch)]
+        for b in torch.randperm(len(batches), generator=generator).tolist():
+            grouped += batches[b]
+    return grouped + order[full:]
 
 
 @dataclass

@@ -136,8 +136,26 @@ def check_train_config(
     return problems
 
 
+EVALUATION_BENCHMARKS = ("arc_easy", "arc_challenge", "openbookqa", "mmlu", "mmlu_redux", "ceval")
+"""Benchmarks this project evaluates on: their test and validation items never train a fuser."""
+
+
+def is_evaluation_data(source: DataSource) -> bool:
+    """Whether an "mc" source reads test or validation items of an evaluated benchmark (any split but train)."""
+    if source.type != "mc" or source.path is None:
+        return False
+    name = source.path.removeprefix("hub:").removeprefix("oe_eval:").split("/")[0]
+    return name in EVALUATION_BENCHMARKS and source.split != "train"
+
+
 def _source_problems(source: DataSource, where: str) -> list[str]:
     problems = []
+    if is_evaluation_data(source):
+        problems.append(
+            f"{where}.path: {source.path!r} is an evaluation benchmark; training on its test or validation items "
+            "would leak them into the results. Use other tasks (bigbench:<task>, oe_eval:sciq/rc_0shot, ...), "
+            "or a train split (split: train, hub tasks)"
+        )
     if source.path is None and source.type != "sharegpt":
         example = (
             "a task name such as bigbench:strategyqa, or a .jsonl file"
@@ -151,6 +169,8 @@ def _source_problems(source: DataSource, where: str) -> list[str]:
         )
     if source.data_dir is not None and source.type != "mc":
         problems.append(f"{where}.data_dir: only 'mc' sources read data_dir; remove it or set type: mc")
+    if source.prompt_style != "paper" and source.type != "mc":
+        problems.append(f"{where}.prompt_style: only 'mc' sources have a prompt style; remove it or set type: mc")
     if source.split is not None and source.type == "sharegpt":
         problems.append(f"{where}.split: a sharegpt file has no splits; remove it")
     return problems

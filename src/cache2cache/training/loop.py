@@ -45,7 +45,7 @@ from ..inputs import pad_id
 from ..loading import has_fast_bf16, load_model, load_tokenizer
 from ..model import C2CModel
 from ..sharers import fuser_modules
-from .batching import IGNORE_INDEX, TrainingBatch, collate
+from .batching import IGNORE_INDEX, TrainingBatch, collate, epoch_order
 from .config import (
     RECIPE_NAME,
     ConfigError,
@@ -265,8 +265,12 @@ def train_fusers(
             started = time.perf_counter()
             epoch, offset = divmod(step, steps_per_epoch)
             if order[0] != epoch:
-                generator = torch.Generator().manual_seed(opts.seed * 1_000_003 + epoch)
-                order = (epoch, torch.randperm(len(train_set), generator=generator).tolist())
+                order = (
+                    epoch,
+                    epoch_order(
+                        train_set.lengths, opts.seed, epoch, global_batch, group_by_length=opts.group_by_length
+                    ),
+                )
             batches = _micro_batches(train_set, order[1], offset, opts, world, pad_ids)
             targets, tokens = world.all_reduce_sum(
                 [sum(b.num_target_tokens for b in batches), sum(b.num_tokens for b in batches)]

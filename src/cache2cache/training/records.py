@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .. import assets
 from ..tasks import load_task
@@ -300,25 +300,38 @@ def sharegpt_conversations(path: str | Path, *, limit: int | None = None) -> lis
 
 
 def mc_conversations(
-    task: str, *, split: str | None = None, limit: int | None = None, data_dir: str | None = None
+    task: str,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    data_dir: str | None = None,
+    prompt_style: Literal["paper", "plain"] = "paper",
 ) -> list[Conversation]:
-    """A multiple-choice task as training chats: the question and lettered options, then
-    "The correct answer is X." (`tasks.prompts.mc_training_messages`).
+    """A multiple-choice task as training chats (`tasks.prompts.mc_training_messages`).
 
     Args:
-        task: Anything `tasks.load_task` accepts (`bigbench:<task>`, a JSONL file, ...).
+        task: Anything `tasks.load_task` accepts (`bigbench:<task>`, `oe_eval:<task>/<variant>`, a JSONL file, ...).
         split: The task's split, for registered tasks.
         limit: Keep the first `limit` items.
         data_dir: Where the local data is (default: the asset cache).
+        prompt_style: "paper": the question and lettered options, then "The correct answer is X.";
+            "plain": the bare question, then the gold option's text.
     """
-    return [mc_training_messages(item) for item in load_task(task, split=split, limit=limit, data_dir=data_dir)]
+    items = load_task(task, split=split, limit=limit, data_dir=data_dir)
+    return [mc_training_messages(item, prompt_style) for item in items]
 
 
 def load_source(source: DataSource) -> list[Conversation]:
     """The conversations of one recipe data source (see `training.config.DataSource`)."""
     if source.type == "mc":
         assert source.path is not None  # checked by the config
-        conversations = mc_conversations(source.path, split=source.split, limit=source.limit, data_dir=source.data_dir)
+        conversations = mc_conversations(
+            source.path,
+            split=source.split,
+            limit=source.limit,
+            data_dir=source.data_dir,
+            prompt_style=source.prompt_style,
+        )
     elif source.type == "sharegpt":
         conversations = sharegpt_conversations(source.path or assets.data_path("sharegpt"), limit=source.limit)
     else:

@@ -82,6 +82,9 @@ class DataSource:
         split: Dataset split (hub ids, `datasets` folders, registered mc tasks).
         limit: Keep the first `limit` conversations.
         data_dir: "mc" only: where `load_task` finds local data (default: the asset cache).
+        prompt_style: "mc" only: "paper" (question and lettered options, reply "The correct answer
+            is X.") or "plain" (the bare question, reply the gold option's text: what `c2c eval
+            --prompt_style plain --loglik_target texts` scores).
     """
 
     type: Literal["chat", "mc", "sharegpt"] = "chat"
@@ -89,6 +92,7 @@ class DataSource:
     split: str | None = None
     limit: int | None = None
     data_dir: str | None = None
+    prompt_style: Literal["paper", "plain"] = "paper"
 
 
 @dataclass
@@ -142,6 +146,9 @@ class TrainingOptions:
         include_response: Also fuse the response tokens, teacher-forced, with the sharer reading the
             response too (the reference's `include_response`; `cache2cache.response_fusion`). Fusers
             trained so are meant to be used with `include_response` at inference.
+        group_by_length: Shuffle, then sort each pool of `LENGTH_POOL_STEPS` global batches by
+            length and shuffle the batches (Hugging Face Trainer's `group_by_length`): micro-batches
+            of similar lengths carry far less padding, and every example is still seen once per epoch.
     """
 
     seed: int = 42
@@ -160,6 +167,7 @@ class TrainingOptions:
     num_threads: int | None = None
     resume_from: str | None = None
     include_response: bool = False
+    group_by_length: bool = False
 
 
 @dataclass
