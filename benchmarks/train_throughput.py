@@ -9,9 +9,8 @@ conversations), and reports
     s/step     the epoch's wall time per optimizer step
 
 Variants (`--variants`), each training on the same conversations:
-    before    every example in shuffled order, the fusers run one after another (the loop as it was)
-    after     `group_by_length` batches (similar lengths, little padding) and the fuser stack's
-              batched training path (`StackedPaths`: every K and V path as one batched matmul)
+    before    batches of randomly shuffled examples (the loop as it was)
+    after     `group_by_length` batches: similar lengths, little padding
 
 Pairs:
     tiny      recipes/tiny.yaml: random-weight Qwen3 (3 layers) <- Llama (2 layers), fusers h=i=64,
@@ -107,15 +106,11 @@ def run_case(
 
     torch.set_num_threads(threads)
     from cache2cache import C2CConfig, C2CModel
-    from cache2cache.fuser import FuserStack
     from cache2cache.training import load_train_config, train_fusers
     from cache2cache.training.examples import ChatDataset, ExampleEncoder
     from cache2cache.training.pair import load_pair
     from cache2cache.training.records import chat_conversations, read_records
 
-    if variant == "before":  # the fusers one after another, as training ran before the batched path
-        forward = FuserStack.forward
-        FuserStack.forward = lambda self, *a, **k: forward(self, *a, **{**k, "batched": False})  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as out:
         dtype = "float32" if precision == "fp32" else "bfloat16"
         overrides = {"dtype": dtype, "precision": precision, "max_steps": None, "epochs": 1, "per_device_batch_size": batch,
@@ -129,7 +124,7 @@ def run_case(
         model = C2CModel.from_models(
             receiver, sharer, pair_config, receiver_tokenizer=rtok, sharer_tokenizer=stok, seed=0
         )
-        count = batch * (steps + 1)
+        count = batch * (steps + 2)  # a spare batch: conversations over max_length are dropped below
         if pair == "tiny":
             data = chat_conversations(read_records(str(ROOT / config.data.train[0].path)))
             data = (data * (count // len(data) + 1))[:count]
@@ -137,12 +132,13 @@ def run_case(
             data = synthetic_mc(count)
         else:
             data = recipe_sample(config.data.train, count, config.training.seed)
-        warm, timed = data[:batch], data[batch:]
-        train_fusers(model, warm, None, config, progress=False)  # first-call costs, untimed
         encoder = ExampleEncoder(rtok, model.aligner, enable_thinking=config.data.enable_thinking)
+        fitting = list(ChatDataset(data, encoder, config.data.max_length).conversations)
+        if len(fitting) < batch * (steps + 1):
+            raise SystemExit(f"only {len(fitting)} sampled conversations fit max_length; lower --steps or --batch")
+        warm, timed = fitting[:batch], fitting[batch : batch * (steps + 1)]
+        train_fusers(model, warm, None, config, progress=False)  # first-call costs, untimed
         kept = ChatDataset(timed, encoder, config.data.max_length)
-        if len(kept) != len(timed):
-            raise SystemExit(f"{len(timed) - len(kept)} conversations exceed max_length; the epoch would not be {steps} steps")
         done: list[int] = []
         started = time.perf_counter()
         train_fusers(model, timed, None, config, on_step=lambda step, metrics: done.append(step), progress=False)

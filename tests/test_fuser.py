@@ -151,52 +151,6 @@ def test_batched_stack_equals_each_fuser_in_turn(dtype):
         assert torch.equal(batched[1][1], receiver[1][1])  # the closed gate adds nothing
 
 
-def _training_stack(dropout: float) -> FuserStack:
-    torch.manual_seed(0)
-    fusers = {
-        t: C2CFuser(8, 16, 3, 2, hidden_dim=32, intermediate_dim=24, num_layers=4, dropout=dropout) for t in range(3)
-    }
-    return FuserStack({0: 0, 1: 1, 2: 1}, fusers).train()
-
-
-def _fused_and_grads(stack: FuserStack, batched: bool, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    sharer = [_kv(2, 3, 7, 8, s) for s in (1, 2)]
-    receiver = [_kv(2, 2, 7, 16, s) for s in (3, 4, 5)]
-    mask = torch.ones(2, 7, dtype=torch.bool)
-    mask[1, :3] = False
-    stack.zero_grad()
-    torch.manual_seed(seed)  # the Gumbel noise and dropout masks
-    fused = stack(sharer, receiver, mask, batched=batched)
-    outputs = [x for t in sorted(fused) for x in fused[t]]
-    sum((x * torch.linspace(-1, 1, x.shape[-1])).sum() for x in outputs).backward()
-    return [x.detach() for x in outputs], [p.grad.clone() for p in stack.parameters()]
-
-
-def test_training_batched_stack_equals_each_fuser_in_turn_with_gradients():
-    # Train mode: Gumbel gates drawn in the same order, so with the same seed (and no dropout) the
-    # batched path gives the fuser-by-fuser outputs and the same gradient for every parameter.
-    stack = _training_stack(dropout=0.0)
-    each, each_grads = _fused_and_grads(stack, batched=False, seed=7)
-    batched, batched_grads = _fused_and_grads(stack, batched=True, seed=7)
-    for a, b in zip(each, batched, strict=True):
-        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
-    assert len(each_grads) == len(batched_grads) == len(list(stack.parameters()))
-    for a, b in zip(each_grads, batched_grads, strict=True):
-        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
-    assert all(bool(g.abs().sum() > 0) for g in batched_grads)  # gates and every weight get a gradient
-
-
-def test_training_batched_stack_applies_dropout():
-    # Same weights and seed (so the same Gumbel gates, which are drawn before any dropout mask): only
-    # dropout can tell the two stacks apart, and the same seed repeats the same masks.
-    dropped, plain = _training_stack(dropout=0.5), _training_stack(dropout=0.0)
-    first, _ = _fused_and_grads(dropped, batched=True, seed=1)
-    again, _ = _fused_and_grads(dropped, batched=True, seed=1)
-    without, _ = _fused_and_grads(plain, batched=True, seed=1)
-    assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
-    assert not any(torch.allclose(x, y) for x, y in zip(first, without, strict=True))
-
-
 def test_ffn_block_runs_the_fused_rms_norm_under_autocast():
     """The norm's float32 weight meets autocast's bf16 input without torch's 'Mismatch dtype' fallback
     warning, and in float32 the block is exactly pre-norm with nn.RMSNorm."""

@@ -11,11 +11,10 @@ names so that a released `projector_{i}.pt` loads into `C2CFuser` with strict ke
         K_fused = K_receiver + g * w * P                                      # residual add
 
 `FuserStack` holds one fuser per mapped receiver layer and fuses all layers in one `forward`, which
-is what DDP needs (a wrapped module must be called through its own forward). It runs every K and V
-path of the step together: `StackedPaths` stacks the paths' weights along a leading dimension, so
-each of the network's matmuls is one batched `bmm` over all layers and both paths instead of
-2 x layers small ones (docs/perf.md). In training the stacking is part of the autograd graph; at
-inference the stacked copy is kept until a parameter changes, and paths whose hard eval gate is
+is what DDP needs (a wrapped module must be called through its own forward). At inference (eval mode,
+no grad) it runs every open K and V path of the step together: `StackedPaths` stacks the paths'
+weights along a leading dimension, so each of the network's matmuls is one batched `bmm` over all
+layers and both paths instead of 2 x layers small ones (docs/perf.md). Paths whose hard eval gate is
 closed add exactly nothing and are skipped.
 """
 
@@ -226,22 +225,20 @@ class C2CFuser(nn.Module):
 class StackedPaths:
     """The weights of G fuser paths (the K or V path of one layer each) stacked along a leading dim G.
 
-    Computes, for every path g at once, what `C2CFuser._fuse_one` computes before the gate and the
-    residual add: `P_g = proj_out(proj_mlp2(z))` and `w_g = sigmoid(scalar_head(scalar_mlp2(z)))`,
-    with `z = mlp1(in(x_g))`. The weights are stacked copies (transposed for `bmm`) in `dtype`; built
-    with grad enabled they stay in the autograd graph, so a loss trains the fusers' own parameters.
+    Computes, for every path g at once, what `C2CFuser._fuse_one` computes before the residual add:
+    `P_g = proj_out(proj_mlp2(z))` and `w_g = sigmoid(scalar_head(scalar_mlp2(z)))`, with
+    `z = mlp1(in(x_g))`. The weights are copies (transposed for `bmm`), in `dtype`.
 
     Args:
         paths: (fuser, "key" | "value") per path; all fusers of the same sizes.
         dtype: The dtype to compute in.
-        dropout: Dropout probability on each FFN block's output (training; 0 at inference).
     """
 
-    def __init__(self, paths: list[tuple[C2CFuser, str]], dtype: torch.dtype, *, dropout: float = 0.0) -> None:
+    def __init__(self, paths: list[tuple[C2CFuser, str]], dtype: torch.dtype) -> None:
         def linear(name: str) -> tuple[torch.Tensor, torch.Tensor]:
             layers = [getattr(f, f"{k}_{name}") for f, k in paths]
-            weight = torch.stack([m.weight.t() for m in layers]).to(dtype)  # (G, in, out)
-            bias = torch.stack([m.bias for m in layers]).to(dtype).unsqueeze(1)  # (G, 1, out)
+            weight = torch.stack([m.weight.detach().t() for m in layers]).to(dtype)  # (G, in, out)
+            bias = torch.stack([m.bias.detach() for m in layers]).to(dtype).unsqueeze(1)  # (G, 1, out)
             return weight, bias
 
         def blocks(name: str) -> list[tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]]:
@@ -249,26 +246,22 @@ class StackedPaths:
             out = []
             for j in range(len(stacks[0])):
                 block = [s[j] for s in stacks]
-                norm = torch.stack([b.norm.weight for b in block]).to(dtype).unsqueeze(1)  # (G, 1, h)
-                w1 = torch.stack([b.w1.weight.t() for b in block]).to(dtype)  # (G, h, i)
-                w2 = torch.stack([b.w2.weight.t() for b in block]).to(dtype)  # (G, i, h)
+                norm = torch.stack([b.norm.weight.detach() for b in block]).to(dtype).unsqueeze(1)  # (G, 1, h)
+                w1 = torch.stack([b.w1.weight.detach().t() for b in block]).to(dtype)  # (G, h, i)
+                w2 = torch.stack([b.w2.weight.detach().t() for b in block]).to(dtype)  # (G, i, h)
                 out.append((norm, float(block[0].norm.eps), w1, w2))
             return out
 
-        self.dtype, self.dropout = dtype, dropout
+        self.dtype = dtype
         self.linear_in, self.proj_out, self.scalar_head = linear("in"), linear("proj_out"), linear("scalar_head")
         self.mlp1, self.proj_mlp2, self.scalar_mlp2 = blocks("mlp1"), blocks("proj_mlp2"), blocks("scalar_mlp2")
 
-    def _ffn(
-        self, x: torch.Tensor, stack: list[tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]]
-    ) -> torch.Tensor:
-        """`FFNStack` on every path: (G, M, h) -> (G, M, h)."""
+    @staticmethod
+    def _ffn(x: torch.Tensor, stack: list[tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """`FFNStack` in eval mode on every path: (G, M, h) -> (G, M, h)."""
         for norm, eps, w1, w2 in stack:
-            inner = F.gelu(torch.bmm(F.rms_norm(x, (x.shape[-1],), None, eps) * norm, w1))
-            if self.dropout:
-                x = x + F.dropout(torch.bmm(inner, w2), self.dropout)
-            else:
-                x = torch.baddbmm(x, inner, w2)
+            hidden = F.rms_norm(x, (x.shape[-1],), None, eps) * norm
+            x = torch.baddbmm(x, F.gelu(torch.bmm(hidden, w1)), w2)
         return x
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -330,17 +323,15 @@ class FuserStack(nn.Module):
             fusion_mask: (B, N) bool, True where a token is fused.
             layers: Receiver layers to fuse; None fuses every mapped layer (see `control.py`).
             strength: alpha, the scale of each fused delta: `K_r + alpha * (K_fused - K_r)`.
-            batched: Run all paths as batched matmuls over stacked weights (`StackedPaths`: at
-                inference cached until a parameter changes; in training stacked afresh each call,
-                inside the autograd graph, with dropout and Gumbel gates); False runs each fuser in
-                turn. Both compute the same function (tests/test_fuser.py). Eval mode with grad
-                enabled always runs each fuser.
+            batched: In eval mode without grad, run all paths as batched matmuls over stacked weights
+                (`StackedPaths`, cached until a parameter changes); False runs each fuser in turn. Both
+                compute the same function (tests/test_fuser.py); training always runs each fuser.
 
         Returns:
             Receiver layer -> fused `(K, V)`, each (B, Ht, N_l, Dt); unfused tokens keep receiver values.
         """
         selected = [t for t in self.layer_map if layers is None or t in layers]
-        batched = batched and self._same_sizes and (self.training or not torch.is_grad_enabled())
+        batched = batched and self._same_sizes and not self.training and not torch.is_grad_enabled()
         fused: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         by_length: dict[int, list[int]] = {}
         for t in selected:
@@ -383,54 +374,34 @@ class FuserStack(nn.Module):
     def _fuse_batched(
         self, pairs: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]]
     ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """Every open K and V path of `pairs` through one `StackedPaths`.
-
-        In training every path is open and its Gumbel-sigmoid gate (`C2CFuser._gate`, drawn per path
-        in the order the fuser-by-fuser path draws it) scales its delta; in eval mode a hard gate
-        either adds the delta or skips the path.
+        """Every open K and V path of `pairs` through one `StackedPaths`, in eval mode.
 
         Args:
             pairs: Receiver layer -> (sharer `[K, V]`, each (B, Hs, C, Ds); receiver `[K, V]`, each (B, Ht, C, Dt)).
 
         Returns:
-            Receiver layer -> fused `(K, V)`, each (B, Ht, C, Dt): `K_r + g * w * P` on open paths, `K_r` on closed ones.
+            Receiver layer -> fused `(K, V)`, each (B, Ht, C, Dt): `K_r + w * P` on open paths, `K_r` on closed ones.
         """
-        kt = next(iter(pairs.values()))[1][0]
-        b, ht, c, dt = kt.shape
-        gates: list[torch.Tensor] = []
-        if self.training:
-            paths = [(t, kind) for t in pairs for kind in (0, 1)]
-            for t, kind in paths:
-                fuser = self.fuser(t)
-                gates.append(fuser._gate(getattr(fuser, f"{KINDS[kind]}_gate_logit"), (b, ht, c, 1)))
-        else:
-            logits = {t: torch.stack([self.fuser(t).key_gate_logit, self.fuser(t).value_gate_logit]) for t in pairs}
-            open_gates = (torch.stack(list(logits.values())) > 0).tolist()  # one sync for every gate of the step
-            paths = [(t, k) for t, is_open in zip(logits, open_gates, strict=True) for k in (0, 1) if is_open[k]]
+        gates = {t: torch.stack([self.fuser(t).key_gate_logit, self.fuser(t).value_gate_logit]) for t in pairs}
+        open_gates = (torch.stack(list(gates.values())) > 0).tolist()  # one sync for every gate of the step
+        paths = [(t, kind) for t, is_open in zip(gates, open_gates, strict=True) for kind in (0, 1) if is_open[kind]]
         result = {t: list(receiver) for t, (_, receiver) in pairs.items()}
         if paths:
+            kt = next(iter(pairs.values()))[1][0]
             dtype = self.fuser(paths[0][0]).key_in.weight.dtype
             if torch.is_autocast_enabled(kt.device.type):
                 dtype = torch.get_autocast_dtype(kt.device.type)
+            b, ht, c, dt = kt.shape
             x = torch.cat(
                 [torch.cat([pairs[t][side][kind].transpose(1, 2).reshape(b, c, -1) for side in (0, 1)], dim=-1)
                  .to(dtype).reshape(1, b * c, -1) for t, kind in paths], dim=0)  # (G, B*C, Hs*Ds + Ht*Dt)  # fmt: skip
-            if self.training:
-                dropout = self.fuser(paths[0][0]).key_mlp1.blocks[0].dropout.p
-                projected, weight = StackedPaths([(self.fuser(t), KINDS[k]) for t, k in paths], dtype, dropout=dropout)(
-                    x
-                )
-            else:
-                projected, weight = self._stacked(paths, dtype)(x)
+            projected, weight = self._stacked(paths, dtype)(x)
             delta = (weight.unsqueeze(-1) * projected.reshape(len(paths), b * c, ht, dt)).reshape(
                 len(paths), b, c, ht, dt
             )
             for g, (t, kind) in enumerate(paths):
                 target = result[t][kind]
-                change = delta[g].transpose(1, 2)  # (B, Ht, C, Dt)
-                if gates:
-                    change = gates[g] * change
-                result[t][kind] = target + change.to(target.dtype)
+                result[t][kind] = target + delta[g].transpose(1, 2).to(target.dtype)
         return {t: (k, v) for t, (k, v) in result.items()}
 
     def _stacked(self, paths: list[tuple[int, int]], dtype: torch.dtype) -> StackedPaths:
