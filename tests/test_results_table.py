@@ -1,0 +1,43 @@
+"""scripts/results_table.py: accuracy rows from summary.json, paired differences from items.jsonl."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
+assert spec is not None and spec.loader is not None
+results_table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(results_table)
+
+
+def _run(folder: Path, correct: dict[str, list[bool]]) -> Path:
+    folder.mkdir()
+    modes = [
+        {"mode": mode, "n": len(c), "accuracy": sum(c) / len(c), "ci_low": 0.1, "ci_high": 0.9,
+         "latency_median_ms": 12.0 if mode == "c2c" else None}
+        for mode, c in correct.items()
+    ]  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps({"task": "arc_easy", "split": "test", "modes": modes}))
+    lines = [json.dumps({"mode": m, "id": f"q{i}", "correct": v}) for m, c in correct.items() for i, v in enumerate(c)]
+    (folder / "items.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_rows_in_mode_order_and_paired_differences(tmp_path: Path) -> None:
+    run = _run(tmp_path / "r", {"c2c": [True, True, True, False], "receiver": [True, False, False, False]})
+    assert results_table.rows(run) == [
+        "| arc_easy test | receiver | 4 | 25.0% | [10.0, 90.0] | – |",
+        "| arc_easy test | c2c | 4 | 75.0% | [10.0, 90.0] | 12 ms |",
+    ]
+    # per-item differences 0, 1, 1, 0: mean 0.5, sd 0.577, half-width 1.96 * 0.577 / 2 = 0.566
+    assert results_table.paired_rows(run) == ["| arc_easy test | c2c - receiver | 4 | +50.0 points | [-6.6, +106.6] |"]
+
+
+def test_an_unfinished_run_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="summary.json does not exist"):
+        results_table.rows(tmp_path)
