@@ -308,6 +308,19 @@ def test_self_mode_fuses_the_receivers_own_cache(aligned, tmp_path):
     assert len(by_mode["open"]["self"]) == len(load_task(TASK))
 
 
+def test_a_fuser_joins_a_resumed_run_until_its_mode_has_records(aligned, tmp_path):
+    first, second = _self_fuser(aligned, tmp_path / "a", 3.0), _self_fuser(aligned, tmp_path / "b", 3.0)
+    run_eval(config(tmp_path, modes=["receiver"], answer_method="loglik", limit=3), model=aligned, progress=False)
+    joined = config(
+        tmp_path, modes=["receiver", "self"], self_fuser=first, answer_method="loglik", limit=3, resume=True
+    )
+    run_eval(joined, model=aligned, progress=False)  # no self records yet: the fuser may be named now
+    assert sorted({r["mode"] for r in read_items(tmp_path / "run")}) == ["receiver", "self"]
+    with pytest.raises(ValueError, match="self_fuser"):  # self records exist: another fuser would mix them
+        run_eval(config(tmp_path, modes=["receiver", "self"], self_fuser=second, answer_method="loglik", limit=3,
+                        resume=True), model=aligned, progress=False)  # fmt: skip
+
+
 def test_self_mode_needs_its_own_fuser(tmp_path):
     from cache2cache.evaluation.config import check_eval_config
 

@@ -9,7 +9,10 @@
 
 `--resume` reloads `items.jsonl` and skips its (mode, item id) pairs; it refuses a config that differs
 in a field that changes results (the task, models, prompts, answer method, ...), since old and new
-records would not be comparable. A last line cut short by an interruption is dropped with a warning.
+records would not be comparable. A fuser checkpoint may be given or changed while the folder holds no
+record of the mode that reads it (`fuser`: c2c; `self_fuser`: self), so baselines run first can be
+joined by C2C later (`--resume --fuser ... --modes receiver,sharer,c2c`). A last line cut short by an
+interruption is dropped with a warning.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ logger = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
 MARKDOWN_FILE = "results.md"
 CHART_FILE = "results.png"
+
+FUSER_FIELDS = {"fuser": "c2c", "self_fuser": "self"}
+"""Config fields naming a fuser checkpoint -> the one mode whose records depend on it."""
 
 
 class RunFolder:
@@ -62,13 +68,14 @@ class RunFolder:
             for name in (ITEMS_FILE, SUMMARY_FILE, MARKDOWN_FILE, CHART_FILE):
                 (self.path / name).unlink(missing_ok=True)
         elif config.resume and existing:
-            self._check_resumable(config)
-            self._done = self._load()
+            done = self._load()
+            self._check_resumable(config, {mode for mode, _ in done})
+            self._done = done
             logger.info("resuming %s: %d finished records", self.path, len(self._done))
         (self.path / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
         return dict(self._done)
 
-    def _check_resumable(self, config: EvalConfig) -> None:
+    def _check_resumable(self, config: EvalConfig, recorded_modes: set[str]) -> None:
         saved_path = self.path / CONFIG_FILE
         if not saved_path.is_file():
             raise ValueError(
@@ -78,7 +85,8 @@ class RunFolder:
         now = config.to_dict()
         # A field a run folder predates had its default value in that run.
         saved = {**EvalConfig().to_dict(), **saved}
-        changed = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+        free = {name for name, mode in FUSER_FIELDS.items() if mode not in recorded_modes}
+        changed = [k for k in now if k not in RESUMABLE_CHANGES | free and saved.get(k) != now[k]]
         if changed:
             diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
             raise ValueError(
