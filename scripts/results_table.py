@@ -3,8 +3,10 @@
     python scripts/results_table.py runs/eval/t1/arc_easy_test runs/eval/t1/arc_challenge_test ...
 
 Each folder's `summary.json` gives one row per mode: task and split, mode, items, accuracy with its
-Wilson 95% interval, and the median latency of the timed items (`--latency_items`). The rows come in
-the order of the folders, and in each folder in the order receiver, sharer, t2t, self, c2c.
+Wilson 95% interval, and the median latency of the timed items (`--latency_items`). Folders of the
+same task and split are one group (modes may be run into separate folders, on the same items); groups
+come in the order of the folders, and in each group the modes in the order receiver, sharer, t2t,
+self, c2c.
 
 The second table compares modes item by item (`items.jsonl`; the modes answered the same items):
 C2C against the receiver, against self and against the sharer, and self against the receiver. The
@@ -22,18 +24,30 @@ from pathlib import Path
 MODE_ORDER = ("receiver", "sharer", "t2t", "self", "c2c")
 
 
-def rows(run_dir: Path) -> list[str]:
-    """The table rows of one run folder.
-
-    Raises:
-        FileNotFoundError: the folder has no summary.json (the run has not finished).
-    """
+def _summary(run_dir: Path) -> dict:
     path = run_dir / "summary.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; give the output_dir of a finished `c2c eval` run")
-    summary = json.loads(path.read_text())
-    where = f"{summary['task']} {summary['split']}"
-    modes = sorted(summary["modes"], key=lambda m: MODE_ORDER.index(m["mode"]) if m["mode"] in MODE_ORDER else 99)
+    return json.loads(path.read_text())
+
+
+def group_runs(runs: list[Path]) -> dict[str, list[Path]]:
+    """`"task split"` -> its run folders, in first-appearance order.
+
+    Raises:
+        FileNotFoundError: a folder has no summary.json (the run has not finished).
+    """
+    groups: dict[str, list[Path]] = {}
+    for run in runs:
+        summary = _summary(run)
+        groups.setdefault(f"{summary['task']} {summary['split']}", []).append(run)
+    return groups
+
+
+def rows(where: str, run_dirs: list[Path]) -> list[str]:
+    """The accuracy rows of one task's run folders."""
+    modes = [m for run in run_dirs for m in _summary(run)["modes"]]
+    modes.sort(key=lambda m: MODE_ORDER.index(m["mode"]) if m["mode"] in MODE_ORDER else len(MODE_ORDER))
     out = []
     for m in modes:
         latency = f"{m['latency_median_ms']:,.0f} ms" if m.get("latency_median_ms") is not None else "–"
@@ -47,26 +61,33 @@ def rows(run_dir: Path) -> list[str]:
 COMPARISONS = (("c2c", "receiver"), ("c2c", "self"), ("c2c", "sharer"), ("self", "receiver"))
 
 
-def paired_rows(run_dir: Path) -> list[str]:
-    """`| task | a - b | n | difference | 95% CI |` rows for every comparison whose modes the run has."""
-    summary = json.loads((run_dir / "summary.json").read_text())
+def paired_rows(where: str, run_dirs: list[Path]) -> list[str]:
+    """`| task | a - b | n | difference | 95% CI |` rows for every comparison whose modes the folders hold.
+
+    Raises:
+        ValueError: two modes of a comparison answered different items.
+    """
     correct: dict[str, dict[str, bool]] = {}
-    for line in (run_dir / "items.jsonl").read_text().splitlines():
-        if line.strip():
-            item = json.loads(line)
-            correct.setdefault(item["mode"], {})[item["id"]] = bool(item["correct"])
+    for run in run_dirs:
+        for line in (run / "items.jsonl").read_text().splitlines():
+            if line.strip():
+                item = json.loads(line)
+                correct.setdefault(item["mode"], {})[item["id"]] = bool(item["correct"])
     out = []
     for a, b in COMPARISONS:
         if a not in correct or b not in correct:
             continue
-        ids = sorted(set(correct[a]) & set(correct[b]))
-        diffs = [int(correct[a][i]) - int(correct[b][i]) for i in ids]
+        if set(correct[a]) != set(correct[b]):
+            raise ValueError(
+                f"{where}: modes {a} and {b} answered different items; run them with the same task options"
+            )
+        diffs = [int(correct[a][i]) - int(correct[b][i]) for i in sorted(correct[a])]
         n = len(diffs)
         mean = sum(diffs) / n
         sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(n - 1, 1))
         half = 1.96 * sd / math.sqrt(n)
         out.append(
-            f"| {summary['task']} {summary['split']} | {a} - {b} | {n:,} | {100 * mean:+.1f} points "
+            f"| {where} | {a} - {b} | {n:,} | {100 * mean:+.1f} points "
             f"| [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}] |"
         )
     return out
@@ -76,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="c2c eval output folders")
     args = parser.parse_args(argv)
+    groups = group_runs(args.runs)
     print("| task | mode | n | accuracy | 95% CI (Wilson) | median latency |")
     print("|---|---|---:|---:|---|---:|")
-    for run in args.runs:
-        print("\n".join(rows(run)))
-    paired = [row for run in args.runs for row in paired_rows(run)]
+    for where, runs in groups.items():
+        print("\n".join(rows(where, runs)))
+    paired = [row for where, runs in groups.items() for row in paired_rows(where, runs)]
     if paired:
         print("\n| task | comparison | n | difference | 95% CI (paired) |")
         print("|---|---|---:|---:|---|")

@@ -28,16 +28,25 @@ def _run(folder: Path, correct: dict[str, list[bool]]) -> Path:
     return folder
 
 
-def test_rows_in_mode_order_and_paired_differences(tmp_path: Path) -> None:
-    run = _run(tmp_path / "r", {"c2c": [True, True, True, False], "receiver": [True, False, False, False]})
-    assert results_table.rows(run) == [
+def test_folders_of_one_task_group_in_mode_order_with_paired_differences(tmp_path: Path) -> None:
+    base = _run(tmp_path / "base", {"receiver": [True, False, False, False]})
+    fused = _run(tmp_path / "c2c", {"c2c": [True, True, True, False]})
+    groups = results_table.group_runs([fused, base])
+    assert groups == {"arc_easy test": [fused, base]}
+    assert results_table.rows("arc_easy test", groups["arc_easy test"]) == [
         "| arc_easy test | receiver | 4 | 25.0% | [10.0, 90.0] | – |",
         "| arc_easy test | c2c | 4 | 75.0% | [10.0, 90.0] | 12 ms |",
     ]
     # per-item differences 0, 1, 1, 0: mean 0.5, sd 0.577, half-width 1.96 * 0.577 / 2 = 0.566
-    assert results_table.paired_rows(run) == ["| arc_easy test | c2c - receiver | 4 | +50.0 points | [-6.6, +106.6] |"]
+    assert results_table.paired_rows("arc_easy test", [fused, base]) == [
+        "| arc_easy test | c2c - receiver | 4 | +50.0 points | [-6.6, +106.6] |"
+    ]
 
 
-def test_an_unfinished_run_is_named(tmp_path: Path) -> None:
+def test_bad_runs_are_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="summary.json does not exist"):
-        results_table.rows(tmp_path)
+        results_table.group_runs([tmp_path])
+    base = _run(tmp_path / "base", {"receiver": [True, False]})
+    other = _run(tmp_path / "c2c", {"c2c": [True, True, True]})
+    with pytest.raises(ValueError, match="answered different items"):
+        results_table.paired_rows("arc_easy test", [base, other])
