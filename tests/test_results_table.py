@@ -51,6 +51,9 @@ def test_bad_runs_are_named(tmp_path: Path) -> None:
 def test_a_mode_run_on_fewer_items_compares_on_the_common_ones(tmp_path: Path) -> None:
     base = _run(tmp_path / "base", {"receiver": [True, False]})
     other = _run(tmp_path / "c2c", {"c2c": [True, True, True]})
-    assert results_table.paired_rows("arc_easy test", [base, other]) == [
-        "| arc_easy test | c2c - receiver | 2 | +50.0 points | [-88.6, +188.6] |"
-    ]
+    assert (
+        results_table.paired_rows("arc_easy test", [base, other])
+        == [
+            "| arc_easy test | c2c - receiver | 2 | +50.0 points | [-48.0, +148.0] |"  # diffs 0, 1: sd 0.707, half-width 0.98
+        ]
+    )
