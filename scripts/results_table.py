@@ -66,10 +66,12 @@ def paired_rows(where: str, run_dirs: list[Path]) -> list[str]:
     hold, over the items both modes answered (n; a mode run on a sample of the items compares there)."""
     correct: dict[str, dict[str, bool]] = {}
     for run in run_dirs:
+        finished = {m["mode"] for m in _summary(run)["modes"]}  # records of an unfinished mode are left out
         for line in (run / "items.jsonl").read_text().splitlines():
             if line.strip():
                 item = json.loads(line)
-                correct.setdefault(item["mode"], {})[item["id"]] = bool(item["correct"])
+                if item["mode"] in finished:
+                    correct.setdefault(item["mode"], {})[item["id"]] = bool(item["correct"])
     out = []
     for a, b in COMPARISONS:
         if a not in correct or b not in correct:
