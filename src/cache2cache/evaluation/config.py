@@ -35,7 +35,7 @@ import yaml
 from .. import recipe
 from ..control import LAYERS_RANGE, PROPORTION_RANGE, STRENGTH_RANGE, valid_layers, valid_proportion, valid_strength
 from ..output_dir import output_dir_problem
-from ..tasks.prompts import T2T_BACKGROUND_PROMPT
+from ..tasks.prompts import T2T_BACKGROUND_PROMPT, PromptStyle
 
 Mode = Literal["receiver", "sharer", "t2t", "self", "c2c"]
 MODES: tuple[Mode, ...] = get_args(Mode)
@@ -104,7 +104,7 @@ class EvalConfig:
         "letters",
         "loglik: score the letters ' A', ' B', ... after the response prefix (docs/method.md §6.4), or each choice's full text (lm-eval style)",
     )
-    prompt_style: Literal["paper", "plain"] = _opt(
+    prompt_style: PromptStyle = _opt(
         "paper",
         "paper: the paper's multiple-choice prompt; plain: the question text alone (needs loglik_target texts or generate)",
     )

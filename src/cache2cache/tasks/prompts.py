@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 Message = dict[str, str]
 
+PromptStyle = Literal["paper", "plain"]
+"""How a multiple-choice item is asked: "paper", the paper's prompt with lettered options; "plain",
+the bare question (evaluation: `--prompt_style`; training: an `mc` source's `prompt_style`)."""
+
 T2T_BACKGROUND_PROMPT = (
     "In one clear sentence, describe the most essential background knowledge needed to answer the "
     "question: {question}\n\nDo NOT directly solve or give answer to the question."
@@ -77,7 +81,7 @@ def mc_messages(item: MultipleChoiceItem, *, use_template: bool = True) -> list[
     return [{"role": "user", "content": mc_prompt(item.question, item.choices, use_template=use_template)}]
 
 
-def mc_training_messages(item: MultipleChoiceItem, style: Literal["paper", "plain"] = "paper") -> list[Message]:
+def mc_training_messages(item: MultipleChoiceItem, style: PromptStyle = "paper") -> list[Message]:
     """The training chat for one item, in one of the two prompt styles of the evaluation.
 
     Args:
@@ -87,7 +91,7 @@ def mc_training_messages(item: MultipleChoiceItem, style: Literal["paper", "plai
             --prompt_style plain --loglik_target texts` scores (its reply is one option's text).
 
     Returns:
-        paper: `[user "Question: {q}\n\nChoices:\nA. ...\nB. ...", assistant "The correct answer is {L}."]`,
+        paper: `[user "Question: {q}\\n\\nChoices:\\nA. ...\\nB. ...", assistant "The correct answer is {L}."]`,
         the user text stripped as in the reference's MMLU/OpenBookQA chat datasets.
         plain: `[user "{q}", assistant "{gold option text}"]`.
     """

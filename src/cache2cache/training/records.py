@@ -22,11 +22,11 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from .. import assets
 from ..tasks import load_task
-from ..tasks.prompts import mc_training_messages
+from ..tasks.prompts import PromptStyle, mc_training_messages
 
 if TYPE_CHECKING:
     from .config import DataSource
@@ -305,7 +305,7 @@ def mc_conversations(
     split: str | None = None,
     limit: int | None = None,
     data_dir: str | None = None,
-    prompt_style: Literal["paper", "plain"] = "paper",
+    prompt_style: PromptStyle = "paper",
 ) -> list[Conversation]:
     """A multiple-choice task as training chats (`tasks.prompts.mc_training_messages`).
 

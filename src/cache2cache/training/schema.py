@@ -23,6 +23,7 @@ import yaml
 
 from ..config import AlignmentStrategy, FuserConfig
 from ..layer_map import LayerMapName
+from ..tasks.prompts import PromptStyle
 
 RECIPE_NAME = "recipe.yaml"
 """The resolved recipe, copied into every run's output_dir."""
@@ -92,7 +93,7 @@ class DataSource:
     split: str | None = None
     limit: int | None = None
     data_dir: str | None = None
-    prompt_style: Literal["paper", "plain"] = "paper"
+    prompt_style: PromptStyle = "paper"
 
 
 @dataclass
