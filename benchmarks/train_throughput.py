@@ -148,12 +148,12 @@ def run_case(
             receiver, sharer, pair_config, receiver_tokenizer=rtok, sharer_tokenizer=stok, seed=0
         )
         encoder = ExampleEncoder(rtok, model.aligner, enable_thinking=config.data.enable_thinking)
-        fitting = list(ChatDataset(data, encoder, config.data.max_length).conversations)
+        fitting = ChatDataset(data, encoder, config.data.max_length)
         if len(fitting) < batch * (steps + 1):
             raise SystemExit(f"only {len(fitting)} sampled conversations fit max_length; lower --steps or --batch")
-        warm, timed = fitting[:batch], fitting[batch : batch * (steps + 1)]
+        warm, timed = fitting.conversations[:batch], fitting.conversations[batch : batch * (steps + 1)]
+        timed_tokens = sum(fitting.lengths[batch : batch * (steps + 1)])
         train_fusers(model, warm, None, config, progress=False)  # first-call costs, untimed
-        kept = ChatDataset(timed, encoder, config.data.max_length)
         done: list[int] = []
         started = time.perf_counter()
         train_fusers(model, timed, None, config, on_step=lambda step, metrics: done.append(step), progress=False)
@@ -167,7 +167,7 @@ def run_case(
         "threads": torch.get_num_threads(),
         "batch": batch,
         "fuser_params_M": fuser_params / 1e6,
-        "tokens_per_s": kept.num_tokens / seconds,
+        "tokens_per_s": timed_tokens / seconds,
         "s_per_step": seconds / len(done),
         "steps": len(done),
         "data": "recipe" if pair == "tiny" else data_kind,
