@@ -12,6 +12,7 @@ import torch
 from cache2cache import C2CModel, kv
 from cache2cache.chat import render_chat
 from cache2cache.evaluation.config import EvalConfig
+from cache2cache.evaluation.modes import sharer_encode
 from cache2cache.evaluation.runner import run_eval
 from cache2cache.evaluation.scoring import ChoiceScorer, split_continuation
 from cache2cache.evaluation.timing import StageClock, timed_forward, timed_generate
@@ -151,6 +152,24 @@ def test_loglik_ranking_equals_a_hand_computation(tmp_path, kind, target):
         hand = _hand_scores(model, messages, texts, "The correct answer is", fuse=record["mode"] == "c2c")
         torch.testing.assert_close(torch.tensor(record["scores"]), torch.tensor(hand), rtol=1e-4, atol=1e-4)
         assert record["pred"] == max(range(len(hand)), key=hand.__getitem__)
+
+
+def test_sharer_scores_equal_a_full_forward_of_each_choice(aligned, tmp_path):
+    # The sharer keeps only the continuation's logits (the real Gemma-3 head is 262k wide); the
+    # scores must equal a plain forward of prompt + choice, one choice at a time, with every logit.
+    cfg = config(tmp_path, modes=["sharer"], answer_method="loglik", loglik_target="texts", prompt_style="plain")
+    items = {it.id: it for it in load_task(TASK)}
+    tok = aligned.sharer_tokenizer
+    for record in read_items(run_eval(cfg, model=aligned, items=list(items.values()), progress=False).output_dir):
+        prompt, hand = record["prompt"], []
+        ids, _ = sharer_encode(aligned, [prompt])
+        for choice in items[record["id"]].choices:
+            continuation = split_continuation(tok, prompt, ("" if prompt[-1].isspace() else " ") + choice)
+            with torch.no_grad():
+                logits = aligned.sharer(input_ids=torch.cat([ids, torch.tensor([continuation])], dim=1)).logits
+            logprobs = torch.log_softmax(logits[0, ids.shape[1] - 1 : -1].float(), dim=-1)
+            hand.append(float(logprobs[torch.arange(len(continuation)), continuation].sum()))
+        torch.testing.assert_close(torch.tensor(record["scores"]), torch.tensor(hand), rtol=1e-4, atol=1e-4)
 
 
 def test_single_token_letters_are_read_from_one_next_token_distribution():
