@@ -41,6 +41,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import assets
+from .frozen import freeze
 from .output_dir import output_dir_problem, replace_dir
 
 logger = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def load_model(
         device: where to put the model.
 
     Returns:
-        The model, in `.eval()` mode with `requires_grad_(False)`.
+        The model, frozen (`frozen.freeze`: eval mode, no gradients, a fast output layer).
 
     Example:
         >>> receiver = load_model("smollm2-135m-instruct", dtype="bfloat16")  # doctest: +SKIP
@@ -251,7 +252,7 @@ def load_model(
     start = time.perf_counter()
     model = _from_pretrained(AutoModelForCausalLM, name_or_path, location, gguf_file, **kwargs)
     assert isinstance(model, PreTrainedModel)
-    model = model.to(device).eval().requires_grad_(False)  # type: ignore[arg-type]  # transformers wraps .to, and mypy misreads the wrapper
+    model = freeze(model.to(device))  # type: ignore[arg-type]  # transformers wraps .to, and mypy misreads the wrapper
     logger.info("loaded %s (%s, %s) in %.1f s", name_or_path, type(model).__name__, model.dtype,
                 time.perf_counter() - start)  # fmt: skip
     return model

@@ -38,6 +38,7 @@ from . import encoding, kv
 from .checkpoint import load_pair, save_c2c
 from .config import C2CConfig, FuserConfig
 from .control import FusionControl
+from .frozen import freeze
 from .fuser import FuserStack
 from .generation import check_generation_kwargs, check_prompt_length, sharer_message_batch
 from .inputs import C2CInputs, Messages, SharerInputs, Stage, as_conversations, untimed
@@ -82,9 +83,10 @@ class C2CModel(nn.Module):
     ) -> None:
         super().__init__()
         sharers, tokenizers = sharer_lists(sharer, sharer_tokenizer, config, fusers)
-        self.receiver = receiver.eval().requires_grad_(False)
-        self.sharer = sharers[0].eval().requires_grad_(False)
-        self.more_sharers = nn.ModuleList(m.eval().requires_grad_(False) for m in sharers[1:])
+        # Any: causal LMs are PreTrainedModel plus GenerationMixin, a combination transformers' types lack.
+        self.receiver: Any = freeze(receiver)
+        self.sharer: Any = freeze(sharers[0])
+        self.more_sharers = nn.ModuleList(freeze(m) for m in sharers[1:])
         self.fusers = fusers
         self.config = config
         self.receiver_tokenizer = receiver_tokenizer

@@ -34,6 +34,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from ..config import FuserConfig
 from ..evaluation.config import DEFAULT_MODES as MODES
 from ..evaluation.modes import T2TStyle, reply_texts
+from ..frozen import freeze
 from ..model import C2CModel
 from ..output_dir import output_dir_problem
 from ..training.config import OutputOptions, TrainConfig, TrainingOptions
@@ -190,9 +191,7 @@ def _save_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, tar
 def _load(folder: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """A trained model and its tokenizer, frozen; a damaged folder is reported with the fix."""
     try:
-        return AutoModelForCausalLM.from_pretrained(folder).eval().requires_grad_(False), AutoTokenizer.from_pretrained(
-            folder
-        )
+        return freeze(AutoModelForCausalLM.from_pretrained(folder)), AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, SafetensorError) as err:
         raise ValueError(
             f"cannot load the demo's trained {folder.name} from {folder} ({err}); rerun with --fresh (fresh=True) to retrain"

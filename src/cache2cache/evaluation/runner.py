@@ -280,10 +280,7 @@ class Evaluator:
 
         def forward(chunk_rows: list[int], chunk_tails: list[list[int]]) -> torch.Tensor:
             full, full_mask = append_tokens(ids, mask, chunk_rows, chunk_tails, pad_id(tok))
-            # Columns P-1 .. end, as indices: an int would slice the hidden states into a strided view,
-            # and a strided 3-D input sends a bf16 CPU linear down a path ~100x slower (7 s against
-            # 70 ms for Gemma-3's 262k-wide head, docs/perf.md); indexing gives a contiguous copy.
-            keep = torch.arange(prompt_len - 1, full.shape[1])
+            keep = full.shape[1] - prompt_len + 1  # columns P-1 .. end; Gemma's vocabulary is 262k wide
             with clock.stage("score") if clock is not None else nullcontext():
                 return sharer(
                     input_ids=full, attention_mask=full_mask, position_ids=kv.positions(full_mask), logits_to_keep=keep

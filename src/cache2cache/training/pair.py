@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..frozen import freeze
 from ..loading import load_model, load_tokenizer
 from .schema import ModelOptions
 
@@ -84,4 +85,4 @@ def _model(
         model.save_pretrained(target)
         tokenizer.save_pretrained(target)
     model.name_or_path = model.config._name_or_path = str(target)
-    return model.to(device).eval().requires_grad_(False)
+    return freeze(model.to(device))
