@@ -5,12 +5,13 @@ has a cost on the CPU that this module removes. `torch.matmul` (and so `nn.Linea
 (B, T, H) into one (B*T, H) matrix product only when the input's strides allow a view or when the
 weight needs its gradient (PyTorch's `should_fold`; pytorch/pytorch#166891, #186148). With frozen
 weights, a strided input goes to a batched product over the weight broadcast B times instead, and on
-a CPU that path is 50-180x slower for a wide output layer (benchmarks/strided_head.py, docs/perf.md).
+a CPU that path is 50-230x slower in bf16 (4-5x in float32) for a wide output layer
+(benchmarks/strided_head.py, docs/perf.md).
 
 Hugging Face hands the output layer exactly such an input whenever it keeps the logits of the last
 columns only (`logits_to_keep`: the prefill of every `generate` call keeps 1, log-likelihood scoring
 keeps the continuation's): `hidden_states[:, -k:, :]` is a strided view. For Gemma-3-270M (262,144 x
-640 head, bf16) that made one generate prefill about 6 s instead of 0.1 s. `freeze` gives the output
+640 head, bf16) that made a batch-1 `generate` of 8 tokens 5.9 s instead of 1.6 s, and scoring 4 choices 22 s instead of 0.5 s. `freeze` gives the output
 layer a forward pre-hook that copies such an input into the standard layout (B*k*H values, negligible
 next to the product); inputs already in that layout pass untouched.
 """
