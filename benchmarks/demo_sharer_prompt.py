@@ -44,7 +44,7 @@ from cache2cache.demo.world import ATTRIBUTES, CITIES, COLOURS, JOBS, Person, ma
 from cache2cache.evaluation.modes import reply_texts
 from cache2cache.training import train_fusers
 from cache2cache.training.records import TwoPromptConversation
-from docblock import write_block
+from docblock import publish
 
 ROWS = (
     ("receiver", "receiver alone (question)"),
@@ -187,9 +187,7 @@ def main() -> None:
 def report(result: dict, command: str, write: Path | None) -> None:
     """Print the table; with `write`, put it between the sharer-prompt markers of that file."""
     block = table(result, command)
-    print(block)
-    if write:
-        write_block(write, "sharer-prompt", block)
+    publish(block, "sharer-prompt", write)
 
 
 if __name__ == "__main__":

@@ -16,3 +16,10 @@ def write_block(path: Path, name: str, block: str) -> None:
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + wrapped + "\n"
     path.write_text(text)
+
+
+def publish(block: str, name: str, path: Path | None) -> None:
+    """Print a benchmark's `block`, and write it into `path` between its markers when a path is given."""
+    print(block)
+    if path is not None:
+        write_block(path, name, block)

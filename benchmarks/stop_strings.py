@@ -22,7 +22,7 @@ from transformers import StoppingCriteriaList, StopStringCriteria
 
 from cache2cache.evaluation.modes import PLAIN_STOPS, stop_criteria
 from cache2cache.loading import load_model, load_tokenizer
-from docblock import write_block
+from docblock import publish
 
 PROMPT = "User: Which gas do plants take in for photosynthesis?\nAssistant:"
 
@@ -74,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
          f"Greedy calls of {args.new_tokens} new tokens on a {len(PROMPT)}-character prompt, float32, {args.threads} "
          f"thread(s), median of {args.runs} interleaved runs (`python benchmarks/stop_strings.py`)."]
     )  # fmt: skip
-    print(block)
-    if args.write:
-        write_block(args.write, "stop-strings", block)
+    publish(block, "stop-strings", args.write)
     return 0
 
 

@@ -30,7 +30,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from cache2cache.loading import load_model, resolve
-from docblock import write_block
+from docblock import publish
 from latency import machine
 
 HEADS = {"gemma-3-270m": (262_144, 640), "smollm2-135m-instruct": (49_152, 576)}
@@ -110,14 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     rows += head_rows(args.rows, args.length, args.kept, args.runs)
     if args.model:
         rows += model_rows(args.model, args.rows, args.length, args.kept, args.new_tokens, args.runs)
-    block = "\n".join(
-        [*rows, "",
-         f"Head rows: {args.rows} x {args.kept} columns sliced from {args.length}; {args.threads} thread(s), "
-         f"median of {args.runs} interleaved runs (`python benchmarks/strided_head.py`). Machine: {machine()}."]
-    )  # fmt: skip
-    print(block)
-    if args.write:
-        write_block(args.write, "strided-head", block)
+    note = (f"Head rows: {args.rows} x {args.kept} columns sliced from {args.length}; {args.threads} thread(s), median "
+            f"of {args.runs} interleaved runs (`python benchmarks/strided_head.py`). Machine: {machine()}.")  # fmt: skip
+    block = "\n".join([*rows, "", note])
+    publish(block, "strided-head", args.write)
     return 0
 
 

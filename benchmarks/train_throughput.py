@@ -57,7 +57,7 @@ from pathlib import Path
 
 import torch
 
-from docblock import write_block  # benchmarks/, the script's own folder
+from docblock import publish  # benchmarks/, the script's own folder
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ("tiny", "smollm2")
@@ -263,9 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         if variant == "before" and (pair, precision, "after") in by_case
     ]
     block = "\n".join(lines + ([""] + ratios if ratios else []))
-    print(block)
-    if args.write:
-        write_block(args.write, "train-throughput", block)
+    publish(block, "train-throughput", args.write)
     return 0
 
 
