@@ -62,5 +62,6 @@ def freeze(model: Model) -> Model:
     model.eval().requires_grad_(False)
     head = model.get_output_embeddings()
     if isinstance(head, nn.Module) and not hasattr(head, _HOOKED):
-        setattr(head, _HOOKED, head.register_forward_pre_hook(_standard_layout_input))
+        head.register_forward_pre_hook(_standard_layout_input)
+        setattr(head, _HOOKED, True)
     return model
