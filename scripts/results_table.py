@@ -12,6 +12,10 @@ The second table compares modes item by item (`items.jsonl`), over the items bot
 C2C against the receiver, against self and against the sharer, and self against the receiver. The
 difference in accuracy has a 95% interval from the paired per-item differences (normal
 approximation: mean +- 1.96 sd / sqrt(n)), which is much narrower than two independent intervals.
+
+The third table, for groups with the receiver, the sharer, self and C2C, splits the items by who
+answered them alone and gives C2C's and self's accuracy on each part. If something crosses the
+cache, C2C beats self where only the sharer was right.
 """
 
 from __future__ import annotations
@@ -61,17 +65,23 @@ def rows(where: str, run_dirs: list[Path]) -> list[str]:
 COMPARISONS = (("c2c", "receiver"), ("c2c", "self"), ("c2c", "sharer"), ("self", "receiver"))
 
 
-def paired_rows(where: str, run_dirs: list[Path]) -> list[str]:
-    """`| task | a - b | n | difference | 95% CI |` rows for every comparison whose modes the folders
-    hold, over the items both modes answered (n; a mode run on a sample of the items compares there)."""
+def _correct(run_dirs: list[Path]) -> dict[str, dict[str, bool]]:
+    """mode -> item id -> correct, from the folders' items.jsonl (records of an unfinished mode left out)."""
     correct: dict[str, dict[str, bool]] = {}
     for run in run_dirs:
-        finished = {m["mode"] for m in _summary(run)["modes"]}  # records of an unfinished mode are left out
+        finished = {m["mode"] for m in _summary(run)["modes"]}
         for line in (run / "items.jsonl").read_text().splitlines():
             if line.strip():
                 item = json.loads(line)
                 if item["mode"] in finished:
                     correct.setdefault(item["mode"], {})[item["id"]] = bool(item["correct"])
+    return correct
+
+
+def paired_rows(where: str, run_dirs: list[Path]) -> list[str]:
+    """`| task | a - b | n | difference | 95% CI |` rows for every comparison whose modes the folders
+    hold, over the items both modes answered (n; a mode run on a sample of the items compares there)."""
+    correct = _correct(run_dirs)
     out = []
     for a, b in COMPARISONS:
         if a not in correct or b not in correct:
@@ -91,6 +101,33 @@ def paired_rows(where: str, run_dirs: list[Path]) -> list[str]:
     return out
 
 
+CASES = (("the sharer alone right, the receiver wrong", True, False),
+         ("the receiver alone right, the sharer wrong", False, True),
+         ("both wrong", False, False))  # fmt: skip
+"""Who was right alone, as (label, sharer correct, receiver correct)."""
+
+
+def who_knew_rows(where: str, run_dirs: list[Path]) -> list[str]:
+    """`| task | case | n | c2c | self |` rows: C2C's and self's accuracy on the items split by whether
+    the sharer and the receiver alone answered them. Communication shows as C2C above self where only
+    the sharer knew; enrichment alone lifts both alike. Empty unless all four modes are present."""
+    correct = _correct(run_dirs)
+    if not all(mode in correct for mode in ("receiver", "sharer", "self", "c2c")):
+        return []
+    common = set.intersection(*(set(correct[m]) for m in ("receiver", "sharer", "self", "c2c")))
+    out = []
+    for label, sharer_right, receiver_right in CASES:
+        ids = [
+            i
+            for i in sorted(common)
+            if (correct["sharer"][i], correct["receiver"][i]) == (sharer_right, receiver_right)
+        ]
+        if ids:
+            c2c, self_ = (100 * sum(correct[m][i] for i in ids) / len(ids) for m in ("c2c", "self"))
+            out.append(f"| {where} | {label} | {len(ids):,} | {c2c:.1f}% | {self_:.1f}% |")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="c2c eval output folders")
@@ -105,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n| task | comparison | n | difference | 95% CI (paired) |")
         print("|---|---|---:|---:|---|")
         print("\n".join(paired))
+    knew = [row for where, runs in groups.items() for row in who_knew_rows(where, runs)]
+    if knew:
+        print("\n| task | items where | n | c2c | self |")
+        print("|---|---|---:|---:|---:|")
+        print("\n".join(knew))
     return 0
 
 

@@ -57,3 +57,18 @@ def test_a_mode_run_on_fewer_items_compares_on_the_common_ones(tmp_path: Path) -
             "| arc_easy test | c2c - receiver | 2 | +50.0 points | [-48.0, +148.0] |"  # diffs 0, 1: sd 0.707, half-width 0.98
         ]
     )
+
+
+def test_who_knew_splits_the_items_by_the_single_models(tmp_path: Path) -> None:
+    # q0: only the sharer right; q1: only the receiver right; q2, q3: both wrong; q4: both right (no row)
+    run = _run(tmp_path / "all", {
+        "receiver": [False, True, False, False, True], "sharer": [True, False, False, False, True],
+        "self": [False, True, True, False, True], "c2c": [True, True, False, False, True],
+    })  # fmt: skip
+    assert results_table.who_knew_rows("arc_easy test", [run]) == [
+        "| arc_easy test | the sharer alone right, the receiver wrong | 1 | 100.0% | 0.0% |",
+        "| arc_easy test | the receiver alone right, the sharer wrong | 1 | 100.0% | 100.0% |",
+        "| arc_easy test | both wrong | 2 | 0.0% | 50.0% |",
+    ]
+    partial = _run(tmp_path / "partial", {"receiver": [True], "c2c": [True]})
+    assert results_table.who_knew_rows("arc_easy test", [partial]) == []
