@@ -9,7 +9,7 @@ come in the order of the folders, and in each group the modes in the order recei
 self, c2c.
 
 The second table compares modes item by item (`items.jsonl`), over the items both answered:
-C2C against the receiver, against self, against the sharer and against T2T, and self against the receiver. The
+C2C against the receiver, self, the sharer and T2T, and self against the receiver. The
 difference in accuracy has a 95% interval from the paired per-item differences (normal
 approximation: mean +- 1.96 sd / sqrt(n)), which is much narrower than two independent intervals.
 
