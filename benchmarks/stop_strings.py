@@ -13,8 +13,8 @@ side and interleaved run by run, the same greedy call both ways and writes the t
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from transformers import StoppingCriteriaList, StopStringCriteria
 from cache2cache.evaluation.modes import PLAIN_STOPS, stop_criteria
 from cache2cache.loading import load_model, load_tokenizer
 from docblock import publish
+from interleaved import median_ms
 
 PROMPT = "User: Which gas do plants take in for photosynthesis?\nAssistant:"
 
@@ -37,19 +38,13 @@ def measure(name: str, runs: int, new_tokens: int) -> dict[str, float]:
     StopStringCriteria(tok, list(PLAIN_STOPS))
     build_ms = (time.perf_counter() - start) * 1000
     cached = StoppingCriteriaList([stop_criteria(tok, PLAIN_STOPS)])
-    times: dict[str, list[float]] = {"stop_strings": [], "cached": []}
-    model.generate(**ids, **greedy)  # warm-up
-    for _ in range(runs):
-        for label, extra in (("stop_strings", {"stop_strings": list(PLAIN_STOPS), "tokenizer": tok}),
-                             ("cached", {"stopping_criteria": cached})):  # fmt: skip
-            start = time.perf_counter()
-            model.generate(**ids, **greedy, **extra)
-            times[label].append((time.perf_counter() - start) * 1000)
+    ms = median_ms({"stop_strings": partial(model.generate, **ids, **greedy, stop_strings=list(PLAIN_STOPS), tokenizer=tok),
+                    "cached": partial(model.generate, **ids, **greedy, stopping_criteria=cached)}, runs)  # fmt: skip
     return {
         "vocab": float(len(tok)),
         "build_ms": build_ms,
-        "stop_strings_ms": statistics.median(times["stop_strings"]),
-        "cached_ms": statistics.median(times["cached"]),
+        "stop_strings_ms": ms["stop_strings"],
+        "cached_ms": ms["cached"],
     }
 
 

@@ -20,9 +20,6 @@ This script times, side by side and interleaved run by run:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -31,23 +28,11 @@ from transformers import AutoModelForCausalLM
 
 from cache2cache.loading import load_model, resolve
 from docblock import publish
+from interleaved import median_ms
 from latency import machine
 
 HEADS = {"gemma-3-270m": (262_144, 640), "smollm2-135m-instruct": (49_152, 576)}
 """(vocabulary, hidden) of the output layers timed with random weights."""
-
-
-def median_ms(calls: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
-    """Median ms of each call, the calls interleaved run by run after one warm-up each."""
-    for call in calls.values():
-        call()
-    times: dict[str, list[float]] = {label: [] for label in calls}
-    for _ in range(runs):
-        for label, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[label].append((time.perf_counter() - start) * 1000)
-    return {label: statistics.median(values) for label, values in times.items()}
 
 
 def head_rows(rows: int, length: int, kept: int, runs: int) -> list[str]:
