@@ -65,7 +65,7 @@ def rows(where: str, run_dirs: list[Path]) -> list[str]:
 COMPARISONS = (("c2c", "receiver"), ("c2c", "self"), ("c2c", "sharer"), ("c2c", "t2t"), ("self", "receiver"))
 
 
-def _correct(run_dirs: list[Path]) -> dict[str, dict[str, bool]]:
+def item_correctness(run_dirs: list[Path]) -> dict[str, dict[str, bool]]:
     """mode -> item id -> correct, from the folders' items.jsonl (records of an unfinished mode left out)."""
     correct: dict[str, dict[str, bool]] = {}
     for run in run_dirs:
@@ -78,10 +78,10 @@ def _correct(run_dirs: list[Path]) -> dict[str, dict[str, bool]]:
     return correct
 
 
-def paired_rows(where: str, run_dirs: list[Path]) -> list[str]:
-    """`| task | a - b | n | difference | 95% CI |` rows for every comparison whose modes the folders
-    hold, over the items both modes answered (n; a mode run on a sample of the items compares there)."""
-    correct = _correct(run_dirs)
+def paired_rows(where: str, correct: dict[str, dict[str, bool]]) -> list[str]:
+    """`| task | a - b | n | difference | 95% CI |` rows for every comparison whose modes `correct`
+    (`item_correctness` of a group) holds, over the items both modes answered (n; a mode run on a
+    sample of the items compares there)."""
     out = []
     for a, b in COMPARISONS:
         if a not in correct or b not in correct:
@@ -107,21 +107,16 @@ CASES = (("the sharer alone right, the receiver wrong", True, False),
 """Who was right alone, as (label, sharer correct, receiver correct)."""
 
 
-def who_knew_rows(where: str, run_dirs: list[Path]) -> list[str]:
+def who_knew_rows(where: str, correct: dict[str, dict[str, bool]]) -> list[str]:
     """`| task | case | n | c2c | self |` rows: C2C's and self's accuracy on the items split by whether
     the sharer and the receiver alone answered them. Communication shows as C2C above self where only
     the sharer knew; enrichment alone lifts both alike. Empty unless all four modes are present."""
-    correct = _correct(run_dirs)
     if not all(mode in correct for mode in ("receiver", "sharer", "self", "c2c")):
         return []
-    common = set.intersection(*(set(correct[m]) for m in ("receiver", "sharer", "self", "c2c")))
+    common = sorted(set.intersection(*(set(correct[m]) for m in ("receiver", "sharer", "self", "c2c"))))
     out = []
     for label, sharer_right, receiver_right in CASES:
-        ids = [
-            i
-            for i in sorted(common)
-            if (correct["sharer"][i], correct["receiver"][i]) == (sharer_right, receiver_right)
-        ]
+        ids = [i for i in common if (correct["sharer"][i], correct["receiver"][i]) == (sharer_right, receiver_right)]
         if ids:
             c2c, self_ = (100 * sum(correct[m][i] for i in ids) / len(ids) for m in ("c2c", "self"))
             out.append(f"| {where} | {label} | {len(ids):,} | {c2c:.1f}% | {self_:.1f}% |")
@@ -137,12 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---:|---:|---|---:|")
     for where, runs in groups.items():
         print("\n".join(rows(where, runs)))
-    paired = [row for where, runs in groups.items() for row in paired_rows(where, runs)]
+    correct = {where: item_correctness(runs) for where, runs in groups.items()}
+    paired = [row for where in groups for row in paired_rows(where, correct[where])]
     if paired:
         print("\n| task | comparison | n | difference | 95% CI (paired) |")
         print("|---|---|---:|---:|---|")
         print("\n".join(paired))
-    knew = [row for where, runs in groups.items() for row in who_knew_rows(where, runs)]
+    knew = [row for where in groups for row in who_knew_rows(where, correct[where])]
     if knew:
         print("\n| task | items where | n | c2c | self |")
         print("|---|---|---:|---:|---:|")

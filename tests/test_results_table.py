@@ -38,7 +38,7 @@ def test_folders_of_one_task_group_in_mode_order_with_paired_differences(tmp_pat
         "| arc_easy test | c2c | 4 | 75.0% | [10.0, 90.0] | 12 ms |",
     ]
     # per-item differences 0, 1, 1, 0: mean 0.5, sd 0.577, half-width 1.96 * 0.577 / 2 = 0.566
-    assert results_table.paired_rows("arc_easy test", [fused, base]) == [
+    assert results_table.paired_rows("arc_easy test", results_table.item_correctness([fused, base])) == [
         "| arc_easy test | c2c - receiver | 4 | +50.0 points | [-6.6, +106.6] |"
     ]
 
@@ -52,7 +52,7 @@ def test_a_mode_run_on_fewer_items_compares_on_the_common_ones(tmp_path: Path) -
     base = _run(tmp_path / "base", {"receiver": [True, False]})
     other = _run(tmp_path / "c2c", {"c2c": [True, True, True]})
     assert (
-        results_table.paired_rows("arc_easy test", [base, other])
+        results_table.paired_rows("arc_easy test", results_table.item_correctness([base, other]))
         == [
             "| arc_easy test | c2c - receiver | 2 | +50.0 points | [-48.0, +148.0] |"  # diffs 0, 1: sd 0.707, half-width 0.98
         ]
@@ -65,10 +65,10 @@ def test_who_knew_splits_the_items_by_the_single_models(tmp_path: Path) -> None:
         "receiver": [False, True, False, False, True], "sharer": [True, False, False, False, True],
         "self": [False, True, True, False, True], "c2c": [True, True, False, False, True],
     })  # fmt: skip
-    assert results_table.who_knew_rows("arc_easy test", [run]) == [
+    assert results_table.who_knew_rows("arc_easy test", results_table.item_correctness([run])) == [
         "| arc_easy test | the sharer alone right, the receiver wrong | 1 | 100.0% | 0.0% |",
         "| arc_easy test | the receiver alone right, the sharer wrong | 1 | 100.0% | 100.0% |",
         "| arc_easy test | both wrong | 2 | 0.0% | 50.0% |",
     ]
     partial = _run(tmp_path / "partial", {"receiver": [True], "c2c": [True]})
-    assert results_table.who_knew_rows("arc_easy test", [partial]) == []
+    assert results_table.who_knew_rows("arc_easy test", results_table.item_correctness([partial])) == []
