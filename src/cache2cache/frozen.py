@@ -11,8 +11,8 @@ a CPU that path is 50-230x slower in bf16 (4-5x in float32) for a wide output la
 Hugging Face hands the output layer exactly such an input whenever it keeps the logits of the last
 columns only (`logits_to_keep`: the prefill of every `generate` call keeps 1, log-likelihood scoring
 keeps the continuation's): `hidden_states[:, -k:, :]` is a strided view. For Gemma-3-270M (262,144 x
-640 head, bf16) that made a batch-1 `generate` of 8 tokens 5.9 s instead of 1.6 s, and scoring 4 choices 22 s instead of 0.5 s. `freeze` gives the output
-layer a forward pre-hook that copies such an input into the standard layout (B*k*H values, negligible
+640 head, bf16) that made a batch-1 `generate` of 8 tokens 5.9 s instead of 1.6 s, and scoring 4
+choices 22 s instead of 0.5 s. `freeze` gives the output layer a forward pre-hook that copies such an input into the standard layout (B*k*H values, negligible
 next to the product); inputs already in that layout pass untouched.
 """
 
@@ -26,7 +26,7 @@ from transformers import PreTrainedModel
 
 Model = TypeVar("Model", bound=PreTrainedModel)
 
-_HOOKED = "_c2c_standard_layout_hook"
+_HOOKED = "_c2c_standard_layout_hooked"
 """Attribute marking an output layer that already has the hook (freezing twice adds it once)."""
 
 
