@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import cache2cache.fuser as fuser_module
 from cache2cache import C2CFuser, FuserStack, count_parameters
 
 
@@ -126,10 +127,14 @@ def test_stack_fuses_trailing_tokens_of_a_shorter_receiver_layer_and_honours_the
     assert not torch.allclose(fused[0][0][..., 1, :], full[0][..., 1, :])
 
 
+@pytest.mark.parametrize("paths_per_group", ["all", "one"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_batched_stack_equals_each_fuser_in_turn(dtype):
+def test_batched_stack_equals_each_fuser_in_turn(dtype, paths_per_group, monkeypatch):
     # Three layers, one of them with a closed V gate (skipped by the batched path), a padded row
-    # (columns no row fuses are skipped) and a strength below 1.
+    # (columns no row fuses are skipped) and a strength below 1; the paths run all in one batched
+    # matmul, or one per matmul (the CPU's grouping by activation size, forced small).
+    if paths_per_group == "one":
+        monkeypatch.setattr(fuser_module, "ACTIVATION_BYTES", 1)
     torch.manual_seed(0)
     fusers = {
         t: C2CFuser(8, 16, 3, 2, hidden_dim=32, intermediate_dim=24, num_layers=4, gate_init=3.0) for t in range(3)

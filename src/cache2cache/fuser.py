@@ -32,6 +32,10 @@ from torch import nn
 from .config import AnnealSchedule
 
 KINDS = ("key", "value")
+ACTIVATION_BYTES = 1 << 20
+"""On a CPU, `StackedPaths` runs as many paths per batched matmul as keep one (paths, tokens, h)
+activation near this size (1 MiB), so the elementwise work between the matmuls runs in the cache:
+all 56 paths of a 28-layer receiver at once ran 1.3-2.3x slower than one fuser after another (docs/perf.md)."""
 
 
 class FFNBlock(nn.Module):
@@ -273,24 +277,35 @@ class StackedPaths:
         return x * torch.rsqrt(norm.square_().div_(x.shape[-1]).add_(eps)).to(x.dtype)
 
     @classmethod
-    def _ffn(cls, x: torch.Tensor, stack: list[tuple[float, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """`FFNStack` in eval mode on every path: (G, M, h) -> (G, M, h)."""
+    def _ffn(cls, x: torch.Tensor, stack: list[tuple[float, torch.Tensor, torch.Tensor]], g: slice) -> torch.Tensor:
+        """`FFNStack` in eval mode on paths `g`: (G', M, h) -> (G', M, h)."""
         for eps, w1, w2 in stack:
-            x = torch.baddbmm(x, F.gelu(torch.bmm(cls._normalised(x, eps), w1)), w2)
+            x = torch.baddbmm(x, F.gelu(torch.bmm(cls._normalised(x, eps), w1[g])), w2[g])
         return x
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`x`: (G, M, Hs*Ds + Ht*Dt) fuser inputs -> projected (G, M, Ht*Dt) and weights (G, M, Ht)."""
+    def group_size(self, rows: int, device: torch.device) -> int:
+        """Paths to run per batched matmul for `rows` rows: on a CPU as many as keep one (paths, rows, h)
+        activation near `ACTIVATION_BYTES`, so the elementwise passes between the matmuls stay in the
+        cache; elsewhere all of them."""
+        paths, hidden_dim = self.branch_w1.shape[:2]
+        if device.type != "cpu":
+            return paths
+        return max(1, ACTIVATION_BYTES // (rows * hidden_dim * self.branch_w1.element_size()))
+
+    def __call__(self, x: torch.Tensor, g: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Paths `g` of the stack: `x` (G', M, Hs*Ds + Ht*Dt) fuser inputs -> projected (G', M, Ht*Dt)
+        and weights (G', M, Ht)."""
         weight, bias = self.linear_in
-        z = self._ffn(torch.baddbmm(bias, x.to(self.dtype), weight), self.mlp1)  # (G, M, h)
-        hidden = F.gelu(torch.bmm(self._normalised(z, self.eps), self.branch_w1))  # (G, M, i + h)
+        z = self._ffn(torch.baddbmm(bias[g], x.to(self.dtype), weight[g]), self.mlp1, g)  # (G', M, h)
+        hidden = F.gelu(torch.bmm(self._normalised(z, self.eps), self.branch_w1[g]))  # (G', M, i + h)
         proj_hidden, scalar_hidden = hidden.split([self.proj_width, hidden.shape[-1] - self.proj_width], dim=-1)
         weight, bias = self.proj_out
-        projected = self._ffn(torch.baddbmm(z, proj_hidden, self.proj_w2), self.proj_rest)
-        projected = torch.baddbmm(bias, projected, weight)
+        projected = torch.baddbmm(
+            bias[g], self._ffn(torch.baddbmm(z, proj_hidden, self.proj_w2[g]), self.proj_rest, g), weight[g]
+        )
         weight, bias = self.scalar_head
-        scalar = torch.baddbmm(z, scalar_hidden, self.scalar_w2)
-        return projected, torch.sigmoid(torch.baddbmm(bias, scalar, weight))
+        scalar = torch.baddbmm(z, scalar_hidden, self.scalar_w2[g])
+        return projected, torch.sigmoid(torch.baddbmm(bias[g], scalar, weight[g]))
 
 
 class FuserStack(nn.Module):
@@ -411,16 +426,20 @@ class FuserStack(nn.Module):
             if torch.is_autocast_enabled(kt.device.type):
                 dtype = torch.get_autocast_dtype(kt.device.type)
             b, ht, c, dt = kt.shape
-            x = torch.cat(
-                [torch.cat([pairs[t][side][kind].transpose(1, 2).reshape(b, c, -1) for side in (0, 1)], dim=-1)
-                 .to(dtype).reshape(1, b * c, -1) for t, kind in paths], dim=0)  # (G, B*C, Hs*Ds + Ht*Dt)  # fmt: skip
-            projected, weight = self._stacked(paths, dtype)(x)
-            delta = (weight.unsqueeze(-1) * projected.reshape(len(paths), b * c, ht, dt)).reshape(
-                len(paths), b, c, ht, dt
-            )
-            for g, (t, kind) in enumerate(paths):
-                target = result[t][kind]
-                result[t][kind] = target + delta[g].transpose(1, 2).to(target.dtype)
+            stacked = self._stacked(paths, dtype)
+            step = stacked.group_size(b * c, kt.device)
+            for start in range(0, len(paths), step):
+                group = paths[start : start + step]
+                x = torch.cat(
+                    [torch.cat([pairs[t][side][kind].transpose(1, 2).reshape(b, c, -1) for side in (0, 1)], dim=-1)
+                     .to(dtype).reshape(1, b * c, -1) for t, kind in group], dim=0)  # (G', B*C, Hs*Ds + Ht*Dt)  # fmt: skip
+                projected, weight = stacked(x, slice(start, start + step))
+                delta = (weight.unsqueeze(-1) * projected.reshape(len(group), b * c, ht, dt)).reshape(
+                    len(group), b, c, ht, dt
+                )
+                for g, (t, kind) in enumerate(group):
+                    target = result[t][kind]
+                    result[t][kind] = target + delta[g].transpose(1, 2).to(target.dtype)
         return {t: (k, v) for t, (k, v) in result.items()}
 
     def _stacked(self, paths: list[tuple[int, int]], dtype: torch.dtype) -> StackedPaths:
