@@ -20,6 +20,7 @@ fraction of that peak.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from functools import partial
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"unknown dtypes {bad}; choose from {', '.join(DTYPES)}")
     torch.set_num_threads(args.threads or _cores())
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     lines = [
         "| dtype | batch | what | ms | GFLOP/s | % of peak | x the floor |",
         "|---|---:|---|---:|---:|---:|---:|",
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     block = "\n".join([
         f"Command: `{command.strip()}` (run {time.strftime('%Y-%m-%d')}, {(time.perf_counter() - started) / 60:.1f} min).",
         "",
-        f"Machine: {machine()}.",
+        f"Machine: {machine()}; 1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after.",
         "",
         f"{args.tokens} fused tokens per prompt, every gate open; medians of {args.runs} rounds, the four calls "
         "interleaved within a round, so the matmul peak is measured under the same load as the fuse.",
