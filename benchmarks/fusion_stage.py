@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from cache2cache.fuser import C2CFuser
 from cache2cache.layer_map import terminal_map
 from docblock import publish
 from interleaved import median_ms
-from latency import DTYPES, _cores, fuse_flops, machine
+from latency import DTYPES, _cores, fuse_flops, provenance
 
 RECEIVER = (28, 8, 128)
 """Qwen3-0.6B: layers, KV heads, head_dim."""
@@ -61,7 +61,7 @@ def caches(batch: int, tokens: int, dtype: torch.dtype) -> tuple[list, list]:
     return [layer(hs, ds) for _ in range(sharer_layers)], [layer(ht, dt) for _ in range(receiver_layers)]
 
 
-def matmuls_alone(stack: FuserStack, rows: int, dtype: torch.dtype) -> partial:
+def matmuls_alone(stack: FuserStack, rows: int, dtype: torch.dtype) -> Callable[[], None]:
     """A call running every weight matrix of the stack's paths (K and V of every layer) as one plain
     batched matmul over `rows` rows each: the stacked fuse's FLOPs, no elementwise work."""
     fuser, paths = stack.fuser(next(iter(stack.layer_map))), 2 * len(stack.layer_map)
@@ -75,13 +75,12 @@ def matmuls_alone(stack: FuserStack, rows: int, dtype: torch.dtype) -> partial:
         for x, weight in operands:
             torch.bmm(x, weight)
 
-    return partial(run)
+    return run
 
 
-def rows_for(batch: int, tokens: int, dtype_name: str, runs: int) -> list[str]:
-    """Table rows of one batch size and dtype; the peak is timed in the same interleaved rounds."""
+def rows_for(stack: FuserStack, batch: int, tokens: int, dtype_name: str, runs: int) -> list[str]:
+    """Table rows of one batch size for `stack` (in `dtype_name`); the peak is timed in the same interleaved rounds."""
     dtype = DTYPES[dtype_name]
-    stack = build_stack(dtype)
     sharer, receiver = caches(batch, tokens, dtype)
     mask = torch.ones(batch, tokens, dtype=torch.bool)
     calls = {
@@ -124,13 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---|---:|---:|---:|---:|",
     ]
     for dtype_name in args.dtypes.split(","):
+        stack = build_stack(DTYPES[dtype_name])
         for batch in (int(b) for b in args.batches.split(",")):
-            lines += rows_for(batch, args.tokens, dtype_name, args.runs)
-    command = "python benchmarks/fusion_stage.py " + " ".join(argv if argv is not None else sys.argv[1:])
+            lines += rows_for(stack, batch, args.tokens, dtype_name, args.runs)
     block = "\n".join([
-        f"Command: `{command.strip()}` (run {time.strftime('%Y-%m-%d')}, {(time.perf_counter() - started) / 60:.1f} min).",
-        "",
-        f"Machine: {machine()}; 1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after.",
+        *provenance("fusion_stage.py", argv, started, load_before),
         "",
         f"{args.tokens} fused tokens per prompt, every gate open; medians of {args.runs} rounds, the four calls "
         "interleaved within a round, so the matmul peak is measured under the same load as the fuse.",

@@ -352,6 +352,21 @@ def machine() -> str:
             f"transformers {transformers.__version__}, Python {platform.python_version()}")  # fmt: skip
 
 
+def provenance(
+    script: str, argv: list[str] | None, started: float, load_before: float, device: torch.device | None = None
+) -> list[str]:
+    """The first lines of a benchmark's block: the command that ran (`python benchmarks/{script} ...`),
+    when and for how long (since `started`, a `perf_counter` reading), and the machine with its 1-minute
+    load average before (`load_before`) and now."""
+    command = f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+    on = "" if device is None else f", on {device}"
+    return [
+        f"Command: `{command.strip()}` (run {time.strftime('%Y-%m-%d')}, {(time.perf_counter() - started) / 60:.1f} min).",
+        "",
+        f"Machine: {machine()}{on}; 1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after.",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table and optionally write it into a markdown file."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -397,13 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     for pair in args.pairs.split(","):
         rows += run_pair(pair, args.dtypes.split(","), args)
     sweep = batch_sweep(args.sweep_pair, args) if args.batches else []
-    elapsed = time.perf_counter() - started
-    load_after = os.getloadavg()
-    command = "python benchmarks/latency.py " + " ".join(argv if argv is not None else sys.argv[1:])
     block = "\n".join([
-        f"Command: `{command.strip()}` (run {time.strftime('%Y-%m-%d')}, {elapsed / 60:.1f} min).",
-        "",
-        f"Machine: {machine()}, on {args.device}; 1-minute load average {load_before[0]:.1f} before, {load_after[0]:.1f} after.",
+        *provenance("latency.py", argv, started, load_before[0], args.device),
         "",
         (f"Prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens (greedy, forced length), batch 1; "
         f"a short warm-up, then {args.repeats} timed staged runs per row, the two modes interleaved run by run; medians in milliseconds. "

@@ -41,7 +41,7 @@ from cache2cache.inputs import C2CInputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docblock import write_block
-from latency import DTYPES, _cores, _decode_kwargs, _sync, build_pair, log, machine  # a sibling script
+from latency import DTYPES, _cores, _decode_kwargs, _sync, build_pair, log, provenance  # a sibling script
 
 MODES = ("receiver alone", "C2C, fresh", "C2C, reused")
 
@@ -125,12 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     started = time.perf_counter()
     rows = [measure(pair, dtype, args) for pair in args.pairs.split(",") for dtype in args.dtypes.split(",")]
-    elapsed = time.perf_counter() - started
-    command = "python benchmarks/prefix_reuse.py " + " ".join(argv if argv is not None else sys.argv[1:])
     block = "\n".join([
-        f"Command: `{command.strip()}` (run {time.strftime('%Y-%m-%d')}, {elapsed / 60:.1f} min).",
-        "",
-        f"Machine: {machine()}, on {args.device}; 1-minute load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after.",
+        *provenance("prefix_reuse.py", argv, started, load_before[0], args.device),
         "",
         (f"{args.new_tokens} new tokens (greedy, forced length), batch 1; a warm-up, then {args.repeats} timed runs per mode, "
          "the three modes interleaved run by run; ratios of medians. \"Reused\" starts from the caches of the prefix "

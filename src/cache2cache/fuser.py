@@ -35,7 +35,7 @@ KINDS = ("key", "value")
 ACTIVATION_BYTES = 1 << 20
 """On a CPU, `StackedPaths` runs as many paths per batched matmul as keep one (paths, tokens, h)
 activation near this size (1 MiB), so the elementwise work between the matmuls runs in the cache:
-all 56 paths of a 28-layer receiver at once ran 1.3-2.3x slower than one fuser after another (docs/perf.md)."""
+all 56 paths of a 28-layer receiver at once ran 1.2-2.9x slower than one fuser after another (docs/perf.md)."""
 
 
 class FFNBlock(nn.Module):
