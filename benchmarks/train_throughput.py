@@ -12,6 +12,10 @@ Variants (`--variants`), each training on the same conversations:
     before    batches of randomly shuffled examples (the loop as it was)
     after     `group_by_length` batches: similar lengths, little padding
 
+Code (`--baseline REV`): every case also runs on the package as it was at git revision REV (its
+`src/` from `git archive`, imported ahead of the installed one), right before the same case on the
+working tree, so a change to the loop is timed against its parent side by side in one run.
+
 Pairs:
     tiny      recipes/tiny.yaml: random-weight Qwen3 (3 layers) <- Llama (2 layers), fusers h=i=64,
               its own 72 training conversations (~23 tokens each), batch 8, 1 thread (as the recipe)
@@ -37,6 +41,7 @@ Run from the repository root (minutes: on an AVX2-only CPU most of it is the two
     python benchmarks/train_throughput.py --pairs smollm2 --precisions fp32 --threads 1
     python benchmarks/train_throughput.py --pairs smollm2 --data synthetic
     python benchmarks/train_throughput.py --pairs smollm2 --precisions bf16 --variants before,after
+    python benchmarks/train_throughput.py --pairs smollm2 --precisions bf16 --threads 1 --baseline 129f9ff
     python benchmarks/train_throughput.py --pairs smollm2 --recipe recipes/trials/smollm2-135m_gemma3-270m_paper_form.yaml
 
 It prints a Markdown table for docs/perf.md ("Training throughput").
@@ -122,12 +127,17 @@ def run_case(
     data_kind: str,
     threads: int,
     variant: str,
+    source: tuple[str, Path | None],
 ) -> dict[str, object]:
     """Time one epoch of `steps` optimizer steps of one pair, precision and variant on `data` (at
-    least `batch * (steps + 1)` conversations that fit, the first `batch` for the warm-up); returns
-    one table row (with the peak RSS)."""
+    least `batch * (steps + 1)` conversations that fit, the first `batch` for the warm-up), with the
+    package from `source` = (label, its `src/` folder, or None for the installed one); returns one
+    table row (with the peak RSS)."""
     import resource
 
+    label, src = source
+    if src is not None:  # a fresh process: cache2cache is not imported yet
+        sys.path.insert(0, str(src))
     torch.set_num_threads(threads)
     from cache2cache import C2CConfig, C2CModel
     from cache2cache.training import load_train_config, train_fusers
@@ -161,6 +171,7 @@ def run_case(
         fuser_params = sum(p.numel() for p in model.fusers.parameters())
     return {
         "pair": pair,
+        "code": label,
         "recipe": recipe.name,
         "variant": variant,
         "precision": precision,
@@ -173,6 +184,17 @@ def run_case(
         "data": "recipe" if pair == "tiny" else data_kind,
         "peak_rss_GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # KiB on Linux
     }
+
+
+def _archived_src(rev: str, into: Path) -> Path:
+    """The package's `src/` folder at git revision `rev`, extracted under `into`."""
+    import subprocess
+
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], capture_output=True, check=False)
+    if archive.returncode:
+        raise SystemExit(f"--baseline {rev}: git archive failed: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"
 
 
 def _cpu_name() -> str:
@@ -209,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         help="torch threads for smollm2 (default: all cores; tiny uses 1 as its recipe does)",
     )
     parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="also time every case on the package at this git revision, just before the working tree's",
+    )
+    parser.add_argument(
         "--write", type=Path, default=None, help="replace the train-throughput block of this markdown file"
     )
     args = parser.parse_args(argv)
@@ -219,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
 
     native_bf16 = has_fast_bf16(torch.device("cpu"))
     started = time.perf_counter()
+    sources: list[tuple[str, Path | None]] = [("working tree", None)]
+    if args.baseline:
+        workdir = tempfile.TemporaryDirectory(prefix="c2c-baseline-")  # removed when the script exits
+        sources.insert(0, (args.baseline, _archived_src(args.baseline, Path(workdir.name))))
     rows = []
     for pair in args.pairs.split(","):
         needed = (
@@ -236,10 +268,11 @@ def main(argv: list[str] | None = None) -> int:
             steps = args.steps or (30 if pair == "tiny" else (2 if precision == "bf16" and not native_bf16 else 6))
             threads = args.threads or os.cpu_count() or 1  # tiny.yaml sets 1 thread inside the loop
             for variant in args.variants.split(","):
-                print(f"{pair} {precision} {variant}: {steps} timed steps ...", file=sys.stderr)
-                with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh process: its own peak RSS
-                    case = (pair, recipe, data, precision, steps, args.batch, args.data, threads, variant)
-                    rows.append(pool.apply(run_case, case))
+                for source in sources:
+                    print(f"{pair} {precision} {variant} ({source[0]}): {steps} timed steps ...", file=sys.stderr)
+                    with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh process: its own peak RSS
+                        case = (pair, recipe, data, precision, steps, args.batch, args.data, threads, variant, source)
+                        rows.append(pool.apply(run_case, case))
     command = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         f"Command: `{command.strip()}` (run {time.strftime('%Y-%m-%d')}, {(time.perf_counter() - started) / 60:.1f} min).",
@@ -248,19 +281,25 @@ def main(argv: list[str] | None = None) -> int:
         f"({torch.backends.cpu.get_cpu_capability()}), native bf16: {'yes' if native_bf16 else 'no'}; "
         f"1-minute load average {os.getloadavg()[0]:.1f} at the end.",
         "",
-        "| pair | recipe | variant | data | precision | threads | batch | fuser params | tokens/s | s/step | peak RSS | steps |",
-        "|---|---|---|---|---|---|---|---|---:|---:|---:|---:|",
+        "| pair | code | recipe | variant | data | precision | threads | batch | fuser params | tokens/s | s/step | peak RSS | steps |",
+        "|---|---|---|---|---|---|---|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['pair']} | {r['recipe']} | {r['variant']} | {r['data']} | {r['precision']} | {r['threads']} | {r['batch']} "
+            f"| {r['pair']} | {r['code']} | {r['recipe']} | {r['variant']} | {r['data']} | {r['precision']} | {r['threads']} | {r['batch']} "
             f"| {r['fuser_params_M']:.2f} M | {r['tokens_per_s']:.0f} | {r['s_per_step']:.2f} | {r['peak_rss_GB']:.1f} GB | {r['steps']} |"
         )
-    by_case = {(r["pair"], r["precision"], r["variant"]): r for r in rows}
+    by_case = {(r["pair"], r["precision"], r["variant"], r["code"]): r for r in rows}
+    tree = sources[-1][0]
     ratios = [
-        f"{pair} {precision}: after / before = {by_case[pair, precision, 'after']['tokens_per_s'] / r['tokens_per_s']:.2f}x tokens/s"
-        for (pair, precision, variant), r in by_case.items()
-        if variant == "before" and (pair, precision, "after") in by_case
+        f"{pair} {precision}: after / before = {by_case[pair, precision, 'after', code]['tokens_per_s'] / r['tokens_per_s']:.2f}x tokens/s"
+        + ("" if code == tree else f" (at {code})")
+        for (pair, precision, variant, code), r in by_case.items()
+        if variant == "before" and (pair, precision, "after", code) in by_case
+    ] + [
+        f"{pair} {precision} {variant}: working tree / {code} = {by_case[pair, precision, variant, tree]['tokens_per_s'] / r['tokens_per_s']:.2f}x tokens/s"
+        for (pair, precision, variant, code), r in by_case.items()
+        if code != tree
     ]
     block = "\n".join(lines + ([""] + ratios if ratios else []))
     publish(block, "train-throughput", args.write)
