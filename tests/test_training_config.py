@@ -159,6 +159,13 @@ def test_prompt_style_belongs_to_mc_sources(tmp_path) -> None:
     assert problems == ["data.train[0].prompt_style: only 'mc' sources have a prompt style; remove it or set type: mc"]
 
 
+def test_sharer_context_belongs_to_mc_sources(tmp_path) -> None:
+    raw = tiny_raw(tmp_path)
+    raw["data"]["train"][0]["sharer_context"] = True
+    problems = validate_recipe(raw, source="r.yaml", check_files=False)
+    assert len(problems) == 1 and problems[0].startswith("data.train[0].sharer_context: only 'mc' sources")
+
+
 def test_overrides_by_path_and_leaf_name_parse_yaml(tmp_path) -> None:
     raw = tiny_raw(tmp_path)
     recipe = tmp_path / "r.yaml"

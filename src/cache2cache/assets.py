@@ -194,7 +194,7 @@ ASSETS: dict[str, ModelAsset | DataAsset] = {
             folder="bigbench",
             entry="bigbench-1.0.0.tar.gz",
             unpack=False,
-            description="BIG-bench 1.0.0 sdist (358 MB, kept packed; never pip install it)",
+            description="BIG-bench 1.0.0 sdist (358 MB, kept packed; never pip install it). Removed from PyPI in 2026: fetching it fails; a copy you have works through data_dir",
         ),
         DataAsset(
             name="sharegpt",

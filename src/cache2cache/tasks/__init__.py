@@ -38,7 +38,10 @@ Generic JSONL, one item per line:
     {"question": "What is 2 + 2?", "choices": ["3", "4", "5"], "answer": 1}
     {"question": "...", "choices": ["..", ".."], "answer": "B", "id": "q7", "subject": "math", "category": "STEM"}
 
-`answer` is the 0-based gold index or its letter; `id` defaults to `<file stem>:<line>`.
+`answer` is the 0-based gold index or its letter; `id` defaults to `<file stem>:<line>`. An optional
+`context` (a passage that supports the answer) becomes the item's `context`, as SciQ's `support` does
+for `oe_eval:sciq/...`; evaluation prompts leave it out, and a training source with `sharer_context`
+gives it to the sharer alone.
 
 Subsets: `subjects` keeps the named subjects; then `limit` keeps the first N items, or `sample` draws N
 items uniformly with `seed` (kept in their original order; the same seed gives the same items).

@@ -22,6 +22,9 @@ class MultipleChoiceItem:
         answer: The 0-based index of the gold choice.
         subject: The subject or subtask (MMLU subject, BIG-bench subtask), if any.
         category: A coarser group (MMLU: STEM, humanities, social sciences, other), if any.
+        context: A passage that supports the answer (SciQ's `support`, a JSONL record's `context`),
+            if the source has one. Evaluation prompts leave it out; a training source with
+            `sharer_context` gives it to the sharer alone.
     """
 
     id: str
@@ -30,6 +33,7 @@ class MultipleChoiceItem:
     answer: int
     subject: str | None = None
     category: str | None = None
+    context: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.question, str) or not self.question.strip():
@@ -43,6 +47,8 @@ class MultipleChoiceItem:
             raise TaskError(
                 f"item {self.id!r}: 'answer' must be a choice index in 0..{len(self.choices) - 1}, got {self.answer!r}"
             )
+        if self.context is not None and not isinstance(self.context, str):
+            raise TaskError(f"item {self.id!r}: 'context' must be a string when given, got {self.context!r}")
 
     @property
     def answer_letter(self) -> str:

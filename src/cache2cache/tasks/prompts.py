@@ -107,6 +107,21 @@ def mc_training_messages(item: MultipleChoiceItem, style: PromptStyle = "paper")
     ]
 
 
+def mc_sharer_messages(item: MultipleChoiceItem, style: PromptStyle = "paper") -> list[Message]:
+    """The sharer's prompt for a training item whose context only the sharer reads.
+
+    Returns:
+        `[system item.context, user <the user turn of mc_training_messages(item, style)>]`: the
+        receiver's prompt with the supporting passage before it, and no answer turn.
+
+    Raises:
+        ValueError: if the item has no context.
+    """
+    if item.context is None:
+        raise ValueError(f"item {item.id!r} has no context for the sharer to read")
+    return [{"role": "system", "content": item.context}, mc_training_messages(item, style)[0]]
+
+
 def background_prompt(question: str, template: str = T2T_BACKGROUND_PROMPT) -> str:
     """The T2T sharer's stage-1 user message: `template` with `{question}` replaced by the stem.
 

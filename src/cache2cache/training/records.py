@@ -22,11 +22,11 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import assets
 from ..tasks import load_task
-from ..tasks.prompts import PromptStyle, mc_training_messages
+from ..tasks.prompts import PromptStyle, mc_sharer_messages, mc_training_messages
 
 if TYPE_CHECKING:
     from .config import DataSource
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]
+T = TypeVar("T")
 
 ROLES = {
     "system": "system",
@@ -306,7 +307,8 @@ def mc_conversations(
     limit: int | None = None,
     data_dir: str | None = None,
     prompt_style: PromptStyle = "paper",
-) -> list[Conversation]:
+    sharer_context: bool = False,
+) -> list[Conversation | TwoPromptConversation]:
     """A multiple-choice task as training chats (`tasks.prompts.mc_training_messages`).
 
     Args:
@@ -316,13 +318,33 @@ def mc_conversations(
         data_dir: Where the local data is (default: the asset cache).
         prompt_style: "paper": the question and lettered options, then "The correct answer is X.";
             "plain": the bare question, then the gold option's text.
+        sharer_context: Items with a `context` (SciQ's supporting passage) become
+            `TwoPromptConversation`s whose sharer reads the context before the question
+            (`tasks.prompts.mc_sharer_messages`) while the receiver reads the question alone, so the
+            answer is in reach only through the sharer's cache. Items without one stay plain.
     """
     items = load_task(task, split=split, limit=limit, data_dir=data_dir)
-    return [mc_training_messages(item, prompt_style) for item in items]
+    out: list[Conversation | TwoPromptConversation] = []
+    for item in items:
+        messages = mc_training_messages(item, prompt_style)
+        if sharer_context and item.context is not None:
+            out.append(TwoPromptConversation(messages, mc_sharer_messages(item, prompt_style)))
+        else:
+            out.append(messages)
+    if sharer_context:
+        with_context = sum(isinstance(c, TwoPromptConversation) for c in out)
+        logger.info("%s: the sharer alone reads a context in %d of %d conversations", task, with_context, len(out))
+        if with_context == 0:
+            raise ValueError(
+                f"{task}: sharer_context is set but none of its {len(out)} items has a context "
+                "(SciQ's support, a JSONL 'context' field); drop sharer_context or use such a task"
+            )
+    return out
 
 
-def load_source(source: DataSource) -> list[Conversation]:
+def load_source(source: DataSource) -> list[Conversation | TwoPromptConversation]:
     """The conversations of one recipe data source (see `training.config.DataSource`)."""
+    conversations: list[Conversation | TwoPromptConversation]
     if source.type == "mc":
         assert source.path is not None  # checked by the config
         conversations = mc_conversations(
@@ -331,9 +353,10 @@ def load_source(source: DataSource) -> list[Conversation]:
             limit=source.limit,
             data_dir=source.data_dir,
             prompt_style=source.prompt_style,
+            sharer_context=source.sharer_context,
         )
     elif source.type == "sharegpt":
-        conversations = sharegpt_conversations(source.path or assets.data_path("sharegpt"), limit=source.limit)
+        conversations = list(sharegpt_conversations(source.path or assets.data_path("sharegpt"), limit=source.limit))
     else:
         assert source.path is not None  # checked by the config
         conversations = chat_conversations(
@@ -343,9 +366,7 @@ def load_source(source: DataSource) -> list[Conversation]:
     return conversations
 
 
-def split_holdout(
-    conversations: Sequence[Conversation], ratio: float, seed: int
-) -> tuple[list[Conversation], list[Conversation]]:
+def split_holdout(conversations: Sequence[T], ratio: float, seed: int) -> tuple[list[T], list[T]]:
     """A seeded random split into (train, held-out); `ratio` of the conversations are held out
     (at least one when ratio > 0 and there are two or more conversations)."""
     if ratio <= 0 or len(conversations) < 2:

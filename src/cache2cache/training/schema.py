@@ -86,6 +86,9 @@ class DataSource:
         prompt_style: "mc" only: "paper" (question and lettered options, reply "The correct answer
             is X.") or "plain" (the bare question, reply the gold option's text: what `c2c eval
             --prompt_style plain --loglik_target texts` scores).
+        sharer_context: "mc" only: items with a supporting passage (SciQ's `support`, a JSONL
+            `context`) train with the passage in the sharer's prompt alone, so the receiver can only
+            answer from it through the fused cache; the other items stay plain.
     """
 
     type: Literal["chat", "mc", "sharegpt"] = "chat"
@@ -94,6 +97,7 @@ class DataSource:
     limit: int | None = None
     data_dir: str | None = None
     prompt_style: PromptStyle = "paper"
+    sharer_context: bool = False
 
 
 @dataclass
