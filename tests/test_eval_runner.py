@@ -110,11 +110,14 @@ def test_every_mode_writes_all_outputs_and_the_summary_agrees_with_the_items(ali
     assert "| c2c | 6 |" in markdown and "Accuracy by subject" in markdown and "geography" in markdown
 
 
-def _hand_scores(model: C2CModel, messages, choices_text: list[str], prefix: str, fuse: bool) -> list[float]:
+def _hand_scores(
+    model: C2CModel, messages, choices_text: list[str], prefix: str, fuse: bool, sharer_messages=None
+) -> list[float]:
     """Fuse the prompt minus its last token, then run [last token + prefix + continuation] through the
-    receiver alone, one choice at a time (batch size 1, no padding), and sum the continuation's log-probs."""
+    receiver alone, one choice at a time (batch size 1, no padding), and sum the continuation's log-probs.
+    `sharer_messages`: the sharer's own prompt (docs/method.md §1.6)."""
     tok = model.receiver_tokenizer
-    inputs = model.encode([messages])
+    inputs = model.encode([messages], sharer_conversations=None if sharer_messages is None else [sharer_messages])
     prompt_len = inputs.input_ids.shape[1]
     rendered = render_chat(tok, messages, add_generation_prompt=True, enable_thinking=False)
     delimiter = "" if (rendered + prefix)[-1].isspace() else " "
@@ -152,6 +155,31 @@ def test_loglik_ranking_equals_a_hand_computation(tmp_path, kind, target):
         hand = _hand_scores(model, messages, texts, "The correct answer is", fuse=record["mode"] == "c2c")
         torch.testing.assert_close(torch.tensor(record["scores"]), torch.tensor(hand), rtol=1e-4, atol=1e-4)
         assert record["pred"] == max(range(len(hand)), key=hand.__getitem__)
+
+
+def test_sharer_context_is_read_by_the_sharer_alone(aligned, tmp_path):
+    task = tmp_path / "ctx.jsonl"
+    rows = [
+        {"question": "where does sazera live ?", "choices": ["paris", "rome"], "answer": 0, "context": "sazera lives in paris ."},
+        {"question": "what is two ?", "choices": ["one", "two"], "answer": 1},  # no context: plain C2C
+    ]  # fmt: skip
+    task.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    common = dict(task=str(task), modes=["receiver", "c2c"], answer_method="loglik", loglik_target="texts",
+                  prompt_style="plain", latency_items=1)  # fmt: skip
+    runs = {
+        flag: read_items(run_eval(config(tmp_path / str(flag), **common, sharer_context=flag), model=aligned,
+                                  progress=False).output_dir)
+        for flag in (False, True)
+    }  # fmt: skip
+    by = {flag: {(r["mode"], r["id"]): r["scores"] for r in records} for flag, records in runs.items()}
+    with_context, plain = by[True][("c2c", "ctx:1")], by[False][("c2c", "ctx:1")]
+    assert with_context != plain  # the sharer read something else
+    assert by[True][("c2c", "ctx:2")] == by[False][("c2c", "ctx:2")]
+    assert by[True][("receiver", "ctx:1")] == by[False][("receiver", "ctx:1")]  # the receiver alone never sees it
+    question = [{"role": "user", "content": rows[0]["question"]}]
+    sharer = [{"role": "system", "content": rows[0]["context"]}, *question]
+    hand = _hand_scores(aligned, question, rows[0]["choices"], "", fuse=True, sharer_messages=sharer)
+    torch.testing.assert_close(torch.tensor(with_context), torch.tensor(hand), rtol=1e-4, atol=1e-4)
 
 
 def test_sharer_scores_equal_a_full_forward_of_each_choice(aligned, tmp_path):

@@ -200,6 +200,17 @@ def test_generic_jsonl_context_is_kept_and_must_be_text(tmp_path: Path) -> None:
         load_task(str(path))
 
 
+def test_skip_drops_the_first_items_before_limit_and_sample() -> None:
+    every = load_task(str(FIXTURES / "generic.jsonl"))
+    assert load_task(str(FIXTURES / "generic.jsonl"), skip=1) == every[1:]
+    assert load_task(str(FIXTURES / "generic.jsonl"), skip=1, limit=2) == every[1:3]
+    assert len(load_task(str(FIXTURES / "generic.jsonl"), skip=2, sample=1, seed=0)) == 1
+    with pytest.raises(TaskError, match="skip=4 drops all 4 items"):
+        load_task(str(FIXTURES / "generic.jsonl"), skip=4)
+    with pytest.raises(TaskError, match="skip must be"):
+        load_task(str(FIXTURES / "generic.jsonl"), skip=-1)
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [

@@ -89,6 +89,7 @@ class EvalConfig:
     task: str = _opt("", "task name (see --list_tasks), bigbench:<task>, or a .jsonl / .jsonl.gz file")
     split: str | None = _opt(None, "split of a registered task (default: its first, usually test)")
     subjects: list[str] | None = _opt(None, "keep these subjects only (comma-separated)")
+    skip: int = _opt(0, "drop the first N items first (e.g. those a training source with limit: N read)")
     limit: int | None = _opt(None, "keep the first N items")
     sample: int | None = _opt(None, "keep N items drawn with --seed (instead of --limit)")
     seed: int = _opt(0, "seed of --sample")
@@ -128,6 +129,11 @@ class EvalConfig:
     include_response: bool = _opt(
         False,
         "c2c: also fuse the response (generated tokens; the scored continuation in loglik), the sharer reading it",
+    )
+    sharer_context: bool = _opt(
+        False,
+        "c2c and self: the sharer reads each item's context (SciQ's support passage) before the question, "
+        "the receiver the question alone; items without one are plain",
     )
     batch_size: int = _opt(8, "items per batch for untimed items")
     latency_items: int | None = _opt(
@@ -238,6 +244,10 @@ def check_eval_config(config: EvalConfig, *, check_files: bool = True) -> list[s
         )
     if c.limit is not None and c.sample is not None:
         problems.append("limit and sample: give either limit (the first N items) or sample (N random items), not both")
+    if c.skip < 0:
+        problems.append(f"skip: got {c.skip}, expected a number of items >= 0")
+    if c.sharer_context and not {"c2c", "self"} & set(c.modes):
+        problems.append("sharer_context: applies to the c2c and self modes, which --modes lacks; add one or drop it")
     if c.latency_items is not None and c.latency_items < 0:
         problems.append(f"latency_items: got {c.latency_items}, expected >= 0 (0 times no item; null times every item)")
     if "{question}" not in c.background_prompt:

@@ -176,14 +176,17 @@ class Evaluator:
         extra: list[dict[str, Any]] = [{} for _ in items]
         if mode in ("receiver", "c2c"):
             convs = [answer_messages(it, self.config.prompt_style) for it in items]
-            answers = self._receiver_answers(convs, items, fuse=mode == "c2c", clock=clock)
+            sharers = self._sharer_contexts(items) if mode == "c2c" else None
+            answers = self._receiver_answers(convs, items, fuse=mode == "c2c", clock=clock, sharers=sharers)
         elif mode == "self":
             if self.self_model is None:
                 raise ValueError(
                     "mode 'self' needs the receiver paired with itself: pass self_model (see build_self_model)"
                 )
             convs = [answer_messages(it, self.config.prompt_style) for it in items]
-            answers = self._receiver_answers(convs, items, fuse=True, clock=clock, model=self.self_model)
+            answers = self._receiver_answers(
+                convs, items, fuse=True, clock=clock, model=self.self_model, sharers=self._sharer_contexts(items)
+            )
         elif mode == "sharer":
             answers = self._sharer_answers(
                 [answer_messages(it, self.config.prompt_style) for it in items], items, clock
@@ -217,6 +220,17 @@ class Evaluator:
             clock.ms = {"stage1": stage1.breakdown()["total"], "stage2": stage2.breakdown()["total"]}
         return answers, extra, clock
 
+    def _sharer_contexts(self, items: Sequence[MultipleChoiceItem]) -> list[Messages] | None:
+        """With `sharer_context`, the sharer's prompts: each item's context as a system turn before the
+        question (plain where an item has none); otherwise None, the sharer reading the receiver's prompt."""
+        if not self.config.sharer_context:
+            return None
+        return [
+            ([{"role": "system", "content": it.context}] if it.context else [])
+            + answer_messages(it, self.config.prompt_style)
+            for it in items
+        ]
+
     # ------------------------------------------------------------------------------ receiver side
 
     def _receiver_answers(
@@ -227,12 +241,14 @@ class Evaluator:
         fuse: bool,
         clock: StageClock | None,
         model: C2CModel | None = None,
+        sharers: list[Messages] | None = None,
     ) -> list[Answer]:
-        """The receiver's answers, alone or from its fused cache (`model`: the pair; default the run's)."""
+        """The receiver's answers, alone or from its fused cache (`model`: the pair; default the run's;
+        `sharers`: the sharer's own prompts, one per conversation, docs/method.md §1.6)."""
         model, cfg, tok = model or self.model, self.config, self.receiver_tokenizer
         control = self.control if fuse else None
         texts = [render_chat(tok, c, add_generation_prompt=True, enable_thinking=cfg.enable_thinking) for c in convs]
-        inputs = model.encode(convs, enable_thinking=cfg.enable_thinking)
+        inputs = model.encode(convs, enable_thinking=cfg.enable_thinking, sharer_conversations=sharers)
         prompt_len = inputs.input_ids.shape[1]
         counts = inputs.attention_mask.sum(dim=1).tolist()
         if cfg.answer_method == "generate":
@@ -353,7 +369,7 @@ def run_eval(
     """
     if items is None:
         items = load_task(config.task, split=config.split, subjects=config.subjects, limit=config.limit,
-                          sample=config.sample, seed=config.seed, data_dir=config.data_dir)  # fmt: skip
+                          sample=config.sample, seed=config.seed, data_dir=config.data_dir, skip=config.skip)  # fmt: skip
     if not items:
         raise TaskError(f"task {config.task!r} gave no items (check subjects, split and limit)")
     ids = [it.id for it in items]

