@@ -164,8 +164,8 @@ def test_sharer_context_is_read_by_the_sharer_alone(aligned, tmp_path):
         {"question": "what is two ?", "choices": ["one", "two"], "answer": 1},  # no context: plain C2C
     ]  # fmt: skip
     task.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    common = dict(task=str(task), modes=["receiver", "c2c"], answer_method="loglik", loglik_target="texts",
-                  prompt_style="plain", latency_items=1)  # fmt: skip
+    common = dict(task=str(task), modes=["receiver", "c2c", "self"], answer_method="loglik", loglik_target="texts",
+                  prompt_style="plain", latency_items=1, self_fuser=_self_fuser(aligned, tmp_path / "self", 3.0))  # fmt: skip
     runs = {
         flag: read_items(run_eval(config(tmp_path / str(flag), **common, sharer_context=flag), model=aligned,
                                   progress=False).output_dir)
@@ -175,6 +175,8 @@ def test_sharer_context_is_read_by_the_sharer_alone(aligned, tmp_path):
     with_context, plain = by[True][("c2c", "ctx:1")], by[False][("c2c", "ctx:1")]
     assert with_context != plain  # the sharer read something else
     assert by[True][("c2c", "ctx:2")] == by[False][("c2c", "ctx:2")]
+    assert by[True][("self", "ctx:1")] != by[False][("self", "ctx:1")]  # self: the receiver reads it as its sharer
+    assert by[True][("self", "ctx:2")] == by[False][("self", "ctx:2")]
     assert by[True][("receiver", "ctx:1")] == by[False][("receiver", "ctx:1")]  # the receiver alone never sees it
     question = [{"role": "user", "content": rows[0]["question"]}]
     sharer = [{"role": "system", "content": rows[0]["context"]}, *question]
