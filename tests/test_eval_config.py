@@ -83,6 +83,14 @@ def test_missing_files_are_named(tmp_path):
     assert "receiver: './nowhere/receiver' does not exist" in str(caught.value)
 
 
+def test_oe_eval_and_bigbench_task_names_pass_the_file_checks(tmp_path):
+    """They are resolved when the items load (a missing asset is reported there), not refused as unknown."""
+    for task in ("oe_eval:sciq/rc_0shot", "bigbench:physics"):
+        cfg = load_eval_config(None, {**MODELS, "task": task, "modes": "receiver", "skip": "800",
+                                      "output_dir": str(tmp_path / task.replace(":", "_").replace("/", "_"))})  # fmt: skip
+        assert (cfg.task, cfg.skip) == (task, 800)
+
+
 def test_a_train_recipe_is_not_an_eval_recipe(tmp_path):
     recipe = tmp_path / "train.yaml"
     recipe.write_text("kind: train\n")

@@ -271,7 +271,7 @@ def _file_problems(c: EvalConfig) -> list[str]:
 
     problems: list[str] = []
     registered = [name for name in list_tasks() if "<" not in name]
-    if c.task and c.task not in registered and not c.task.startswith("bigbench:"):
+    if c.task and c.task not in registered and not c.task.startswith(("bigbench:", "oe_eval:")):
         if not Path(c.task).expanduser().is_file():
             close = difflib.get_close_matches(c.task, registered, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
