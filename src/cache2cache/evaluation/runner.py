@@ -42,7 +42,7 @@ from ..model import C2CModel
 from ..sharers import sharer_names
 from ..tasks import MultipleChoiceItem, TaskError, load_task
 from ..tasks.answers import extract_choice, letter
-from ..tasks.prompts import background_messages, background_prompt, mc_messages, t2t_messages
+from ..tasks.prompts import background_messages, background_prompt, context_first, mc_messages, t2t_messages
 from .config import MODES, EvalConfig
 from .modes import SharerReplies, generated_lengths, sharer_encode, sharer_replies, sharer_texts
 from .rundir import RunFolder
@@ -225,11 +225,7 @@ class Evaluator:
         question (plain where an item has none); otherwise None, the sharer reading the receiver's prompt."""
         if not self.config.sharer_context:
             return None
-        return [
-            ([{"role": "system", "content": it.context}] if it.context else [])
-            + answer_messages(it, self.config.prompt_style)
-            for it in items
-        ]
+        return [context_first(it, answer_messages(it, self.config.prompt_style)) for it in items]
 
     # ------------------------------------------------------------------------------ receiver side
 

@@ -107,19 +107,13 @@ def mc_training_messages(item: MultipleChoiceItem, style: PromptStyle = "paper")
     ]
 
 
-def mc_sharer_messages(item: MultipleChoiceItem, style: PromptStyle = "paper") -> list[Message]:
-    """The sharer's prompt for a training item whose context only the sharer reads.
-
-    Returns:
-        `[system item.context, user <the user turn of mc_training_messages(item, style)>]`: the
-        receiver's prompt with the supporting passage before it, and no answer turn.
-
-    Raises:
-        ValueError: if the item has no context.
-    """
+def context_first(item: MultipleChoiceItem, prompt: list[Message]) -> list[Message]:
+    """`prompt` with the item's context before it as a system turn: what the sharer reads when the
+    context is for it alone (training's `sharer_context`, `c2c eval --sharer_context`); `prompt`
+    unchanged when the item has no context."""
     if item.context is None:
-        raise ValueError(f"item {item.id!r} has no context for the sharer to read")
-    return [{"role": "system", "content": item.context}, mc_training_messages(item, style)[0]]
+        return prompt
+    return [{"role": "system", "content": item.context}, *prompt]
 
 
 def background_prompt(question: str, template: str = T2T_BACKGROUND_PROMPT) -> str:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import assets
 from ..tasks import load_task
-from ..tasks.prompts import PromptStyle, mc_sharer_messages, mc_training_messages
+from ..tasks.prompts import PromptStyle, context_first, mc_training_messages
 
 if TYPE_CHECKING:
     from .config import DataSource
@@ -320,7 +320,7 @@ def mc_conversations(
             "plain": the bare question, then the gold option's text.
         sharer_context: Items with a `context` (SciQ's supporting passage) become
             `TwoPromptConversation`s whose sharer reads the context before the question
-            (`tasks.prompts.mc_sharer_messages`) while the receiver reads the question alone, so the
+            (`tasks.prompts.context_first`) while the receiver reads the question alone, so the
             answer is in reach only through the sharer's cache. Items without one stay plain.
     """
     items = load_task(task, split=split, limit=limit, data_dir=data_dir)
@@ -328,7 +328,7 @@ def mc_conversations(
     for item in items:
         messages = mc_training_messages(item, prompt_style)
         if sharer_context and item.context is not None:
-            out.append(TwoPromptConversation(messages, mc_sharer_messages(item, prompt_style)))
+            out.append(TwoPromptConversation(messages, context_first(item, messages[:-1])))
         else:
             out.append(messages)
     if sharer_context:
