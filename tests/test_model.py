@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import pytest
 import torch
 
-from cache2cache import C2CModel, FuserStack, kv
+from cache2cache import C2CModel, FuserConfig, FuserStack, kv
 from cache2cache.inputs import C2CInputs
-from conftest import prompt_ids
+from conftest import SMALL_FUSER, prompt_ids
+from tiny import tiny_receiver
 
 
 def _greedy(model, **kw):
@@ -130,3 +132,53 @@ def test_batched_fusion_generates_what_each_fuser_in_turn_generates(pair, dtype,
     tolerance = 1e-5 if dtype == torch.float32 else 5e-2
     for a, b in zip(batched.logits, each.logits, strict=True):
         torch.testing.assert_close(a.float(), b.float(), rtol=tolerance, atol=tolerance)
+
+
+def _self_pairs(receiver) -> tuple[C2CModel, C2CModel]:
+    """The receiver as its own sharer, and the same pair with the sharer a separate copy of it (same fusers)."""
+    fuser = FuserConfig(**{**SMALL_FUSER.__dict__, "gate_init": 3.0})
+    own = C2CModel.from_models(receiver, receiver, fuser=fuser, seed=0).eval()
+    twin = C2CModel.from_models(receiver, copy.deepcopy(receiver), fuser=fuser, seed=0).eval()
+    return own, twin
+
+
+def _base_calls(model) -> list[int]:
+    calls: list[int] = []
+    model.base_model.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("window", [None, 4])
+def test_the_receiver_as_its_own_sharer_prefills_once(window):
+    """The `self` control reuses the receiver's prefill as its sharer's cache: the same fused cache,
+    loss and fuser gradients as a separate copy of the receiver gives, with one prefill instead of
+    two; a sliding window shorter than the prompt (layers keep fewer tokens than fusion reads) prefills again."""
+    sliding = {"use_sliding_window": True, "sliding_window": window, "layer_types": ["sliding_attention"] * 3}
+    receiver = tiny_receiver(**(sliding if window else {}))
+    own, twin = _self_pairs(receiver)
+    ids = prompt_ids(2, 12)
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0  # a left-padded row
+    inputs = own.inputs_from_ids(ids, mask)
+    calls = _base_calls(receiver)
+    with torch.no_grad():
+        fused = kv.layers(own.fuse(inputs))
+    assert len(calls) == (2 if window else 1)
+    with torch.no_grad():
+        reference = kv.layers(twin.fuse(inputs))
+    for (k, v), (k_ref, v_ref) in zip(fused, reference, strict=True):
+        torch.testing.assert_close(k, k_ref, rtol=0, atol=0)
+        torch.testing.assert_close(v, v_ref, rtol=0, atol=0)
+
+    labels = ids.clone()
+    labels[:, :9] = -100
+    losses = []
+    for pair in (own, twin):
+        pair.train()
+        torch.manual_seed(0)  # the same Gumbel gate noise for both
+        loss = pair(pair.inputs_from_ids(ids, mask), prompt_length=9, labels=labels).loss
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
+    for p_own, p_twin in zip(own.fusers.parameters(), twin.fusers.parameters(), strict=True):
+        torch.testing.assert_close(p_own.grad, p_twin.grad, rtol=1e-6, atol=1e-7)

@@ -291,7 +291,7 @@ class C2CModel(nn.Module):
                 return receiver_cache
             with stage("sharer"):
                 sharer_kv = [
-                    kv.layers(kv.prefill(sharer, side.input_ids, side.attention_mask, keep_all_tokens=True))
+                    self._sharer_kv(sharer, side, inputs, receiver_cache)
                     for sharer, side in zip(self.sharers, sides, strict=True)
                 ]
         with stage("fuse"):
@@ -306,6 +306,24 @@ class C2CModel(nn.Module):
             for layer_idx, (keys, values) in fused.items():
                 kv.replace_layer(receiver_cache, layer_idx, keys, values)
         return receiver_cache
+
+    def _sharer_kv(
+        self, sharer: PreTrainedModel, side: SharerInputs, inputs: C2CInputs, receiver_cache: Cache
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One sharer's (K, V) per layer, each (B, H_kv, N, D), over every prompt token.
+
+        A sharer that is the receiver itself (the `self` control) reading the receiver's own ids and
+        mask would compute the receiver's prefill again: its cache is taken instead, unless a
+        sliding-window layer kept fewer than the N tokens fusion reads. Fusion later swaps the
+        receiver cache's tensors for new ones (`kv.replace_layer`), so the list taken here keeps the
+        unfused K/V.
+        """
+        if sharer is self.receiver and torch.equal(side.input_ids, inputs.input_ids):
+            own = kv.layers(receiver_cache)
+            tokens = inputs.input_ids.shape[1]
+            if torch.equal(side.attention_mask, inputs.attention_mask) and all(k.shape[2] == tokens for k, _ in own):
+                return own
+        return kv.layers(kv.prefill(sharer, side.input_ids, side.attention_mask, keep_all_tokens=True))
 
     def _sharer_inputs(self, inputs: C2CInputs) -> list[SharerInputs]:
         """Every sharer's inputs; refuses to let a sharer read another's ids when their tokenizers differ."""
