@@ -49,6 +49,7 @@ Run from the repository root (minutes: on an AVX2-only CPU most of it is the two
     python benchmarks/train_throughput.py --pairs smollm2 --precisions bf16 --variants before,after
     python benchmarks/train_throughput.py --pairs smollm2 --precisions bf16 --threads 1 --baseline 129f9ff
     python benchmarks/train_throughput.py --pairs smollm2 --recipe recipes/trials/smollm2-135m_gemma3-270m_paper_form.yaml
+    python benchmarks/train_throughput.py --pairs smollm2 --sharer smollm2-135m-instruct    # the self control
 
 It prints a Markdown table for docs/perf.md ("Training throughput").
 """
@@ -137,11 +138,12 @@ def run_case(
     threads: int,
     variant: str,
     source: tuple[str, Path | None],
+    sharer_name: str | None = None,
 ) -> dict[str, object]:
     """Time one epoch of `steps` optimizer steps of one pair, precision and variant on `data` (at
     least `batch * (steps + 1)` conversations that fit, the first `batch` for the warm-up), with the
     package from `source` = (label, its `src/` folder, or None for the installed one); returns one
-    table row (with the peak RSS)."""
+    table row (with the peak RSS). `sharer_name` replaces the recipe's sharer."""
     import resource
 
     label, src = source
@@ -158,7 +160,7 @@ def run_case(
         overrides = {"dtype": dtype, "precision": precision, "max_steps": None, "epochs": 1, "per_device_batch_size": batch,
                      "gradient_accumulation_steps": 1, "output_dir": out, "save_steps": 10**6, "eval_steps": 0,
                      "log_steps": 10**6, "overwrite": True, "device": "cpu",
-                     "group_by_length": variant == "after"}  # fmt: skip
+                     "group_by_length": variant == "after", **({"sharer": sharer_name} if sharer_name else {})}  # fmt: skip
         config = load_train_config(recipe, overrides, check_files=False)  # the data comes from sample_data
         m = config.model
         receiver, sharer, rtok, stok = load_pair(m, torch.device("cpu"), config.training.seed, Path(out), write=False)
@@ -182,7 +184,7 @@ def run_case(
         peak = matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32)
         fuser_params = sum(p.numel() for p in model.fusers.parameters())
     return {
-        "pair": pair,
+        "pair": f"{pair}, sharer {sharer_name}" if sharer_name else pair,
         "code": label,
         "recipe": recipe.name,
         "variant": variant,
@@ -251,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="smollm2's data: a sample of the recipe's training mix, or uniform synthetic chats")  # fmt: skip
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "smollm2-135m_gemma3-270m.yaml",
                         help="smollm2's recipe: its models, fusers and (with --data recipe) training sources")  # fmt: skip
+    parser.add_argument("--sharer", default=None,
+                        help="smollm2: train with this sharer instead of the recipe's (smollm2-135m-instruct: the self control)")  # fmt: skip
     parser.add_argument(
         "--threads",
         type=int,
@@ -299,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                 for source in sources:
                     print(f"{pair} {precision} {variant} ({source[0]}): {steps} timed steps ...", file=sys.stderr)
                     with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh process: its own peak RSS
-                        case = (pair, recipe, data, precision, steps, args.batch, args.data, threads, variant, source)
+                        case = (pair, recipe, data, precision, steps, args.batch, args.data, threads, variant, source,
+                                args.sharer)  # fmt: skip
                         rows.append(pool.apply(run_case, case))
     command = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
