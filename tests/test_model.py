@@ -182,3 +182,43 @@ def test_the_receiver_as_its_own_sharer_prefills_once(window):
     torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
     for p_own, p_twin in zip(own.fusers.parameters(), twin.fusers.parameters(), strict=True):
         torch.testing.assert_close(p_own.grad, p_twin.grad, rtol=1e-6, atol=1e-7)
+
+
+def test_rows_repeating_a_prompt_share_its_fusion(pair):
+    """Scoring several continuations of one prompt (the choices of a question) in eval mode prefills
+    and fuses the prompt once, and gives the logits each row gives in a batch of its own."""
+    from cache2cache.evaluation.scoring import append_continuations
+
+    a, b = prompt_ids(1, 7, seed=1)[0], prompt_ids(1, 10, seed=2)[0]
+    ids = torch.zeros(2, 10, dtype=torch.long)
+    mask = torch.zeros(2, 10, dtype=torch.long)
+    ids[0, 3:], mask[0, 3:] = a, 1
+    ids[1], mask[1] = b, 1
+    prompts = pair.inputs_from_ids(ids, mask)
+    rows, tails = [0, 1, 0, 0], [[5, 6], [7], [8, 9, 10], [5, 11]]
+    batch = append_continuations(prompts, rows, tails, pad_id=0)
+    sharer_rows: list[int] = []
+    pair.sharer.base_model.register_forward_hook(
+        lambda module, args, kwargs, out: sharer_rows.append(len(kwargs["input_ids"])), with_kwargs=True
+    )
+    with torch.no_grad():
+        together = pair(batch, 10).logits
+        assert sharer_rows == [2]  # two distinct prompts, fused once each
+        for i, (row, tail) in enumerate(zip(rows, tails, strict=True)):
+            alone = pair(append_continuations(prompts, [row], [tail], pad_id=0), 10).logits[0]
+            torch.testing.assert_close(together[i, : len(tail) + 1], alone[: len(tail) + 1], rtol=1e-5, atol=1e-5)
+    pair.train()
+    sharer_rows.clear()
+    pair(batch, 10)
+    assert sharer_rows == [4]  # training keeps every row (its gates draw noise per row)
+
+
+def test_distinct_rows_maps_back_to_the_batch(pair):
+    prompts = pair.inputs_from_ids(prompt_ids(3, 6))
+    assert prompts.distinct_rows() is None
+    batch = prompts.rows(torch.tensor([2, 0, 2, 1, 0]))
+    distinct, inverse = batch.distinct_rows()
+    assert distinct.input_ids.shape[0] == 3
+    again = distinct.rows(inverse)
+    for name in ("input_ids", "attention_mask", "sharer_input_ids", "sharer_attention_mask", "fusion_mask"):
+        assert torch.equal(getattr(again, name), getattr(batch, name))

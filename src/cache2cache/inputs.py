@@ -84,6 +84,23 @@ class C2CInputs:
         """The first `length` tokens of every sequence."""
         return self._map(lambda t: t[:, :length])
 
+    def rows(self, index: torch.Tensor) -> C2CInputs:
+        """The batch rows `index` (a (B',) long tensor; rows may repeat)."""
+        return self._map(lambda t: t[index])
+
+    def distinct_rows(self) -> tuple[C2CInputs, torch.Tensor] | None:
+        """The batch without repeated rows, and where each original row went: `(distinct, inverse)`
+        with `distinct.rows(inverse)` equal to `self`, `inverse` (B,); None when no row repeats."""
+        tensors = [self.input_ids, self.attention_mask, self.sharer_input_ids, self.sharer_attention_mask,
+                   self.fusion_mask, *(getattr(m, f.name) for m in self.more_sharers for f in fields(m))]  # fmt: skip
+        key = torch.cat([t.long() for t in tensors], dim=1)
+        distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
+        if len(distinct) == len(key):
+            return None
+        first = torch.full((len(distinct),), len(key), dtype=torch.long, device=key.device)
+        first.scatter_reduce_(0, inverse, torch.arange(len(key), device=key.device), reduce="amin")  # a row of each
+        return self.rows(first), inverse
+
     def sharer_inputs(self, num_sharers: int) -> list[SharerInputs]:
         """Each of `num_sharers` sharers' inputs; sharers past the first read the first's when
         `more_sharers` is empty."""

@@ -353,7 +353,8 @@ class C2CModel(nn.Module):
         """Teacher-forced pass for training: fuse the prompt, then score the continuation.
 
         Prompts are left-padded and continuations right-padded, so every prompt ends at column
-        `prompt_length - 1` and padding never sits inside a sequence.
+        `prompt_length - 1` and padding never sits inside a sequence. In eval mode, rows that repeat a
+        prompt (the choices of one question) share one prefill and fusion of it.
 
         Args:
             inputs: (B, L) tokens: left-padded prompt of length `prompt_length`, then the response.
@@ -377,9 +378,15 @@ class C2CModel(nn.Module):
             fusion = ResponseFusion(self, inputs.truncate(prompt_length), control, fusers=fusers, stage=stage)
             cache, reading = fusion.fused_cache, fusion.reading(inputs.input_ids[:, start:], inputs.attention_mask)
         else:
+            prompts = inputs.truncate(prompt_length - 1)
+            # rows repeating a prompt (one per choice of a question) share its fusion; training samples
+            # gate noise per row, so it keeps every row
+            repeated = None if self.training else prompts.distinct_rows()
             cache = self.fuse(
-                inputs.truncate(prompt_length - 1), fusers=fusers, enabled=enabled, control=control, stage=stage
+                repeated[0] if repeated else prompts, fusers=fusers, enabled=enabled, control=control, stage=stage
             )
+            if repeated and cache is not None:
+                cache.batch_select_indices(repeated[1])
         with stage("score"), reading:
             return self.receiver(
                 input_ids=inputs.input_ids[:, start:],
