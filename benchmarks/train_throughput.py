@@ -8,7 +8,8 @@ conversations), and reports
     tokens/s   real receiver tokens (prompt + answer, no padding) over the epoch's wall time
     s/step     the epoch's wall time per optimizer step
     GFLOP/tok  the work of a step per real token, counted by `torch.utils.flop_counter` over the
-               warm-up step (matmuls and attention, forward and backward, padding included)
+               timed epoch's batches run once more, untimed (matmuls and attention, forward and
+               backward, padding included)
     matmul peak  a (2048 x 2048) @ (2048 x 2048) product's GFLOP/s, measured in the same process,
                dtype and threads right after the timed steps
     of peak    GFLOP/tok x tokens/s against that peak: the fraction of the machine's
@@ -174,14 +175,15 @@ def run_case(
             raise SystemExit(f"only {len(fitting)} sampled conversations fit max_length; lower --steps or --batch")
         warm, timed = fitting.conversations[:batch], fitting.conversations[batch : batch * (steps + 1)]
         timed_tokens = sum(fitting.lengths[batch : batch * (steps + 1)])
-        with FlopCounterMode(display=False) as counter:  # the warm-up step: first-call costs, untimed
-            train_fusers(model, warm, None, config, progress=False)
-        flops_per_token = counter.get_total_flops() / sum(fitting.lengths[:batch])
+        train_fusers(model, warm, None, config, progress=False)  # first-call costs, untimed
         done: list[int] = []
         started = time.perf_counter()
         train_fusers(model, timed, None, config, on_step=lambda step, metrics: done.append(step), progress=False)
         seconds = time.perf_counter() - started
         peak = matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32)
+        with FlopCounterMode(display=False) as counter:  # the timed epoch's batches again, counted, untimed
+            train_fusers(model, timed, None, config, progress=False)
+        flops_per_token = counter.get_total_flops() / timed_tokens
         fuser_params = sum(p.numel() for p in model.fusers.parameters())
     return {
         "pair": f"{pair}, sharer {sharer_name}" if sharer_name else pair,
