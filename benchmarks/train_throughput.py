@@ -63,7 +63,6 @@ import logging
 import multiprocessing
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -155,6 +154,7 @@ def run_case(
     from cache2cache.training import load_train_config, train_fusers
     from cache2cache.training.examples import ChatDataset, ExampleEncoder
     from cache2cache.training.pair import load_pair
+    from latency import matmul_peak  # imports cache2cache: after the baseline's src/ is on the path
 
     with tempfile.TemporaryDirectory() as out:
         dtype = "float32" if precision == "fp32" else "bfloat16"
@@ -180,7 +180,7 @@ def run_case(
         started = time.perf_counter()
         train_fusers(model, timed, None, config, on_step=lambda step, metrics: done.append(step), progress=False)
         seconds = time.perf_counter() - started
-        peak = matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32)
+        peak = matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32, torch.device("cpu"))
         with FlopCounterMode(display=False) as counter:  # the timed epoch's batches again, counted, untimed
             train_fusers(model, timed, None, config, progress=False)
         flops_per_token = counter.get_total_flops() / timed_tokens
@@ -203,18 +203,6 @@ def run_case(
         "peak_gflops": peak,
         "of_peak": flops_per_token * timed_tokens / seconds / 1e9 / peak,
     }
-
-
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """This process's matmul throughput on the CPU in `dtype`, GFLOP/s: the median of `repeats`
-    (size x size) @ (size x size) products after one untimed."""
-    a, b = (torch.randn(size, size).to(dtype) for _ in range(2))
-    runs = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        a @ b
-        runs.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(runs[1:]) / 1e9
 
 
 def _archived_src(rev: str, into: Path) -> Path:
