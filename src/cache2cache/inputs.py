@@ -93,13 +93,8 @@ class C2CInputs:
         with `distinct.rows(inverse)` equal to `self`, `inverse` (B,); None when no row repeats."""
         tensors = [self.input_ids, self.attention_mask, self.sharer_input_ids, self.sharer_attention_mask,
                    self.fusion_mask, *(getattr(m, f.name) for m in self.more_sharers for f in fields(m))]  # fmt: skip
-        key = torch.cat([t.long() for t in tensors], dim=1)
-        distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
-        if len(distinct) == len(key):
-            return None
-        first = torch.full((len(distinct),), len(key), dtype=torch.long, device=key.device)
-        first.scatter_reduce_(0, inverse, torch.arange(len(key), device=key.device), reduce="amin")  # a row of each
-        return self.rows(first), inverse
+        found = distinct_index(torch.cat([t.long() for t in tensors], dim=1))
+        return None if found is None else (self.rows(found[0]), found[1])
 
     def sharer_inputs(self, num_sharers: int) -> list[SharerInputs]:
         """Each of `num_sharers` sharers' inputs; sharers past the first read the first's when
@@ -113,6 +108,18 @@ class C2CInputs:
                 "build them with C2CModel.encode or inputs_from_ids"
             )
         return [first, *self.more_sharers]
+
+
+def distinct_index(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Where a batch repeats itself: for (B, K) rows `key`, `(first, inverse)` with `first` (D,) the
+    index of one row of each distinct value and `inverse` (B,) each row's place among them, so that
+    `key[first][inverse]` equals `key`; None when no row repeats."""
+    distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
+    if len(distinct) == len(key):
+        return None
+    first = torch.full((len(distinct),), len(key), dtype=torch.long, device=key.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(key), device=key.device), reduce="amin")
+    return first, inverse
 
 
 def as_conversations(messages: object) -> tuple[list[Messages], bool]:

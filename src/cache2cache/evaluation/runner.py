@@ -32,7 +32,6 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from .. import kv
 from ..chat import render_chat
 from ..config import FuserConfig
 from ..control import FusionControl
@@ -46,7 +45,7 @@ from ..tasks.prompts import background_messages, background_prompt, context_firs
 from .config import MODES, EvalConfig
 from .modes import SharerReplies, generated_lengths, sharer_encode, sharer_replies, sharer_texts
 from .rundir import RunFolder
-from .scoring import ChoiceScorer, append_continuations, append_tokens
+from .scoring import ChoiceScorer, append_continuations, append_tokens, continuation_logits
 from .timing import StageClock, timed_forward, timed_generate
 
 logger = logging.getLogger(__name__)
@@ -292,11 +291,8 @@ class Evaluator:
 
         def forward(chunk_rows: list[int], chunk_tails: list[list[int]]) -> torch.Tensor:
             full, full_mask = append_tokens(ids, mask, chunk_rows, chunk_tails, pad_id(tok))
-            keep = full.shape[1] - prompt_len + 1  # columns P-1 .. end; Gemma's vocabulary is 262k wide
             with clock.stage("score") if clock is not None else nullcontext():
-                return sharer(
-                    input_ids=full, attention_mask=full_mask, position_ids=kv.positions(full_mask), logits_to_keep=keep
-                ).logits
+                return continuation_logits(sharer, full, full_mask, prompt_len)
 
         scores = self.scorer.score(plan, forward, [len(it.choices) for it in items])
         return self._ranked(scores, texts, mask.sum(dim=1).tolist())

@@ -21,9 +21,10 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..inputs import C2CInputs
+from .. import kv
+from ..inputs import C2CInputs, distinct_index
 from ..tasks.answers import letters
 
 
@@ -91,6 +92,39 @@ def append_continuations(
             for m in inputs.more_sharers
         ),
     )
+
+
+def continuation_logits(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int
+) -> torch.Tensor:
+    """A plain causal LM's logits over the continuations of `append_tokens` rows, the way
+    `C2CModel.forward` gives the receiver's: each distinct prompt minus its last token is prefilled
+    once, through the base model alone, and one pass over [last prompt token + continuation] reads it.
+
+    Args:
+        model: A causal LM (the sharer).
+        input_ids: (R, P + T) left-padded prompts, which may repeat, and right-padded continuations.
+        attention_mask: (R, P + T).
+        prompt_length: P, the columns of the prompt.
+
+    Returns:
+        (R, T + 1, V) logits on columns `P - 1 ..`.
+    """
+    if not 2 <= prompt_length <= input_ids.shape[1]:
+        raise ValueError(f"prompt_length must be in [2, {input_ids.shape[1]}], got {prompt_length}")
+    start = prompt_length - 1
+    found = distinct_index(torch.cat([input_ids[:, :start], attention_mask[:, :start].long()], dim=1))
+    first, inverse = found or (torch.arange(len(input_ids), device=input_ids.device), None)
+    cache = kv.prefill(model, input_ids[first, :start], attention_mask[first, :start])
+    if inverse is not None:
+        cache.batch_select_indices(inverse)
+    return model(
+        input_ids=input_ids[:, start:],
+        attention_mask=attention_mask,
+        position_ids=kv.positions(attention_mask)[:, start:],
+        use_cache=True,
+        **{kv.cache_kwarg(model): cache},
+    ).logits
 
 
 def continuation_logprobs(logits: torch.Tensor, continuations: Sequence[Sequence[int]]) -> list[torch.Tensor]:
