@@ -337,6 +337,17 @@ def test_resume_skips_finished_items_and_refuses_a_changed_setup(aligned, tmp_pa
     assert len(read_items(fresh.output_dir)) == 2
 
 
+def test_a_setting_only_t2t_reads_may_change_until_t2t_has_records(aligned, tmp_path):
+    run_eval(config(tmp_path, modes=["sharer"], answer_method="loglik", limit=2), model=aligned, progress=False)
+    longer = config(tmp_path, modes=["sharer", "t2t"], answer_method="loglik", limit=2, resume=True,
+                    communication_max_new_tokens=6)  # fmt: skip
+    run_eval(longer, model=aligned, progress=False)  # the sharer's records never read the background budget
+    assert sorted({r["mode"] for r in read_items(tmp_path / "run")}) == ["sharer", "t2t"]
+    with pytest.raises(ValueError, match="communication_max_new_tokens"):  # t2t records exist now
+        run_eval(config(tmp_path, modes=["sharer", "t2t"], answer_method="loglik", limit=2, resume=True),
+                 model=aligned, progress=False)  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------ self mode
 
 

@@ -9,9 +9,11 @@
 
 `--resume` reloads `items.jsonl` and skips its (mode, item id) pairs; it refuses a config that differs
 in a field that changes results (the task, models, prompts, answer method, ...), since old and new
-records would not be comparable. A fuser checkpoint may be given or changed while the folder holds no
-record of the mode that reads it (`fuser`: c2c; `self_fuser`: self), so baselines run first can be
-joined by C2C later (`--resume --fuser ... --modes receiver,sharer,c2c`). A last line cut short by an
+records would not be comparable. A field that only some modes read (`MODE_FIELDS`: a fuser
+checkpoint, the T2T background settings, the fusion controls) may be given or changed while the
+folder holds no record of those modes, so baselines run first can be joined by C2C later (`--resume
+--fuser ... --modes receiver,sharer,c2c`), and a sharer-alone run can be resumed with another
+`--communication_max_new_tokens`. A last line cut short by an
 interruption is dropped with a warning.
 """
 
@@ -34,8 +36,18 @@ SUMMARY_FILE = "summary.json"
 MARKDOWN_FILE = "results.md"
 CHART_FILE = "results.png"
 
-FUSER_FIELDS = {"fuser": "c2c", "self_fuser": "self"}
-"""Config fields naming a fuser checkpoint -> the one mode whose records depend on it."""
+_FUSED = frozenset({"c2c", "self"})
+MODE_FIELDS: dict[str, frozenset[str]] = {
+    "fuser": frozenset({"c2c"}),
+    "subfolder": frozenset({"c2c"}),
+    "self_fuser": frozenset({"self"}),
+    "communication_max_new_tokens": frozenset({"t2t"}),
+    "background_prompt": frozenset({"t2t"}),
+    **dict.fromkeys(
+        ("fusion_strength", "fuse_layers", "fuse_proportion", "include_response", "sharer_context"), _FUSED
+    ),
+}
+"""Config fields that change only some modes' records -> those modes."""
 
 
 class RunFolder:
@@ -85,7 +97,7 @@ class RunFolder:
         now = config.to_dict()
         # A field a run folder predates had its default value in that run.
         saved = {**EvalConfig().to_dict(), **saved}
-        free = {name for name, mode in FUSER_FIELDS.items() if mode not in recorded_modes}
+        free = {name for name, modes in MODE_FIELDS.items() if not modes & recorded_modes}
         changed = [k for k in now if k not in RESUMABLE_CHANGES | free and saved.get(k) != now[k]]
         if changed:
             diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
