@@ -143,8 +143,8 @@ def test_a_run_folder_older_than_the_control_fields_resumes(tmp_path):
     import yaml
 
     model = tiny_eval_pair("aligned")
-    cfg = config(tmp_path, modes=["receiver"], answer_method="loglik", limit=2, latency_items=0)
-    run_eval(cfg, model=model, progress=False)
+    cfg = config(tmp_path, modes=["receiver", "c2c"], answer_method="loglik", limit=2, latency_items=0)
+    run_eval(cfg, model=model, progress=False)  # c2c records: the fusion controls may no longer change
     saved = tmp_path / "run" / "config.yaml"
     old = {
         k: v
@@ -152,8 +152,10 @@ def test_a_run_folder_older_than_the_control_fields_resumes(tmp_path):
         if k not in ("fusion_strength", "fuse_layers", "fuse_proportion")
     }
     saved.write_text(yaml.safe_dump(old))
-    config_resumed = config(tmp_path, modes=["receiver"], answer_method="loglik", limit=2, latency_items=0, resume=True)
-    assert len(run_eval(config_resumed, model=model, progress=False).records) == 2
+    config_resumed = config(
+        tmp_path, modes=["receiver", "c2c"], answer_method="loglik", limit=2, latency_items=0, resume=True
+    )
+    assert len(run_eval(config_resumed, model=model, progress=False).records) == 4
     changed = config(
         tmp_path,
         modes=["receiver", "c2c"],
