@@ -8,7 +8,7 @@ import types
 import pytest
 import torch
 
-from cache2cache.alignment import AlignedSequence, AlignmentError, TokenAligner
+from cache2cache.alignment import AlignedSequence, AlignmentError, AlignmentFidelity, TokenAligner
 from cache2cache.chat import render_chat, render_plain
 from toy_tokenizers import CORPUS, bpe_tokenizer, no_template_tokenizer, wordlevel_tokenizer
 
@@ -166,6 +166,28 @@ def test_round_trip_holds_for_longest_on_one_to_one_tokens() -> None:
     # a word the sharer splits cannot survive a 1:1 mapping, and the check says so
     lossy = aligner.align_messages([{"role": "user", "content": "You are a helpful assistant."}])
     assert lossy.message_sections[0].round_trip_ok is False
+
+
+def test_fidelity_counts_native_and_lossy_conversations() -> None:
+    """`fidelity` tells a sharer that reads its own tokens from one that reads a re-cut or lossy text."""
+    sharer = bpe_tokenizer()
+    sharer.add_tokens(["zqzq"])  # a vocabulary unequal to the receiver's, so the 1:1 mapping runs
+    same_cuts = TokenAligner(bpe_tokenizer(), sharer)
+    assert not same_cuts._identity
+    fid = same_cuts.fidelity([CHAT, [CHAT[1]]])
+    words = sum(len(sharer.encode(m["content"], add_special_tokens=False)) for m in [*CHAT, CHAT[1]])
+    assert fid == AlignmentFidelity(2, words, words, native_conversations=2, lossy_conversations=0)
+
+    receiver, sharer = wordlevel_tokenizer(), bpe_tokenizer()
+    texts = ["How are A, B, C?", "You are a helpful assistant."]  # re-cut but whole; loses characters
+    fid = TokenAligner(receiver, sharer).fidelity([[{"role": "user", "content": t}] for t in texts])
+    assert fid == AlignmentFidelity(
+        conversations=2,
+        message_tokens=sum(len(receiver.encode(t, add_special_tokens=False)) for t in texts),
+        native_tokens=sum(len(sharer.encode(t, add_special_tokens=False)) for t in texts),
+        native_conversations=0,
+        lossy_conversations=1,
+    )
 
 
 def test_batch_equals_single_examples() -> None:

@@ -4,6 +4,7 @@ and one-line errors (non-zero exit, no traceback) for bad inputs."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 
@@ -261,6 +262,32 @@ def test_inspect_with_a_shared_tokenizer_and_depth_map(dirs, capsys):
     )
     assert code == 0, err
     assert "layer map: depth" in out and "identical vocabularies" in out and "are fused" in out
+
+
+def test_inspect_measures_the_alignment_over_a_task(dirs, tmp_path, capsys):
+    """`--task` counts, over the task's prompts as c2c eval renders them, what `TokenAligner.fidelity` counts."""
+    questions = ["What is the capital of France?", "How are A, B, C?", "Two plus two is four?"]
+    task = tmp_path / "task.jsonl"
+    task.write_text("".join(json.dumps({"question": q, "choices": ["x", "y"], "answer": 0}) + "\n" for q in questions))
+    code, out, err = _run(["inspect", "--receiver", dirs["recv"], "--sharer", dirs["shr"], "--task", str(task),
+                           "--prompt_style", "plain", *SMALL], capsys)  # fmt: skip
+    assert code == 0, err
+    fid = TokenAligner(bpe_tokenizer(), wordlevel_tokenizer()).fidelity(
+        [{"role": "user", "content": q}] for q in questions
+    )
+    assert f"alignment over 3 prompts of {task} (--prompt_style plain):" in out
+    assert (
+        f"{fid.message_tokens:,} fused positions; the sharer's own encoding of the same texts: {fid.native_tokens:,}"
+        in out
+    )
+    assert f"exactly its own tokenization: {fid.native_conversations} of 3" in out
+    assert (
+        f"lose or replace characters: {fid.lossy_conversations} of 3 ({100 * fid.lossy_conversations / 3:.1f} %)" in out
+    )
+    code, _, err = _run(
+        ["inspect", "--receiver", dirs["recv"], "--sharer", dirs["shr"], "--task", "no_such_task"], capsys
+    )
+    _assert_clean_error(code, err, "inspect", "unknown task 'no_such_task'")
 
 
 def test_inspect_counts_the_published_fuser_stack_on_the_meta_device(tmp_path, capsys):

@@ -44,7 +44,7 @@ import json
 import logging
 import typing
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
@@ -55,7 +55,7 @@ from .alignment_sections import AlignmentError, Messages, encode_side, section_b
 from .config import AlignmentStrategy as Strategy
 from .inputs import left_pad, pad_id
 
-__all__ = ["AlignedBatch", "AlignedSequence", "AlignmentError", "Section", "TokenAligner"]
+__all__ = ["AlignedBatch", "AlignedSequence", "AlignmentError", "AlignmentFidelity", "Section", "TokenAligner"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,31 @@ class AlignedBatch:
     fusion_mask: torch.Tensor
     sequences: list[AlignedSequence]
     left_padding: list[int]
+
+
+@dataclass(frozen=True)
+class AlignmentFidelity:
+    """How closely the sharer's aligned message tokens follow its own tokenization, over conversations.
+
+    The 1:1 mapping gives the sharer one token per receiver token, so where the two tokenizers cut a
+    text differently the sharer reads an unusual tokenization of it, or loses characters. This
+    counts both, per conversation (`TokenAligner.fidelity`).
+
+    Attributes:
+        conversations: Conversations measured.
+        message_tokens: Fused positions (message tokens), summed over the conversations.
+        native_tokens: Tokens of the sharer's own encoding of each message text alone, summed.
+        native_conversations: Conversations whose every message the sharer reads in exactly its own
+            encoding of the text.
+        lossy_conversations: Conversations with a message whose sharer tokens lose or replace
+            characters (`Section.round_trip_ok` False).
+    """
+
+    conversations: int
+    message_tokens: int
+    native_tokens: int
+    native_conversations: int
+    lossy_conversations: int
 
 
 class TokenAligner:
@@ -362,6 +387,26 @@ class TokenAligner:
         fusion, _ = left_pad([[int(f) for f in s.fusion_mask] for s in seqs], 0)
         pads = [r_ids.shape[1] - len(s) for s in seqs]
         return AlignedBatch(r_ids, r_mask, s_ids, s_mask, fusion.bool(), seqs, pads)
+
+    def fidelity(self, conversations: Iterable[Sequence[Mapping[str, Any]]]) -> AlignmentFidelity:
+        """Measure, over `conversations` (each aligned with a generation prompt, as it is answered),
+        how often the sharer reads its own tokenization of the messages (see `AlignmentFidelity`)."""
+        conversations_seen = message_tokens = native_tokens = native_conversations = lossy_conversations = 0
+        for messages in conversations:
+            seq = self.align_messages(messages)
+            native = True
+            for message, section in zip(messages, seq.message_sections, strict=True):
+                aligned = seq.sharer_ids[section.start : section.end]
+                own = self.sharer_tokenizer.encode(message["content"], add_special_tokens=False)
+                message_tokens += len(aligned)
+                native_tokens += len(own)
+                native = native and aligned == own
+            conversations_seen += 1
+            native_conversations += native
+            lossy_conversations += not all(s.round_trip_ok for s in seq.message_sections)
+        return AlignmentFidelity(
+            conversations_seen, message_tokens, native_tokens, native_conversations, lossy_conversations
+        )
 
     def preview(
         self,

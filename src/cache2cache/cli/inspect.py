@@ -7,7 +7,10 @@ It reads both configs and tokenizers and prints:
 3. the fusers' parameter count (`--hidden_dim`, `--intermediate_dim`, `--num_layers`), counted on
    the meta device, so even the published 478M-parameter stack costs no memory;
 4. with `--prompt`, when the tokenizers differ: the token alignment of that prompt, position by
-   position (receiver token, sharer token, fused or not).
+   position (receiver token, sharer token, fused or not);
+5. with `--task`, when the tokenizers differ: over that benchmark's prompts, as `c2c eval` renders
+   them, how often the sharer reads its own tokenization of the question and how often the 1:1
+   mapping loses characters (`TokenAligner.fidelity`).
 
 `--sharer a,b` shows a receiver reading several sharers (docs/method.md §7): one column, layer map,
 fuser count and alignment per sharer, and how they combine (`--sharer_mode`).
@@ -27,6 +30,9 @@ if TYPE_CHECKING:
 EXAMPLE = """examples:
   # the fetched heterogeneous pair (run `c2c fetch` first), with an alignment preview
   c2c inspect --receiver smollm2-135m-instruct --sharer gemma-3-270m --prompt "What is 2 + 2?"
+
+  # how faithfully Gemma-3 reads ARC-Easy questions through the receiver's tokens
+  c2c inspect --receiver smollm2-135m-instruct --sharer gemma-3-270m --task arc_easy --split test --sample 400
 
   # the published pair's shapes and the size of its fusers (hub access needed for the configs)
   c2c inspect --receiver Qwen/Qwen3-0.6B --sharer Qwen/Qwen2.5-0.5B-Instruct --layer_map depth --hidden_dim 512
@@ -58,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--system", help="a system message put before --prompt")
     group.add_argument("--strategy", choices=get_args(AlignmentStrategy), default="longest",
                        help="how one sharer token is chosen when a receiver token needs several (default: longest)")  # fmt: skip
+    group = parser.add_argument_group("alignment over a benchmark's prompts")
+    group.add_argument("--task", help="a task name or file, as for c2c eval: measure the alignment over its prompts")
+    group.add_argument("--split", help="the task's split (default: its own default, as in c2c eval)")
+    group.add_argument("--sample", type=int, help="measure N prompts drawn with --seed (default: all of them)")
+    group.add_argument("--seed", type=int, default=0, help="seed of --sample (default: 0)")
+    group.add_argument("--prompt_style", choices=("paper", "plain"), default="paper",
+                       help="the question turn as c2c eval --prompt_style renders it (default: paper)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -210,7 +223,11 @@ def _alignment_section(
     else:
         head = f"{tokenizers}: different; prompts are token-aligned (strategy {args.strategy}), only message tokens are fused"
     if not args.prompt:
-        return [head] if same else [head, "  (pass --prompt to preview the alignment of a prompt)"]
+        if same:
+            return [head]
+        if args.task:
+            return [head, *_task_fidelity(args, receiver_tok, sharer_tok, label)]
+        return [head, "  (pass --prompt to preview the alignment of a prompt, --task to measure it over a benchmark)"]
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": args.prompt})
     if same:
@@ -231,6 +248,31 @@ def _alignment_section(
     for i, (r, s, f) in enumerate(rows):
         lines.append(f"  {i:>4}  {_shown(r):<{_TOKEN_WIDTH}}  {_shown(s):<{_TOKEN_WIDTH}}  {'yes' if f else ''}")
     return lines
+
+
+def _task_fidelity(
+    args: argparse.Namespace, receiver_tok: PreTrainedTokenizerBase, sharer_tok: PreTrainedTokenizerBase, label: str
+) -> list[str]:
+    """Lines on how faithfully the `label` sharer reads `--task`'s prompts through the 1:1 alignment."""
+    from cache2cache.alignment import TokenAligner
+    from cache2cache.evaluation.runner import answer_messages
+    from cache2cache.tasks import load_task
+
+    items = load_task(args.task, split=args.split, sample=args.sample, seed=args.seed)
+    fid = TokenAligner(receiver_tok, sharer_tok, strategy=args.strategy).fidelity(
+        answer_messages(item, args.prompt_style) for item in items
+    )
+    n = fid.conversations
+
+    def share(count: int) -> str:
+        return f"{count:,} of {n:,} ({100 * count / n:.1f} %)"
+
+    return [
+        f"alignment over {n:,} prompts of {args.task} (--prompt_style {args.prompt_style}):",
+        f"  message tokens: {fid.message_tokens:,} fused positions; the {label}'s own encoding of the same texts: {fid.native_tokens:,} tokens",
+        f"  prompts the {label} reads in exactly its own tokenization: {share(fid.native_conversations)}",
+        f"  prompts whose {label} tokens lose or replace characters: {share(fid.lossy_conversations)}",
+    ]
 
 
 def _shown(token: str) -> str:
