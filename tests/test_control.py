@@ -85,6 +85,35 @@ def test_proportion_keeps_the_last_tokens_of_each_row():
     assert not FusionControl(proportion=0.0).fusion_mask(mask).any()
 
 
+def test_ablated_sets_each_fused_token_to_its_row_mean():
+    g = torch.Generator().manual_seed(0)
+    k, v = torch.randn(2, 3, 5, 4, generator=g), torch.randn(2, 3, 5, 4, generator=g)
+    mask = torch.tensor([[0, 1, 1, 1, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    ((ka, va),) = FusionControl(ablate_sharer=True).ablated([(k, v)], mask)
+    for x, xa in ((k, ka), (v, va)):
+        mean = x[0, :, 1:4].mean(dim=1)  # (H, D)
+        for t in (1, 2, 3):
+            torch.testing.assert_close(xa[0, :, t], mean)
+        torch.testing.assert_close(xa[0, :, [0, 4]], x[0, :, [0, 4]], rtol=0, atol=0)
+        torch.testing.assert_close(xa[1], x[1], rtol=0, atol=0)  # nothing fused: unchanged
+
+
+def test_ablate_sharer_fuses_the_sharer_mean_and_changes_c2c(pair):
+    """The fused cache equals the fusers run on the sharer cache averaged by hand over the fused tokens."""
+    inputs = pair.inputs_from_ids(IDS[:, :-1])
+    ablated = kv.layers(pair.fuse(inputs, control=FusionControl(ablate_sharer=True)))
+    receiver = kv.layers(pair.fuse(inputs, enabled=False))
+    sharer = kv.layers(kv.prefill(pair.sharer, inputs.input_ids, inputs.attention_mask))
+    mask = inputs.fusion_mask  # every token of IDS[:, :-1]: a shared tokenizer
+    assert bool(mask.all())
+    averaged = [(k.mean(2, keepdim=True).expand_as(k), v.mean(2, keepdim=True).expand_as(v)) for k, v in sharer]
+    by_hand = pair.fusers(averaged, receiver, mask)
+    for layer, expected in by_hand.items():
+        torch.testing.assert_close(ablated[layer], expected, rtol=1e-5, atol=1e-5)
+    plain = kv.layers(pair.fuse(inputs))
+    assert not torch.allclose(plain[0][0], ablated[0][0], atol=1e-4)
+
+
 def test_bad_control_values_are_refused_with_the_fix(pair):
     with pytest.raises(ValueError, match="fusion_strength must be a finite number >= 0"):
         pair.generate(input_ids=IDS, fusion_strength=-1)
@@ -96,6 +125,10 @@ def test_bad_control_values_are_refused_with_the_fix(pair):
         pair.generate(input_ids=IDS, fuse_layers=[0, 7])
     with pytest.raises(ValueError, match="list of receiver layer indices"):
         pair.generate(input_ids=IDS, fuse_layers="0,1")
+    with pytest.raises(ValueError, match="ablate_sharer and include_response"):
+        FusionControl(ablate_sharer=True, include_response=True)
+    with pytest.raises(ValueError, match="ablate_sharer must be True or False"):
+        FusionControl(ablate_sharer="yes")  # type: ignore[arg-type]
 
 
 def test_cli_flags_reach_generate(generate_cli_kwargs, capsys):
@@ -121,6 +154,10 @@ def test_eval_flags_parse_and_are_checked():
     message = str(err.value)
     assert "fusion_strength: got -2.0" in message and "fuse_proportion: got 3.0" in message
     assert "control the c2c mode only" in message
+    with pytest.raises(ValueError) as err:
+        load_eval_config(None, {"task": "x.jsonl", "receiver": "r", "sharer": "s", "modes": "receiver",
+                                "ablate_sharer": "true"}, check_files=False)  # fmt: skip
+    assert "ablate_sharer: applies to the c2c and self modes, which --modes lacks" in str(err.value)
 
 
 @pytest.mark.parametrize("method", ["generate", "loglik"])
@@ -137,6 +174,18 @@ def test_eval_c2c_mode_at_strength_zero_is_the_receiver(tmp_path, method):
             assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
     with pytest.raises(ValueError, match="have no fuser"):
         run_eval(config(tmp_path / "other", modes=["c2c"], fuse_layers=[9]), model=model, progress=False)
+
+
+def test_eval_ablate_sharer_changes_c2c_scores_only(tmp_path):
+    model = tiny_eval_pair("aligned")
+    common = {"modes": ["receiver", "c2c"], "answer_method": "loglik", "limit": 3, "latency_items": 1}
+    plain = run_eval(config(tmp_path / "plain", **common), model=model, progress=False).records
+    ablated = run_eval(config(tmp_path / "ablated", ablate_sharer=True, **common), model=model, progress=False).records
+    for a, b in zip(plain, ablated, strict=True):
+        if a["mode"] == "receiver":
+            assert a["scores"] == pytest.approx(b["scores"], abs=1e-6)
+    c2c = [(a["scores"], b["scores"]) for a, b in zip(plain, ablated, strict=True) if a["mode"] == "c2c"]
+    assert any(x != pytest.approx(y, abs=1e-4) for x, y in c2c)
 
 
 def test_a_run_folder_older_than_the_control_fields_resumes(tmp_path):

@@ -109,6 +109,8 @@ def test_what_prefix_reuse_refuses(pair):
         prefix.extend(pair, inputs, control=FusionControl(proportion=0.5))
     with pytest.raises(ValueError, match="include_response"):
         prefix.extend(pair, inputs, control=FusionControl(include_response=True))
+    with pytest.raises(ValueError, match="ablate_sharer: the sharer's mean depends on the whole prompt"):
+        prefix.extend(pair, inputs, control=FusionControl(ablate_sharer=True))
     start = prefix.extend(pair, inputs.truncate(6))
     with pytest.raises(ValueError, match="fuse=True"):
         prefix.extend(pair, inputs, start, fuse=False)

@@ -18,7 +18,17 @@ A fourth switch widens C2C instead of narrowing it:
                        `fuse_proportion` then counts the prompt's tokens only, so p = 0 fuses the
                        response alone.
 
-`C2CModel.generate` takes them as plain keyword arguments (`fusion_strength=`, `fuse_layers=`,
+A diagnostic switch asks whether the fusers use what the sharer read at each token:
+
+    ablate_sharer      before fusion, replace the sharer's K and V at every fused token by their
+                       mean over the row's fused tokens (per layer and KV head), so the fusers see
+                       the sharer's average state but nothing token-specific. A fuser whose gain
+                       survives this was not reading the sharer's content. `c2c eval
+                       --ablate_sharer` sets it, as does any call given the control
+                       (`C2CModel.fuse`, `forward`, `generate_from_inputs`); prefix reuse and
+                       response fusion refuse it.
+
+`C2CModel.generate` takes the first four as plain keyword arguments (`fusion_strength=`, `fuse_layers=`,
 `fuse_proportion=`, `include_response=`) and builds the control with `FusionControl.from_kwargs`, so
 a server or a CLI passes request fields straight through. The ranges are checked here once
 (`valid_strength`, `valid_proportion`, `valid_layers`) for the Python API, `c2c eval` recipes and the
@@ -70,6 +80,8 @@ class FusionControl:
             from the end of the prompt.
         include_response: Also fuse the response tokens as the receiver reads them (and the last
             prompt token, where the fusion mask has it).
+        ablate_sharer: Replace the sharer's K/V at the fused tokens by their per-row mean
+            (`ablated`), a test of whether the fusers use the sharer's token-level content.
 
     Raises:
         ValueError: A value outside its range, naming the keyword argument and the fix.
@@ -79,6 +91,7 @@ class FusionControl:
     layers: tuple[int, ...] | None = None
     proportion: float = 1.0
     include_response: bool = False
+    ablate_sharer: bool = False
 
     def __post_init__(self) -> None:
         if not valid_strength(self.strength):
@@ -89,8 +102,14 @@ class FusionControl:
             if not valid_layers(self.layers):
                 raise ValueError(f"fuse_layers must be {LAYERS_RANGE}, got {list(self.layers)!r}")
             object.__setattr__(self, "layers", tuple(sorted(set(self.layers))))
-        if type(self.include_response) is not bool:
-            raise ValueError(f"include_response must be True or False, got {self.include_response!r}")
+        for name in ("include_response", "ablate_sharer"):
+            if type(getattr(self, name)) is not bool:
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.include_response and self.ablate_sharer:
+            raise ValueError(
+                "ablate_sharer and include_response: the ablation averages the prompt's sharer cache, which "
+                "response fusion extends token by token; use one of them"
+            )
 
     @classmethod
     def from_kwargs(
@@ -143,3 +162,24 @@ class FusionControl:
         # Rank of each mask token counted from the row's end: 1 for the last mask token.
         rank_from_end = fusion_mask.flip(1).long().cumsum(1).flip(1)
         return fusion_mask & (rank_from_end <= keep)
+
+    def ablated(
+        self, sharer_kv: list[tuple[torch.Tensor, torch.Tensor]], fusion_mask: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`sharer_kv` with each fused token's K and V replaced by their mean over the row's fused tokens.
+
+        Args:
+            sharer_kv: Per sharer layer `(K, V)`, each (B, H, N, D).
+            fusion_mask: (B, N) bool, the tokens that get fused (after `fusion_mask`).
+
+        Returns:
+            The same layout; unfused tokens keep their values, and a row with no fused token is unchanged.
+        """
+        mask = fusion_mask[:, None, :, None]  # (B, 1, N, 1)
+        count = mask.sum(dim=2, keepdim=True).clamp(min=1)  # (B, 1, 1, 1)
+
+        def mean_over_mask(x: torch.Tensor) -> torch.Tensor:
+            mean = (x.float() * mask).sum(dim=2, keepdim=True) / count  # (B, H, 1, D)
+            return x.masked_fill(mask, 0) + (mean.to(x.dtype) * mask)
+
+        return [(mean_over_mask(k), mean_over_mask(v)) for k, v in sharer_kv]

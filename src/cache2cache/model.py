@@ -271,7 +271,8 @@ class C2CModel(nn.Module):
             inputs: The tokens to prefill, (B, P) each: normally the prompt minus its last token.
             fusers: The fuser module to call (e.g. a DDP-wrapped `self.fusers`); default `self.fusers`.
             enabled: False runs the receiver-only path: the same prefill, no sharer, no fusion.
-            control: Strength, layer subset and proportion of fusion (`control.py`); default plain C2C.
+            control: Strength, layer subset and proportion of fusion, and the sharer ablation
+                (`control.py`); default plain C2C.
             stage: Wraps the `prefill`, `sharer` and `fuse` stages (for timing them).
 
         Returns:
@@ -294,6 +295,8 @@ class C2CModel(nn.Module):
                     self._sharer_kv(sharer, side, inputs, receiver_cache)
                     for sharer, side in zip(self.sharers, sides, strict=True)
                 ]
+                if control.ablate_sharer:
+                    sharer_kv = [control.ablated(layers, mask) for layers, mask in zip(sharer_kv, masks, strict=True)]
         with stage("fuse"):
             fused = run_fusers(
                 fusers or self.fusers,

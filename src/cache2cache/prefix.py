@@ -107,6 +107,8 @@ def _check_settings(inputs: C2CInputs, fuse: bool, control: FusionControl, prefi
         )
     if fuse and control.include_response:
         problems.append("include_response: the sharer would have to read the response; generate without a prefix")
+    if fuse and control.ablate_sharer:
+        problems.append("ablate_sharer: the sharer's mean depends on the whole prompt; ablate without a prefix")
     if prefix is not None and (prefix.fuse, prefix.control) != (fuse, control):
         problems.append(
             f"the prefix was computed with fuse={prefix.fuse}, {prefix.control}, this call asks for fuse={fuse}, "

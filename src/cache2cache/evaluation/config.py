@@ -130,6 +130,11 @@ class EvalConfig:
         False,
         "c2c: also fuse the response (generated tokens; the scored continuation in loglik), the sharer reading it",
     )
+    ablate_sharer: bool = _opt(
+        False,
+        "c2c and self: the fusers get the sharer's K/V averaged over each prompt's fused tokens, nothing "
+        "token-specific (a test of whether the gain comes from what the sharer read)",
+    )
     sharer_context: bool = _opt(
         False,
         "c2c and self: the sharer reads each item's context (SciQ's support passage) before the question, "
@@ -246,8 +251,11 @@ def check_eval_config(config: EvalConfig, *, check_files: bool = True) -> list[s
         problems.append("limit and sample: give either limit (the first N items) or sample (N random items), not both")
     if c.skip < 0:
         problems.append(f"skip: got {c.skip}, expected a number of items >= 0")
-    if c.sharer_context and not {"c2c", "self"} & set(c.modes):
-        problems.append("sharer_context: applies to the c2c and self modes, which --modes lacks; add one or drop it")
+    for name in ("sharer_context", "ablate_sharer"):
+        if getattr(c, name) and not {"c2c", "self"} & set(c.modes):
+            problems.append(f"{name}: applies to the c2c and self modes, which --modes lacks; add one or drop it")
+    if c.ablate_sharer and c.include_response:
+        problems.append("ablate_sharer and include_response: the ablation averages the prompt's sharer cache; use one")
     if c.latency_items is not None and c.latency_items < 0:
         problems.append(f"latency_items: got {c.latency_items}, expected >= 0 (0 times no item; null times every item)")
     if "{question}" not in c.background_prompt:

@@ -44,7 +44,8 @@ MODE_FIELDS: dict[str, frozenset[str]] = {
     "communication_max_new_tokens": frozenset({"t2t"}),
     "background_prompt": frozenset({"t2t"}),
     **dict.fromkeys(
-        ("fusion_strength", "fuse_layers", "fuse_proportion", "include_response", "sharer_context"), _FUSED
+        ("fusion_strength", "fuse_layers", "fuse_proportion", "include_response", "ablate_sharer", "sharer_context"),
+        _FUSED,
     ),
 }
 """Config fields that change only some modes' records -> those modes."""

@@ -10,7 +10,7 @@ Modes (docs/method.md §6):
   answers the 3-turn chat [background prompt, background, question] (`t2t_messages`).
 - `c2c`: the receiver reads its cache fused with the sharer's (needs trained fusers);
   `fusion_strength`, `fuse_layers` and `fuse_proportion` narrow the fusion, `include_response` widens it to
-  the response (`FusionControl`).
+  the response, and `ablate_sharer` averages the sharer's cache over the prompt (`FusionControl`).
 
 Answer methods: `generate` (greedy, `max_new_tokens`, `extract_choice`) and `loglik` (docs/method.md §6.4:
 the response prefix follows the generation prompt, then either the letters " A", " B", ... are read
@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +160,11 @@ class Evaluator:
         self.receiver_tokenizer: PreTrainedTokenizerBase = model.receiver_tokenizer
         self.sharer_tokenizer: PreTrainedTokenizerBase = model.sharer_tokenizer
         self.scorer = ChoiceScorer(config.response_text, config.loglik_target, config.batch_size)
-        self.control = FusionControl.from_kwargs(
-            config.fusion_strength, config.fuse_layers, config.fuse_proportion, config.include_response
+        self.control = replace(
+            FusionControl.from_kwargs(
+                config.fusion_strength, config.fuse_layers, config.fuse_proportion, config.include_response
+            ),
+            ablate_sharer=config.ablate_sharer,
         )
         self.control.check_layers(model.config.fused_layers)
 
