@@ -13,6 +13,10 @@ C2C against the receiver, self, the sharer and T2T, and self against the receive
 difference in accuracy has a 95% interval from the paired per-item differences (normal
 approximation: mean +- 1.96 sd / sqrt(n)), which is much narrower than two independent intervals.
 
+A folder run with `--ablate_sharer` labels its fused modes `c2c (sharer ablated)` and `self
+(sharer ablated)`, which sort after the plain mode and compare against it item by item: how much of
+C2C's accuracy needs what the sharer read at each token.
+
 The third table, for groups with the receiver, the sharer, self and C2C, splits the items by who
 answered them alone and gives C2C's and self's accuracy on each part. If something crosses the
 cache, C2C beats self where only the sharer was right.
@@ -26,6 +30,7 @@ import math
 from pathlib import Path
 
 MODE_ORDER = ("receiver", "sharer", "t2t", "self", "c2c")
+ABLATED = " (sharer ablated)"
 
 
 def _summary(run_dir: Path) -> dict:
@@ -48,10 +53,21 @@ def group_runs(runs: list[Path]) -> dict[str, list[Path]]:
     return groups
 
 
+def label(run_dir: Path, mode: str) -> str:
+    """`mode` as the tables name it: with `ABLATED` after a fused mode of an `--ablate_sharer` run."""
+    ablated = _summary(run_dir).get("config", {}).get("ablate_sharer", False)
+    return mode + ABLATED if ablated and mode in ("c2c", "self") else mode
+
+
+def _order(name: str) -> tuple[int, str]:
+    base = name.removesuffix(ABLATED)
+    return (MODE_ORDER.index(base) if base in MODE_ORDER else len(MODE_ORDER), name)
+
+
 def rows(where: str, run_dirs: list[Path]) -> list[str]:
     """The accuracy rows of one task's run folders."""
-    modes = [m for run in run_dirs for m in _summary(run)["modes"]]
-    modes.sort(key=lambda m: MODE_ORDER.index(m["mode"]) if m["mode"] in MODE_ORDER else len(MODE_ORDER))
+    modes = [{**m, "mode": label(run, m["mode"])} for run in run_dirs for m in _summary(run)["modes"]]
+    modes.sort(key=lambda m: _order(m["mode"]))
     out = []
     for m in modes:
         latency = f"{m['latency_median_ms']:,.0f} ms" if m.get("latency_median_ms") is not None else "–"
@@ -62,11 +78,13 @@ def rows(where: str, run_dirs: list[Path]) -> list[str]:
     return out
 
 
-COMPARISONS = (("c2c", "receiver"), ("c2c", "self"), ("c2c", "sharer"), ("c2c", "t2t"), ("self", "receiver"))
+COMPARISONS = (("c2c", "receiver"), ("c2c", "self"), ("c2c", "sharer"), ("c2c", "t2t"), ("self", "receiver"),
+               ("c2c", "c2c" + ABLATED), ("self", "self" + ABLATED))  # fmt: skip
 
 
 def item_correctness(run_dirs: list[Path]) -> dict[str, dict[str, bool]]:
-    """mode -> item id -> correct, from the folders' items.jsonl (records of an unfinished mode left out)."""
+    """mode (`label`) -> item id -> correct, from the folders' items.jsonl (records of an unfinished
+    mode left out)."""
     correct: dict[str, dict[str, bool]] = {}
     for run in run_dirs:
         finished = {m["mode"] for m in _summary(run)["modes"]}
@@ -74,7 +92,7 @@ def item_correctness(run_dirs: list[Path]) -> dict[str, dict[str, bool]]:
             if line.strip():
                 item = json.loads(line)
                 if item["mode"] in finished:
-                    correct.setdefault(item["mode"], {})[item["id"]] = bool(item["correct"])
+                    correct.setdefault(label(run, item["mode"]), {})[item["id"]] = bool(item["correct"])
     return correct
 
 

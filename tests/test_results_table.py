@@ -15,14 +15,15 @@ results_table = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(results_table)
 
 
-def _run(folder: Path, correct: dict[str, list[bool]]) -> Path:
+def _run(folder: Path, correct: dict[str, list[bool]], config: dict | None = None) -> Path:
     folder.mkdir()
     modes = [
         {"mode": mode, "n": len(c), "accuracy": sum(c) / len(c), "ci_low": 0.1, "ci_high": 0.9,
          "latency_median_ms": 12.0 if mode == "c2c" else None}
         for mode, c in correct.items()
     ]  # fmt: skip
-    (folder / "summary.json").write_text(json.dumps({"task": "arc_easy", "split": "test", "modes": modes}))
+    summary = {"task": "arc_easy", "split": "test", "modes": modes, **({"config": config} if config else {})}
+    (folder / "summary.json").write_text(json.dumps(summary))
     lines = [json.dumps({"mode": m, "id": f"q{i}", "correct": v}) for m, c in correct.items() for i, v in enumerate(c)]
     (folder / "items.jsonl").write_text("\n".join(lines) + "\n")
     return folder
@@ -72,3 +73,19 @@ def test_who_knew_splits_the_items_by_the_single_models(tmp_path: Path) -> None:
     ]
     partial = _run(tmp_path / "partial", {"receiver": [True], "c2c": [True]})
     assert results_table.who_knew_rows("arc_easy test", results_table.item_correctness([partial])) == []
+
+
+def test_an_ablated_run_is_its_own_row_and_compares_with_plain_c2c(tmp_path: Path) -> None:
+    plain = _run(tmp_path / "c2c", {"c2c": [True, True, True, False]})
+    ablated = _run(tmp_path / "ablated", {"c2c": [True, False, False, False]}, config={"ablate_sharer": True})
+    base = _run(tmp_path / "base", {"receiver": [True, False, True, False]})
+    runs = [ablated, plain, base]
+    assert [row.split(" | ")[1] for row in results_table.rows("arc_easy test", runs)] == [
+        "receiver",
+        "c2c",
+        "c2c (sharer ablated)",
+    ]
+    assert results_table.paired_rows("arc_easy test", results_table.item_correctness(runs)) == [
+        "| arc_easy test | c2c - receiver | 4 | +25.0 points | [-24.0, +74.0] |",
+        "| arc_easy test | c2c - c2c (sharer ablated) | 4 | +50.0 points | [-6.6, +106.6] |",
+    ]
