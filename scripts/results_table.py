@@ -18,7 +18,8 @@ A folder run with `--ablate_sharer` labels its fused modes `c2c (sharer ablated)
 C2C's accuracy needs what the sharer read at each token.
 
 The third table, for groups with the receiver, the sharer, self and C2C, splits the items by who
-answered them alone and gives C2C's and self's accuracy on each part. If something crosses the
+answered them alone and gives C2C's and self's accuracy on each part (and the ablated C2C's, where
+a folder has it). If something crosses the
 cache, C2C beats self where only the sharer was right.
 """
 
@@ -125,20 +126,36 @@ CASES = (("the sharer alone right, the receiver wrong", True, False),
 """Who was right alone, as (label, sharer correct, receiver correct)."""
 
 
-def who_knew_rows(where: str, correct: dict[str, dict[str, bool]]) -> list[str]:
-    """`| task | case | n | c2c | self |` rows: C2C's and self's accuracy on the items split by whether
-    the sharer and the receiver alone answered them. Communication shows as C2C above self where only
-    the sharer knew; enrichment alone lifts both alike. Empty unless all four modes are present."""
+WHO_KNEW_COLUMNS = ("c2c", "self", "c2c" + ABLATED)
+"""The modes the who-was-right table reports; the ablated one only where some group has it."""
+
+
+def who_knew_columns(groups: list[dict[str, dict[str, bool]]]) -> list[str]:
+    """The who-was-right table's mode columns for these groups (`item_correctness` of each)."""
+    return [m for m in WHO_KNEW_COLUMNS if m != "c2c" + ABLATED or any(m in g for g in groups)]
+
+
+def who_knew_rows(where: str, correct: dict[str, dict[str, bool]], columns: list[str] | None = None) -> list[str]:
+    """`| task | case | n | c2c | self | ... |` rows: each of `columns`' accuracy (default c2c and
+    self) on the items split by whether the sharer and the receiver alone answered them, "–" for a
+    mode this group lacks. Communication shows as C2C above self where only the sharer knew;
+    enrichment alone lifts both alike. Empty unless receiver, sharer, self and C2C are all present."""
     if not all(mode in correct for mode in ("receiver", "sharer", "self", "c2c")):
         return []
     common = sorted(set.intersection(*(set(correct[m]) for m in ("receiver", "sharer", "self", "c2c"))))
     out = []
-    for label, sharer_right, receiver_right in CASES:
+    for label_, sharer_right, receiver_right in CASES:
         ids = [i for i in common if (correct["sharer"][i], correct["receiver"][i]) == (sharer_right, receiver_right)]
         if ids:
-            c2c, self_ = (100 * sum(correct[m][i] for i in ids) / len(ids) for m in ("c2c", "self"))
-            out.append(f"| {where} | {label} | {len(ids):,} | {c2c:.1f}% | {self_:.1f}% |")
+            cells = [_accuracy(correct.get(m, {}), ids) for m in columns or WHO_KNEW_COLUMNS[:2]]
+            out.append(f"| {where} | {label_} | {len(ids):,} | {' | '.join(cells)} |")
     return out
+
+
+def _accuracy(correct: dict[str, bool], ids: list[str]) -> str:
+    """Accuracy over those of `ids` that `correct` answered, or "–" if none."""
+    answered = [correct[i] for i in ids if i in correct]
+    return f"{100 * sum(answered) / len(answered):.1f}%" if answered else "–"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n| task | comparison | n | difference | 95% CI (paired) |")
         print("|---|---|---:|---:|---|")
         print("\n".join(paired))
-    knew = [row for where in groups for row in who_knew_rows(where, correct[where])]
+    columns = who_knew_columns(list(correct.values()))
+    knew = [row for where in groups for row in who_knew_rows(where, correct[where], columns)]
     if knew:
-        print("\n| task | items where | n | c2c | self |")
-        print("|---|---|---:|---:|---:|")
+        print(f"\n| task | items where | n | {' | '.join(columns)} |")
+        print("|---|---|---:|" + "---:|" * len(columns))
         print("\n".join(knew))
     return 0
 

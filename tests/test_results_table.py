@@ -89,3 +89,13 @@ def test_an_ablated_run_is_its_own_row_and_compares_with_plain_c2c(tmp_path: Pat
         "| arc_easy test | c2c - receiver | 4 | +25.0 points | [-24.0, +74.0] |",
         "| arc_easy test | c2c - c2c (sharer ablated) | 4 | +50.0 points | [-6.6, +106.6] |",
     ]
+    # with the sharer and self too, the who-was-right table gains the ablated column
+    rest = _run(tmp_path / "rest", {"sharer": [False, True, False, True], "self": [True, False, False, True]})
+    correct = results_table.item_correctness([*runs, rest])
+    columns = results_table.who_knew_columns([correct])
+    assert columns == ["c2c", "self", "c2c (sharer ablated)"]
+    assert results_table.who_knew_rows("arc_easy test", correct, columns) == [
+        "| arc_easy test | the sharer alone right, the receiver wrong | 2 | 50.0% | 50.0% | 0.0% |",
+        "| arc_easy test | the receiver alone right, the sharer wrong | 2 | 100.0% | 50.0% | 50.0% |",
+    ]
+    assert results_table.who_knew_columns([results_table.item_correctness([plain, base, rest])]) == ["c2c", "self"]
