@@ -88,12 +88,12 @@ def item_correctness(run_dirs: list[Path]) -> dict[str, dict[str, bool]]:
     mode left out)."""
     correct: dict[str, dict[str, bool]] = {}
     for run in run_dirs:
-        finished = {m["mode"] for m in _summary(run)["modes"]}
+        names = {m["mode"]: label(run, m["mode"]) for m in _summary(run)["modes"]}  # the finished modes
         for line in (run / "items.jsonl").read_text().splitlines():
             if line.strip():
                 item = json.loads(line)
-                if item["mode"] in finished:
-                    correct.setdefault(label(run, item["mode"]), {})[item["id"]] = bool(item["correct"])
+                if item["mode"] in names:
+                    correct.setdefault(names[item["mode"]], {})[item["id"]] = bool(item["correct"])
     return correct
 
 

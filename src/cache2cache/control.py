@@ -180,6 +180,6 @@ class FusionControl:
 
         def mean_over_mask(x: torch.Tensor) -> torch.Tensor:
             mean = (x.float() * mask).sum(dim=2, keepdim=True) / count  # (B, H, 1, D)
-            return x.masked_fill(mask, 0) + (mean.to(x.dtype) * mask)
+            return mean.to(x.dtype).expand_as(x).where(mask, x)
 
         return [(mean_over_mask(k), mean_over_mask(v)) for k, v in sharer_kv]
