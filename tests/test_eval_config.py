@@ -59,9 +59,10 @@ def test_every_problem_is_reported_at_once(tmp_path):
         assert expected in text, f"{expected!r} not in:\n{text}"
 
 
-def test_plain_prompts_cannot_score_letters():
-    cfg = EvalConfig(**MODELS, task=TASK, prompt_style="plain", answer_method="loglik", loglik_target="letters")
-    with pytest.raises(ConfigError, match="loglik_target: 'letters' needs the options listed"):
+@pytest.mark.parametrize("style", ["plain", "listed"])
+def test_only_paper_prompts_can_score_letters(style):
+    cfg = EvalConfig(**MODELS, task=TASK, prompt_style=style, answer_method="loglik", loglik_target="letters")
+    with pytest.raises(ConfigError, match=f"loglik_target: 'letters' .* only prompt_style 'paper'.*{style!r}.*texts"):
         load_eval_config(None, {k: v for k, v in cfg.to_dict().items() if k != "kind"})
 
 

@@ -69,8 +69,9 @@ def aligned() -> C2CModel:
         {"answer_method": "generate"},
         {"answer_method": "loglik", "loglik_target": "letters"},
         {"answer_method": "loglik", "loglik_target": "texts", "prompt_style": "plain"},
+        {"answer_method": "loglik", "loglik_target": "texts", "prompt_style": "listed"},
     ],
-    ids=["generate", "loglik-letters", "loglik-texts-plain"],
+    ids=["generate", "loglik-letters", "loglik-texts-plain", "loglik-texts-listed"],
 )
 def test_every_mode_writes_all_outputs_and_the_summary_agrees_with_the_items(aligned, tmp_path, method):
     result = run_eval(config(tmp_path, **method), model=aligned, progress=False)

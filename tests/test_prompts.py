@@ -12,6 +12,7 @@ from cache2cache.tasks.prompts import (
     mc_messages,
     mc_prompt,
     mc_training_messages,
+    question_turn,
     t2t_messages,
 )
 
@@ -66,6 +67,22 @@ def test_plain_training_messages_are_the_chat_that_plain_loglik_scores() -> None
         {"role": "user", "content": "Which gas do plants absorb?"},
         {"role": "assistant", "content": "Carbon dioxide"},
     ]
+
+
+def test_listed_training_messages_show_the_options_and_reply_with_the_gold_text() -> None:
+    # The question and lettered options without the paper's instructions, as `c2c eval --prompt_style
+    # listed` asks it, and the gold option's text as the reply, as `--loglik_target texts` scores it.
+    listed = "Which gas do plants absorb?\n\nChoices:\nA. Oxygen\nB. Carbon dioxide\nC. Helium\nD. Neon"
+    assert question_turn(ITEM, "listed") == listed
+    assert mc_training_messages(ITEM, "listed") == [
+        {"role": "user", "content": listed},
+        {"role": "assistant", "content": "Carbon dioxide"},
+    ]
+
+
+def test_the_question_turn_of_each_style_is_what_evaluation_sends() -> None:
+    assert question_turn(ITEM, "paper") == mc_messages(ITEM)[0]["content"]
+    assert question_turn(ITEM, "plain") == ITEM.question
 
 
 def test_t2t_prompts() -> None:

@@ -122,11 +122,16 @@ def test_multiple_choice_records_become_training_chats(tmp_path) -> None:
     assert conv[1] == {"role": "assistant", "content": "The correct answer is B."}
 
 
-def test_plain_multiple_choice_records_answer_with_the_option_text(tmp_path) -> None:
+def test_plain_and_listed_multiple_choice_records_answer_with_the_option_text(tmp_path) -> None:
     path = tmp_path / "mc.jsonl"
     path.write_text(json.dumps({"question": "What is 2 + 2?", "choices": ["3", "4", "5"], "answer": 1}) + "\n")
     (conv,) = load_source(DataSource(type="mc", path=str(path), prompt_style="plain"))
     assert conv == [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}]
+    (conv,) = load_source(DataSource(type="mc", path=str(path), prompt_style="listed"))
+    assert conv == [
+        {"role": "user", "content": "What is 2 + 2?\n\nChoices:\nA. 3\nB. 4\nC. 5"},
+        {"role": "assistant", "content": "4"},
+    ]
 
 
 def test_sharer_context_puts_the_passage_in_the_sharer_prompt_alone(tmp_path) -> None:

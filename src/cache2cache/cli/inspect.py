@@ -22,6 +22,7 @@ import argparse
 from typing import TYPE_CHECKING, get_args
 
 from ..config import SHARER_MODES, AlignmentStrategy
+from ..tasks.prompts import PromptStyle
 from .common import USER_ERRORS, add_fresh_fuser_arguments, configure_logging, fresh_fuser_config, report_error
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--split", help="the task's split (default: its own default, as in c2c eval)")
     group.add_argument("--sample", type=int, help="measure N prompts drawn with --seed (default: all of them)")
     group.add_argument("--seed", type=int, default=0, help="seed of --sample (default: 0)")
-    group.add_argument("--prompt_style", choices=("paper", "plain"), default="paper",
+    group.add_argument("--prompt_style", choices=get_args(PromptStyle), default="paper",
                        help="the question turn as c2c eval --prompt_style renders it (default: paper)")  # fmt: skip
 
 

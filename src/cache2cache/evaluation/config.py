@@ -107,11 +107,12 @@ class EvalConfig:
     )
     prompt_style: PromptStyle = _opt(
         "paper",
-        "paper: the paper's multiple-choice prompt; plain: the question text alone (needs loglik_target texts or generate)",
+        "paper: the paper's multiple-choice prompt; plain: the question text alone; listed: the question and its lettered "
+        "options, no instructions (plain and listed need loglik_target texts or generate)",
     )
     response_prefix: str | None = _opt(
         None,
-        "loglik: text after the generation prompt, before the scored choice (default: 'The correct answer is' for paper prompts, '' for plain)",
+        "loglik: text after the generation prompt, before the scored choice (default: 'The correct answer is' for paper prompts, '' for plain and listed)",
     )
     max_new_tokens: int = _opt(64, "generate: most answer tokens (paper: 64)")
     communication_max_new_tokens: int = _opt(256, "t2t: most background tokens the sharer writes (paper: 256)")
@@ -218,10 +219,10 @@ def check_eval_config(config: EvalConfig, *, check_files: bool = True) -> list[s
             )
     if c.subfolder and not c.fuser:
         problems.append("subfolder: a folder inside --fuser; give --fuser too, or drop --subfolder")
-    if c.prompt_style == "plain" and c.answer_method == "loglik" and c.loglik_target == "letters":
+    if c.prompt_style != "paper" and c.answer_method == "loglik" and c.loglik_target == "letters":
         problems.append(
-            "loglik_target: 'letters' needs the options listed in the prompt, but prompt_style 'plain' sends the question "
-            "alone; use --loglik_target texts (score each choice's text) or --prompt_style paper"
+            f"loglik_target: 'letters' scores a letter after 'The correct answer is', which only prompt_style 'paper' asks "
+            f"for ({c.prompt_style!r} is answered with an option's text); use --loglik_target texts or --prompt_style paper"
         )
     for name in ("batch_size", "max_new_tokens", "communication_max_new_tokens", "limit", "sample"):
         value = getattr(c, name)

@@ -41,7 +41,14 @@ from ..model import C2CModel
 from ..sharers import sharer_names
 from ..tasks import MultipleChoiceItem, TaskError, load_task
 from ..tasks.answers import extract_choice, letter
-from ..tasks.prompts import background_messages, background_prompt, context_first, mc_messages, t2t_messages
+from ..tasks.prompts import (
+    PromptStyle,
+    background_messages,
+    background_prompt,
+    context_first,
+    question_turn,
+    t2t_messages,
+)
 from .config import MODES, EvalConfig
 from .modes import SharerReplies, generated_lengths, sharer_encode, sharer_replies, sharer_texts
 from .rundir import RunFolder
@@ -124,20 +131,15 @@ def build_self_model(config: EvalConfig, model: C2CModel) -> C2CModel:
     )
 
 
-def question_text(item: MultipleChoiceItem, style: str) -> str:
-    """The receiver's question turn: the paper's multiple-choice prompt, or the bare question (plain)."""
-    return mc_messages(item)[0]["content"] if style == "paper" else item.question
-
-
-def answer_messages(item: MultipleChoiceItem, style: str) -> Messages:
+def answer_messages(item: MultipleChoiceItem, style: PromptStyle) -> Messages:
     """The single-turn chat the receiver, the sharer and C2C answer."""
-    return [{"role": "user", "content": question_text(item, style)}]
+    return [{"role": "user", "content": question_turn(item, style)}]
 
 
 def t2t_stage2_messages(item: MultipleChoiceItem, background: str, config: EvalConfig) -> Messages:
     """The T2T receiver's 3-turn chat: [background request, the sharer's background, the question]."""
     return t2t_messages(
-        background_prompt(item.question, config.background_prompt), background, question_text(item, config.prompt_style)
+        background_prompt(item.question, config.background_prompt), background, question_turn(item, config.prompt_style)
     )
 
 

@@ -4,8 +4,10 @@
   `build_prompt` byte for byte for four options (docs/method.md §6.3). The instruction line names the letters
   of the item's own options: "A/B/C/D" for four, "A/B/C" for three, "A/B/C/D/E" for five. (The
   reference always writes "A/B/C/D", which tells a model not to pick E on a five-option ARC item.)
+- `question_turn`: the receiver's question in each prompt style, shared by training and evaluation.
 - `mc_training_messages`: the MMLU/OpenBookQA chat form used for training (docs/method.md §5.2), or
-  the plain form (bare question, gold option text) that matches the plain log-likelihood evaluation.
+  the plain and listed forms (the question, with or without its lettered options; reply the gold
+  option's text) that match the log-likelihood evaluation over choice texts.
 - `background_prompt` / `t2t_messages`: the T2T baseline (docs/method.md §6.7). The sharer writes background
   for the question stem alone; the receiver then reads a 3-turn chat ending in `mc_prompt`.
 
@@ -25,9 +27,11 @@ if TYPE_CHECKING:
 
 Message = dict[str, str]
 
-PromptStyle = Literal["paper", "plain"]
-"""How a multiple-choice item is asked: "paper", the paper's prompt with lettered options; "plain",
-the bare question (evaluation: `--prompt_style`; training: an `mc` source's `prompt_style`)."""
+PromptStyle = Literal["paper", "plain", "listed"]
+"""How a multiple-choice item is asked: "paper", the paper's prompt with lettered options and its
+instructions; "plain", the bare question; "listed", the question and its lettered options with no
+instructions (evaluation: `--prompt_style`; training: an `mc` source's `prompt_style`). Plain and
+listed are answered with an option's text, so only paper prompts can be scored by letter."""
 
 T2T_BACKGROUND_PROMPT = (
     "In one clear sentence, describe the most essential background knowledge needed to answer the "
@@ -81,23 +85,37 @@ def mc_messages(item: MultipleChoiceItem, *, use_template: bool = True) -> list[
     return [{"role": "user", "content": mc_prompt(item.question, item.choices, use_template=use_template)}]
 
 
+def question_turn(item: MultipleChoiceItem, style: PromptStyle) -> str:
+    """The receiver's question turn in `style`, as `c2c eval --prompt_style` asks it.
+
+    Returns:
+        paper: `mc_prompt` (the paper's instructions, ending in "The correct answer is");
+        plain: the bare question; listed: `"{q}\\n\\nChoices:\\nA. ...\\nB. ..."`, stripped.
+    """
+    if style == "paper":
+        return mc_prompt(item.question, item.choices)
+    if style == "listed":
+        return mc_prompt(item.question, item.choices, use_template=False).strip()
+    return item.question
+
+
 def mc_training_messages(item: MultipleChoiceItem, style: PromptStyle = "paper") -> list[Message]:
-    """The training chat for one item, in one of the two prompt styles of the evaluation.
+    """The training chat for one item, in one of the prompt styles of the evaluation.
 
     Args:
         item: The item; its gold answer is the reply.
         style: "paper" (docs/method.md §5.2): the question and lettered options, then the gold letter.
-            "plain": the bare question, then the gold option's text, the chat that `c2c eval
-            --prompt_style plain --loglik_target texts` scores (its reply is one option's text).
+            "plain" and "listed": `question_turn` in that style, then the gold option's text, the
+            chat that `c2c eval --prompt_style plain|listed --loglik_target texts` scores.
 
     Returns:
         paper: `[user "Question: {q}\\n\\nChoices:\\nA. ...\\nB. ...", assistant "The correct answer is {L}."]`,
         the user text stripped as in the reference's MMLU/OpenBookQA chat datasets.
-        plain: `[user "{q}", assistant "{gold option text}"]`.
+        plain, listed: `[user question_turn(item, style), assistant "{gold option text}"]`.
     """
-    if style == "plain":
+    if style != "paper":
         return [
-            {"role": "user", "content": item.question},
+            {"role": "user", "content": question_turn(item, style)},
             {"role": "assistant", "content": item.choices[item.answer]},
         ]
     user = f"Question: {item.question}\n\nChoices:\n{format_choices(item.choices)}".strip()

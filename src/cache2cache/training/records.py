@@ -317,7 +317,8 @@ def mc_conversations(
         limit: Keep the first `limit` items.
         data_dir: Where the local data is (default: the asset cache).
         prompt_style: "paper": the question and lettered options, then "The correct answer is X.";
-            "plain": the bare question, then the gold option's text.
+            "plain" / "listed": the bare question / the question and lettered options, then the
+            gold option's text.
         sharer_context: Items with a `context` (SciQ's supporting passage) become
             `TwoPromptConversation`s whose sharer reads the context before the question
             (`tasks.prompts.context_first`) while the receiver reads the question alone, so the

@@ -84,8 +84,9 @@ class DataSource:
         limit: Keep the first `limit` conversations.
         data_dir: "mc" only: where `load_task` finds local data (default: the asset cache).
         prompt_style: "mc" only: "paper" (question and lettered options, reply "The correct answer
-            is X.") or "plain" (the bare question, reply the gold option's text: what `c2c eval
-            --prompt_style plain --loglik_target texts` scores).
+            is X."), "plain" (the bare question) or "listed" (the question and its lettered options);
+            plain and listed reply with the gold option's text: what `c2c eval --prompt_style
+            plain|listed --loglik_target texts` scores.
         sharer_context: "mc" only: items with a supporting passage (SciQ's `support`, a JSONL
             `context`) train with the passage in the sharer's prompt alone, so the receiver can only
             answer from it through the fused cache; the other items stay plain.
