@@ -42,7 +42,7 @@ def _summary(run_dir: Path) -> dict:
 
 
 def group_runs(runs: list[Path]) -> dict[str, list[Path]]:
-    """`"task split"` -> its run folders, in first-appearance order.
+    """`"task split"` (the task alone for a task without splits) -> its run folders, in first-appearance order.
 
     Raises:
         FileNotFoundError: a folder has no summary.json (the run has not finished).
@@ -50,7 +50,8 @@ def group_runs(runs: list[Path]) -> dict[str, list[Path]]:
     groups: dict[str, list[Path]] = {}
     for run in runs:
         summary = _summary(run)
-        groups.setdefault(f"{summary['task']} {summary['split']}", []).append(run)
+        name = " ".join(part for part in (summary["task"], summary["split"]) if part)
+        groups.setdefault(name, []).append(run)
     return groups
 
 

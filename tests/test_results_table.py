@@ -15,14 +15,14 @@ results_table = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(results_table)
 
 
-def _run(folder: Path, correct: dict[str, list[bool]], config: dict | None = None) -> Path:
+def _run(folder: Path, correct: dict[str, list[bool]], config: dict | None = None, split: str | None = "test") -> Path:
     folder.mkdir()
     modes = [
         {"mode": mode, "n": len(c), "accuracy": sum(c) / len(c), "ci_low": 0.1, "ci_high": 0.9,
          "latency_median_ms": 12.0 if mode == "c2c" else None}
         for mode, c in correct.items()
     ]  # fmt: skip
-    summary = {"task": "arc_easy", "split": "test", "modes": modes, **({"config": config} if config else {})}
+    summary = {"task": "arc_easy", "split": split, "modes": modes, **({"config": config} if config else {})}
     (folder / "summary.json").write_text(json.dumps(summary))
     lines = [json.dumps({"mode": m, "id": f"q{i}", "correct": v}) for m, c in correct.items() for i, v in enumerate(c)]
     (folder / "items.jsonl").write_text("\n".join(lines) + "\n")
@@ -34,6 +34,8 @@ def test_folders_of_one_task_group_in_mode_order_with_paired_differences(tmp_pat
     fused = _run(tmp_path / "c2c", {"c2c": [True, True, True, False]})
     groups = results_table.group_runs([fused, base])
     assert groups == {"arc_easy test": [fused, base]}
+    unsplit = _run(tmp_path / "unsplit", {"receiver": [True]}, split=None)  # a file or oe_eval task: no split
+    assert list(results_table.group_runs([unsplit])) == ["arc_easy"]
     assert results_table.rows("arc_easy test", groups["arc_easy test"]) == [
         "| arc_easy test | receiver | 4 | 25.0% | [10.0, 90.0] | – |",
         "| arc_easy test | c2c | 4 | 75.0% | [10.0, 90.0] | 12 ms |",
