@@ -9,7 +9,7 @@ come in the order of the folders, and in each group the modes in the order recei
 self, c2c.
 
 The second table compares modes item by item (`items.jsonl`), over the items both answered:
-C2C against the receiver, self, the sharer and T2T, and self against the receiver. The
+C2C against the receiver, self, the sharer and T2T, self and the sharer against the receiver. The
 difference in accuracy has a 95% interval from the paired per-item differences (normal
 approximation: mean +- 1.96 sd / sqrt(n)), which is much narrower than two independent intervals.
 
@@ -17,10 +17,10 @@ A folder run with `--ablate_sharer` labels its fused modes `c2c (sharer ablated)
 (sharer ablated)`, which sort after the plain mode and compare against it item by item: how much of
 C2C's accuracy needs what the sharer read at each token.
 
-The third table, for groups with the receiver, the sharer, self and C2C, splits the items by who
-answered them alone and gives C2C's and self's accuracy on each part (and the ablated C2C's, where
-a folder has it). If something crosses the
-cache, C2C beats self where only the sharer was right.
+The third table, for groups with the receiver and the sharer, splits the items by who answered them
+alone and gives C2C's and self's accuracy on each part ("–" where a group lacks the mode; and the
+ablated C2C's, where a folder has it). If something crosses the cache, C2C beats self where only the
+sharer was right; and only those items can gain from reading the sharer at all.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def rows(where: str, run_dirs: list[Path]) -> list[str]:
 
 
 COMPARISONS = (("c2c", "receiver"), ("c2c", "self"), ("c2c", "sharer"), ("c2c", "t2t"), ("self", "receiver"),
-               ("c2c", "c2c" + ABLATED), ("self", "self" + ABLATED))  # fmt: skip
+               ("sharer", "receiver"), ("c2c", "c2c" + ABLATED), ("self", "self" + ABLATED))  # fmt: skip
 
 
 def item_correctness(run_dirs: list[Path]) -> dict[str, dict[str, bool]]:
@@ -140,10 +140,12 @@ def who_knew_rows(where: str, correct: dict[str, dict[str, bool]], columns: list
     """`| task | case | n | c2c | self | ... |` rows: each of `columns`' accuracy (default c2c and
     self) on the items split by whether the sharer and the receiver alone answered them, "–" for a
     mode this group lacks. Communication shows as C2C above self where only the sharer knew;
-    enrichment alone lifts both alike. Empty unless receiver, sharer, self and C2C are all present."""
-    if not all(mode in correct for mode in ("receiver", "sharer", "self", "c2c")):
+    enrichment alone lifts both alike. Over the items every present one of receiver, sharer, self and
+    C2C answered; empty unless the receiver and the sharer are both present."""
+    if "receiver" not in correct or "sharer" not in correct:
         return []
-    common = sorted(set.intersection(*(set(correct[m]) for m in ("receiver", "sharer", "self", "c2c"))))
+    present = [m for m in ("receiver", "sharer", "self", "c2c") if m in correct]
+    common = sorted(set.intersection(*(set(correct[m]) for m in present)))
     out = []
     for label_, sharer_right, receiver_right in CASES:
         ids = [i for i in common if (correct["sharer"][i], correct["receiver"][i]) == (sharer_right, receiver_right)]

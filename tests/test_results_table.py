@@ -75,6 +75,20 @@ def test_who_knew_splits_the_items_by_the_single_models(tmp_path: Path) -> None:
     ]
     partial = _run(tmp_path / "partial", {"receiver": [True], "c2c": [True]})
     assert results_table.who_knew_rows("arc_easy test", results_table.item_correctness([partial])) == []
+    # the single models alone: how many items only the sharer knew, with no fused mode to score there
+    singles = _run(tmp_path / "singles", {"receiver": [False, True, False], "sharer": [True, False, False]})
+    correct = results_table.item_correctness([singles])
+    assert results_table.who_knew_rows("arc_easy test", correct) == [
+        "| arc_easy test | the sharer alone right, the receiver wrong | 1 | – | – |",
+        "| arc_easy test | the receiver alone right, the sharer wrong | 1 | – | – |",
+        "| arc_easy test | both wrong | 1 | – | – |",
+    ]
+    assert (
+        results_table.paired_rows("arc_easy test", correct)
+        == [
+            "| arc_easy test | sharer - receiver | 3 | +0.0 points | [-113.2, +113.2] |"  # diffs 1, -1, 0: sd 1, 1.96/sqrt(3)
+        ]
+    )
 
 
 def test_an_ablated_run_is_its_own_row_and_compares_with_plain_c2c(tmp_path: Path) -> None:
