@@ -128,12 +128,13 @@ CASES = (("the sharer alone right, the receiver wrong", True, False),
 
 
 WHO_KNEW_COLUMNS = ("c2c", "self", "c2c" + ABLATED)
-"""The modes the who-was-right table reports; the ablated one only where some group has it."""
+"""The modes the who-was-right table reports, each only where some group has it."""
 
 
 def who_knew_columns(groups: list[dict[str, dict[str, bool]]]) -> list[str]:
-    """The who-was-right table's mode columns for these groups (`item_correctness` of each)."""
-    return [m for m in WHO_KNEW_COLUMNS if m != "c2c" + ABLATED or any(m in g for g in groups)]
+    """The who-was-right table's mode columns for these groups (`item_correctness` of each): none
+    where only the single models ran, and the table gives the counts alone."""
+    return [m for m in WHO_KNEW_COLUMNS if any(m in g for g in groups)]
 
 
 def who_knew_rows(where: str, correct: dict[str, dict[str, bool]], columns: list[str] | None = None) -> list[str]:
@@ -150,8 +151,8 @@ def who_knew_rows(where: str, correct: dict[str, dict[str, bool]], columns: list
     for label_, sharer_right, receiver_right in CASES:
         ids = [i for i in common if (correct["sharer"][i], correct["receiver"][i]) == (sharer_right, receiver_right)]
         if ids:
-            cells = [_accuracy(correct.get(m, {}), ids) for m in columns or WHO_KNEW_COLUMNS[:2]]
-            out.append(f"| {where} | {label_} | {len(ids):,} | {' | '.join(cells)} |")
+            cells = [_accuracy(correct.get(m, {}), ids) for m in (WHO_KNEW_COLUMNS[:2] if columns is None else columns)]
+            out.append("| " + " | ".join([where, label_, f"{len(ids):,}", *cells]) + " |")
     return out
 
 
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     columns = who_knew_columns(list(correct.values()))
     knew = [row for where in groups for row in who_knew_rows(where, correct[where], columns)]
     if knew:
-        print(f"\n| task | items where | n | {' | '.join(columns)} |")
+        print("\n| " + " | ".join(["task", "items where", "n", *columns]) + " |")
         print("|---|---|---:|" + "---:|" * len(columns))
         print("\n".join(knew))
     return 0

@@ -78,10 +78,11 @@ def test_who_knew_splits_the_items_by_the_single_models(tmp_path: Path) -> None:
     # the single models alone: how many items only the sharer knew, with no fused mode to score there
     singles = _run(tmp_path / "singles", {"receiver": [False, True, False], "sharer": [True, False, False]})
     correct = results_table.item_correctness([singles])
-    assert results_table.who_knew_rows("arc_easy test", correct) == [
-        "| arc_easy test | the sharer alone right, the receiver wrong | 1 | – | – |",
-        "| arc_easy test | the receiver alone right, the sharer wrong | 1 | – | – |",
-        "| arc_easy test | both wrong | 1 | – | – |",
+    assert results_table.who_knew_columns([correct]) == []
+    assert results_table.who_knew_rows("arc_easy test", correct, []) == [
+        "| arc_easy test | the sharer alone right, the receiver wrong | 1 |",
+        "| arc_easy test | the receiver alone right, the sharer wrong | 1 |",
+        "| arc_easy test | both wrong | 1 |",
     ]
     assert (
         results_table.paired_rows("arc_easy test", correct)
