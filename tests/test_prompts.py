@@ -9,7 +9,6 @@ from cache2cache.tasks.prompts import (
     T2T_BACKGROUND_PROMPT,
     background_messages,
     background_prompt,
-    mc_messages,
     mc_prompt,
     mc_training_messages,
     question_turn,
@@ -37,13 +36,12 @@ PAPER_PROMPT = (
 
 def test_paper_prompt_is_exact() -> None:
     assert mc_prompt(ITEM.question, ITEM.choices) == PAPER_PROMPT
-    assert mc_messages(ITEM) == [{"role": "user", "content": PAPER_PROMPT}]
+    assert question_turn(ITEM, "paper") == PAPER_PROMPT
 
 
 def test_prompt_without_template() -> None:
     expected = "Which gas do plants absorb?\n\nChoices:\nA. Oxygen\nB. Carbon dioxide\nC. Helium\nD. Neon\n"
     assert mc_prompt(ITEM.question, ITEM.choices, use_template=False) == expected
-    assert mc_messages(ITEM, use_template=False)[0]["content"] == expected
 
 
 @pytest.mark.parametrize(("choices", "letters"), [(["p", "q", "r"], "A/B/C"), (list("vwxyz"), "A/B/C/D/E")])
@@ -80,8 +78,7 @@ def test_listed_training_messages_show_the_options_and_reply_with_the_gold_text(
     ]
 
 
-def test_the_question_turn_of_each_style_is_what_evaluation_sends() -> None:
-    assert question_turn(ITEM, "paper") == mc_messages(ITEM)[0]["content"]
+def test_the_plain_question_turn_is_the_bare_question() -> None:
     assert question_turn(ITEM, "plain") == ITEM.question
 
 

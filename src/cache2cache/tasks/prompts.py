@@ -1,6 +1,6 @@
 """The prompts of the paper's multiple-choice evaluation and of the T2T baseline, as chat messages.
 
-- `mc_prompt` / `mc_messages`: the receiver's (and C2C's) single user turn, the reference's non-CoT
+- `mc_prompt`: the receiver's (and C2C's) single user turn, the reference's non-CoT
   `build_prompt` byte for byte for four options (docs/method.md §6.3). The instruction line names the letters
   of the item's own options: "A/B/C/D" for four, "A/B/C" for three, "A/B/C/D/E" for five. (The
   reference always writes "A/B/C/D", which tells a model not to pick E on a five-option ARC item.)
@@ -78,11 +78,6 @@ def mc_prompt(question: str, choices: Sequence[str], *, use_template: bool = Tru
         "- Do not include any explanations, additional text, or punctuation besides the answer.\n\n"
         "The correct answer is"
     )
-
-
-def mc_messages(item: MultipleChoiceItem, *, use_template: bool = True) -> list[Message]:
-    """The evaluation chat for one item: a single user turn holding `mc_prompt`."""
-    return [{"role": "user", "content": mc_prompt(item.question, item.choices, use_template=use_template)}]
 
 
 def question_turn(item: MultipleChoiceItem, style: PromptStyle) -> str:
